@@ -1,0 +1,90 @@
+"""medmulti: multi-modal medical imaging (CT, MR, X-ray) for TensorFlow/Keras.
+
+Strict readers produce :class:`Image` objects in a known LPS geometry; studies are
+co-registered and intensity-windowed per a :class:`StudySpec`; manifests are
+validated before training; :class:`PatientSequence` feeds ``model.fit`` with one
+input per modality; :func:`build_fusion_model` builds the branch CNNs.
+
+Heavy dependencies (TensorFlow, SimpleITK) are imported only when the names that
+need them are first used, so ``import medmulti`` is quick and has no side effects.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .errors import (
+    CacheError,
+    CorruptFileError,
+    GeometryError,
+    ManifestError,
+    MedmultiError,
+    MissingFileError,
+    RegistrationError,
+    ResourceLimitError,
+    SeriesGeometryError,
+    SpecError,
+    UnsafePathError,
+    UnsupportedDataError,
+)
+from .image import Image
+from .spec import LabelSpec, ModalitySpec, StudySpec
+
+__version__ = "0.1.0"
+
+# name -> module that defines it (imported on first access)
+_LAZY = {
+    "read_image": "medmulti.io",
+    "preprocess_study": "medmulti.preprocess",
+    "resample_to": "medmulti.geometry",
+    "register_rigid": "medmulti.geometry",
+    "check_coregistered": "medmulti.geometry",
+    "apply_window": "medmulti.intensity",
+    "CT_WINDOWS": "medmulti.intensity",
+    "inspect_study": "medmulti.visualize",
+    "load_manifest": "medmulti.manifest",
+    "Manifest": "medmulti.manifest",
+    "validate_manifest": "medmulti.manifest",
+    "make_sample_cohort": "medmulti.sample_data",
+    "PatientSequence": "medmulti.data.sequence",
+    "MultiModalSequence": "medmulti.data.sequence",
+    "build_fusion_model": "medmulti.models",
+    "train": "medmulti.training",
+    "evaluate": "medmulti.training",
+    "predict": "medmulti.training",
+}
+
+__all__ = [
+    "__version__",
+    "Image",
+    "ModalitySpec",
+    "LabelSpec",
+    "StudySpec",
+    "MedmultiError",
+    "MissingFileError",
+    "CorruptFileError",
+    "UnsupportedDataError",
+    "SeriesGeometryError",
+    "ResourceLimitError",
+    "ManifestError",
+    "UnsafePathError",
+    "SpecError",
+    "RegistrationError",
+    "GeometryError",
+    "CacheError",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medmulti' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,1 @@
+"""Subcommands of the ``medmulti`` command (see :mod:`medmulti.cli`)."""

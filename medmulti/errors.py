@@ -1,0 +1,214 @@
+"""The medmulti exception tree.
+
+Every failure a user can cause raises a subclass of :class:`MedmultiError`. Each
+error carries context (patient key, modality, path relative to the manifest root,
+DICOM keyword involved) but never a value read from a header, so messages can be
+logged and shared without leaking PHI. Errors survive :mod:`pickle`, which Keras
+process workers use to send them back to the parent.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+from typing import Any
+
+__all__ = [
+    "MedmultiError",
+    "MissingFileError",
+    "CorruptFileError",
+    "UnsupportedDataError",
+    "SeriesGeometryError",
+    "ResourceLimitError",
+    "ManifestError",
+    "UnsafePathError",
+    "SpecError",
+    "RegistrationError",
+    "GeometryError",
+    "CacheError",
+]
+
+
+class MedmultiError(Exception):
+    """Root of every error medmulti raises for a problem the user can cause.
+
+    Parameters
+    ----------
+    message : str
+        What happened, what was expected and how to fix it. Must not contain
+        values read from a DICOM/NIfTI header.
+    path : str or PathLike, optional
+        The file or folder involved (relative to the manifest root when known).
+    modality : str, optional
+        The modality name (spec name such as ``"ct"``, or a DICOM Modality).
+    patient_id : str, optional
+        The patient key from the manifest (never the header's PatientID).
+    keyword : str, optional
+        The DICOM keyword (e.g. ``"ImagePositionPatient"``) or NIfTI field involved.
+    hint : str, optional
+        How to fix it; appended to the message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | PathLike[str] | None = None,
+        modality: str | None = None,
+        patient_id: str | None = None,
+        keyword: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.message = str(message)
+        self.path = None if path is None else str(path)
+        self.modality = modality
+        self.patient_id = patient_id
+        self.keyword = keyword
+        self.hint = hint
+        super().__init__(self._render())
+
+    # -- context -----------------------------------------------------------
+    def with_context(
+        self,
+        *,
+        path: str | PathLike[str] | None = None,
+        modality: str | None = None,
+        patient_id: str | None = None,
+    ) -> "MedmultiError":
+        """Return this error with missing context fields filled in.
+
+        Parameters
+        ----------
+        path, modality, patient_id : optional
+            Values used only where the error does not already carry one.
+
+        Returns
+        -------
+        MedmultiError
+            ``self``, updated in place (so ``raise err.with_context(...)`` keeps
+            the type and traceback).
+        """
+        if self.path is None and path is not None:
+            self.path = str(path)
+        if self.modality is None and modality is not None:
+            self.modality = modality
+        if self.patient_id is None and patient_id is not None:
+            self.patient_id = patient_id
+        self.args = (self._render(),)
+        return self
+
+    def context(self) -> dict[str, Any]:
+        """Return the context as a JSON-serialisable dict (no header values)."""
+        return {
+            "type": type(self).__name__,
+            "message": self.message,
+            "patient_id": self.patient_id,
+            "modality": self.modality,
+            "path": self.path,
+            "keyword": self.keyword,
+            "hint": self.hint,
+        }
+
+    def _render(self) -> str:
+        parts = []
+        if self.patient_id is not None:
+            parts.append(f"patient {self.patient_id!r}")
+        if self.modality is not None:
+            parts.append(f"modality {self.modality!r}")
+        if self.path is not None:
+            parts.append(f"file {self.path!r}")
+        if self.keyword is not None:
+            parts.append(f"({self.keyword})")
+        where = ", ".join(parts)
+        text = f"{where}: {self.message}" if where else self.message
+        if self.hint:
+            text += f" Hint: {self.hint}"
+        return text
+
+    def __str__(self) -> str:
+        return self._render()
+
+    def __reduce__(self):  # keep type, message and context across pickle
+        return (
+            _rebuild,
+            (
+                type(self),
+                self.message,
+                {
+                    "path": self.path,
+                    "modality": self.modality,
+                    "patient_id": self.patient_id,
+                    "keyword": self.keyword,
+                    "hint": self.hint,
+                },
+                self.__dict__.copy(),
+            ),
+        )
+
+
+def _rebuild(cls: type, message: str, context: dict[str, Any], state: dict[str, Any]):
+    err = cls.__new__(cls)
+    MedmultiError.__init__(err, message, **context)
+    err.__dict__.update(state)
+    err.args = (err._render(),)
+    return err
+
+
+class MissingFileError(MedmultiError, FileNotFoundError):
+    """A path named by the user (or a manifest) does not exist or is unreadable."""
+
+
+class CorruptFileError(MedmultiError):
+    """A file exists but cannot be parsed or its pixels cannot be decoded."""
+
+
+class UnsupportedDataError(MedmultiError):
+    """A valid file that medmulti does not handle (SR, RT plan, RGB CT, 4D without ``volume=``...)."""
+
+
+class SeriesGeometryError(MedmultiError):
+    """A DICOM series does not assemble into one regular volume.
+
+    Raised for missing slices (gaps), duplicate positions, mixed orientations,
+    differing Rows/Columns/PixelSpacing, non-uniform spacing, several series in
+    one folder, or a gantry tilt.
+    """
+
+
+class ResourceLimitError(MedmultiError):
+    """Declared sizes exceed the data present or a configured cap (see :mod:`medmulti.io.limits`)."""
+
+
+class ManifestError(MedmultiError):
+    """A manifest CSV is malformed (unknown column, bad split, bad label...)."""
+
+    def __init__(self, message: str, *, row: int | None = None, column: str | None = None, **kwargs: Any) -> None:
+        self.row = row
+        self.column = column
+        if row is not None or column is not None:
+            where = []
+            if row is not None:
+                where.append(f"row {row}")
+            if column is not None:
+                where.append(f"column {column!r}")
+            message = f"{', '.join(where)}: {message}"
+        super().__init__(message, **kwargs)
+
+
+class UnsafePathError(ManifestError):
+    """A manifest path leaves the data root (``..``, absolute path, symlink pointing out)."""
+
+
+class SpecError(MedmultiError):
+    """A study spec (YAML or dataclass) has unknown keys or bad values."""
+
+
+class RegistrationError(MedmultiError):
+    """A rigid registration failed or diverged."""
+
+
+class GeometryError(MedmultiError):
+    """Images that should share a grid do not (see ``check_coregistered``)."""
+
+
+class CacheError(MedmultiError):
+    """The preprocessing cache is unusable (unwritable folder, refused entry)."""
