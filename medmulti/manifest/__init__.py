@@ -1,0 +1,30 @@
+"""Manifests: load a cohort CSV against a study spec, check it, report every problem.
+
+Public names: :func:`load_manifest`, :class:`Manifest`, :class:`ManifestRow`,
+:func:`check_row`, :class:`Problem`, :class:`ValidationReport`,
+:func:`validate_manifest`.
+"""
+
+from __future__ import annotations
+
+from .checks import RowCheck, check_row, cross_row_checks, sha256_of
+from .load import load_manifest, resolve_path
+from .report import Problem, ValidationReport
+from .schema import MANIFEST_FORMAT, SPLITS, Manifest, ManifestRow
+from .validate import validate_manifest
+
+__all__ = [
+    "load_manifest",
+    "resolve_path",
+    "Manifest",
+    "ManifestRow",
+    "check_row",
+    "cross_row_checks",
+    "RowCheck",
+    "sha256_of",
+    "Problem",
+    "ValidationReport",
+    "validate_manifest",
+    "MANIFEST_FORMAT",
+    "SPLITS",
+]

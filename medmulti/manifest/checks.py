@@ -1,0 +1,430 @@
+"""The checks: per row (pure function of the row and the spec) and across rows.
+
+:func:`check_row` reads each input of one row at header level through
+:func:`medmulti.io.inspect_source` (``deep=True`` also decodes the pixels) and
+returns every problem it finds; :func:`cross_row_checks` compares the rows'
+identity digests (leakage, duplicated images, the same study under two patients)
+and the label counts. Digests are compared, never printed: no message holds a
+value read from a header.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..errors import (
+    CorruptFileError,
+    MedmultiError,
+    MissingFileError,
+    ResourceLimitError,
+    SeriesGeometryError,
+    UnsupportedDataError,
+)
+from ..spec import StudySpec
+from .report import Problem
+from .schema import SPLITS, ManifestRow, check_fields
+
+__all__ = [
+    "RowCheck",
+    "check_row",
+    "cross_row_checks",
+    "sha256_of",
+    "ERROR_CHECKS",
+    "HEADER_MODALITIES",
+    "ANISOTROPY_WARN_RATIO",
+    "IMBALANCE_WARN_FRACTION",
+    "TINY_SPLIT_PATIENTS",
+]
+
+log = logging.getLogger("medmulti.manifest")
+
+#: Reader error type -> (check name, what to do).
+ERROR_CHECKS: dict[type, tuple[str, str]] = {
+    MissingFileError: ("missing_file", "check the path: the file or folder does not exist or cannot be read"),
+    CorruptFileError: ("corrupt_file", "the file is truncated or damaged: export it again from the PACS"),
+    SeriesGeometryError: ("series_geometry", "the series does not form one regular volume (missing, duplicate or "
+                                             "mixed slices): export the complete series again into its own folder"),
+    UnsupportedDataError: ("unsupported_data", "point the manifest at an image (CT/MR series, X-ray file, NIfTI) "
+                                               "that medmulti reads"),
+    ResourceLimitError: ("resource_limit", "the input is larger than the configured limits, or declares more data "
+                                           "than it holds: check the file, or raise the limits"),
+}
+
+#: Spec kind -> DICOM Modality values accepted in the header.
+HEADER_MODALITIES: dict[str, tuple[str, ...]] = {
+    "ct": ("CT",),
+    "mr": ("MR",),
+    "xray": ("CR", "DX", "DR", "RG", "PX"),
+}
+
+#: 3D inputs whose largest/smallest voxel size exceeds this ratio get a warning.
+ANISOTROPY_WARN_RATIO = 4.0
+#: A class whose share of the labelled rows is below this gets a warning.
+IMBALANCE_WARN_FRACTION = 0.2
+#: A split with fewer patients than this (but some) gets a warning.
+TINY_SPLIT_PATIENTS = 5
+
+_IDENTITY_TAGS = ["PatientID", "PatientName", "PatientBirthDate", "StudyInstanceUID"]
+
+
+@dataclass
+class RowCheck:
+    """Result of :func:`check_row`.
+
+    Parameters
+    ----------
+    row : ManifestRow
+        The row checked.
+    problems : list of Problem
+        Everything found in this row alone.
+    sources : dict
+        Modality name -> ``SourceInfo`` for the inputs that could be inspected.
+    identity : dict
+        Modality name -> digests used by the cross-row checks (``"patient"``,
+        ``"study"``, ``"series"``, ``"pixels"``; short hex or ``None``). Never printed.
+    n_files : int
+        Files inspected.
+    thumbnail : str or None
+        Base64 PNG of the first readable modality, when asked for.
+    """
+
+    row: ManifestRow
+    problems: list[Problem] = field(default_factory=list)
+    sources: dict[str, Any] = field(default_factory=dict)
+    identity: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    n_files: int = 0
+    thumbnail: str | None = None
+
+
+def sha256_of(path: str | PathLike[str]) -> str:
+    """Return the sha256 (hex) pinned in a ``<modality>_sha256`` column.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A file or a folder.
+
+    Returns
+    -------
+    str
+        For a file, the sha256 of its bytes (as ``sha256sum FILE``). For a folder,
+        the sha256 of the text that ``sha256sum`` prints for every regular file
+        below it, sorted by relative POSIX path (byte order), one line
+        ``"<hex>  <relative/path>\\n"`` each; i.e. the output of
+        ``cd DIR && find . -type f -printf '%P\\n' | LC_ALL=C sort | xargs -d '\\n' sha256sum | sha256sum``.
+
+    Raises
+    ------
+    MissingFileError
+        If the path does not exist or cannot be read.
+    """
+    p = Path(path)
+
+    def file_hex(f: Path) -> str:
+        h = hashlib.sha256()
+        try:
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        except OSError:
+            raise MissingFileError("cannot read the file to compute its sha256", path=f) from None
+        return h.hexdigest()
+
+    if p.is_file():
+        return file_hex(p)
+    if not p.is_dir():
+        raise MissingFileError("no such file or folder", path=p)
+    files = sorted((f.relative_to(p).as_posix().encode("utf-8"), f) for f in p.rglob("*") if f.is_file())
+    h = hashlib.sha256()
+    for rel, f in files:
+        h.update(f"{file_hex(f)}  ".encode() + rel + b"\n")
+    return h.hexdigest()
+
+
+def _short(*values: Any) -> str:
+    return hashlib.sha256("\x1f".join(str(v) for v in values).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def _identity_scan(files: Sequence[Path]) -> tuple[set[str], set[str]]:
+    """Patient and study digests of DICOM files (header only; never returned as text)."""
+    import pydicom
+
+    patients: set[str] = set()
+    studies: set[str] = set()
+    for f in files:
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=_IDENTITY_TAGS)
+        except Exception:  # the reader reports unreadable files
+            continue
+        patients.add(_short(ds.get("PatientID", ""), ds.get("PatientName", ""), ds.get("PatientBirthDate", "")))
+        studies.add(_short(ds.get("StudyInstanceUID", "")))
+    return patients, studies
+
+
+def _inspect(path: Path, deep: bool):
+    from ..io import inspect_source
+
+    return inspect_source(path, deep=deep)
+
+
+def _error_problem(row: ManifestRow, name: str, exc: BaseException) -> Problem:
+    written = row.paths.get(name)
+    shown = written
+    err_path = getattr(exc, "path", None)
+    src = row.sources.get(name)
+    if err_path and src is not None and written:
+        try:
+            rel = Path(err_path).resolve().relative_to(src)
+            if str(rel) != ".":
+                shown = f"{written.rstrip('/')}/{rel.as_posix()}"
+        except (ValueError, OSError):
+            pass
+    for cls, (check, hint) in ERROR_CHECKS.items():
+        if isinstance(exc, cls):
+            return Problem(row.key, name, shown, check, "error", exc.message, exc.hint or hint)  # type: ignore[attr-defined]
+    if isinstance(exc, MedmultiError):
+        return Problem(row.key, name, shown, "read_error", "error", exc.message,
+                       exc.hint or "the input could not be read; see the message")
+    # not a medmulti error: a reader bug or an unexpected library failure; its text may hold
+    # header values, so only the type is reported.
+    return Problem(row.key, name, shown, "read_error", "error",
+                   f"unexpected {type(exc).__name__} while reading",
+                   "please report this as a medmulti bug, with the file if you can share it")
+
+
+def _mixed_identity(row: ManifestRow, name: str) -> Problem:
+    return Problem(row.key, name, row.paths.get(name), "patient_identity", "error",
+                   "the DICOM files of this input belong to more than one patient or study",
+                   "remove the files of the other patient/study from this folder")
+
+
+def _thumbnail(path: Path) -> str | None:
+    import numpy as np
+
+    from ..io import read_image
+
+    try:
+        img = read_image(path)
+    except Exception:
+        return None
+    a = np.asarray(img.array, np.float32)
+    if a.ndim == 3:
+        a = a[a.shape[0] // 2]
+    step = max(1, int(np.ceil(max(a.shape) / 96)))
+    a = a[::step, ::step]
+    lo, hi = np.percentile(a, [1, 99])
+    a = np.clip((a - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+    from matplotlib import image as mpimg
+
+    buf = io.BytesIO()
+    mpimg.imsave(buf, a, cmap="gray", vmin=0, vmax=1, format="png")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def check_row(row: ManifestRow, spec: StudySpec, *, deep: bool = False, thumbnail: bool = False) -> RowCheck:
+    """Check one manifest row and its inputs.
+
+    Parameters
+    ----------
+    row : ManifestRow
+        The row (from :func:`~medmulti.manifest.load_manifest`, ``strict=False``
+        to keep rows with problems).
+    spec : StudySpec
+        The study spec.
+    deep : bool
+        Also decode every pixel (slower). The fast mode reads headers and checks
+        file sizes against the declared pixel data, which catches truncated files.
+    thumbnail : bool
+        Also render a small PNG of the first readable modality (for HTML reports).
+
+    Returns
+    -------
+    RowCheck
+        Problems (errors and warnings), the inspected sources and their digests.
+
+    Notes
+    -----
+    Checks, per modality: the path is safe and present when required
+    (``unsafe_path``, ``missing_modality``), the pinned sha256 matches
+    (``sha256_mismatch``), the input reads (``missing_file``, ``corrupt_file``,
+    ``series_geometry``, ``unsupported_data``, ``resource_limit``,
+    ``read_error``), the header Modality fits the spec kind
+    (``modality_mismatch``), the dimensionality fits (``wrong_dims``), every DICOM
+    file of a series belongs to one patient and study and the patient agrees with
+    the row's other modalities (``patient_identity``); warnings for strongly
+    anisotropic voxels (``anisotropic_spacing``) and reader warnings
+    (``reader_warning``). Row cells: ``bad_split``, ``unknown_label``,
+    ``bad_sha256``.
+    """
+    out = RowCheck(row=row, problems=list(check_fields(row, spec)))
+    patient_of: dict[str, str] = {}
+    for m in spec.modalities:
+        src = row.sources.get(m.name)
+        written = row.paths.get(m.name)
+        if src is None:
+            continue
+        if m.name in row.sha256 and len(row.sha256[m.name]) == 64:
+            try:
+                actual = sha256_of(src)
+            except MissingFileError:
+                actual = None  # reported below by the reader
+            if actual is not None and actual != row.sha256[m.name]:
+                out.problems.append(Problem(row.key, m.name, written, "sha256_mismatch", "error",
+                                            "the input's sha256 differs from the pinned value",
+                                            "the data changed since it was pinned: restore it, or update the "
+                                            f"{m.name}_sha256 cell if the change is intended"))
+        try:
+            info = _inspect(src, deep)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a problem record
+            if isinstance(exc, SeriesGeometryError) and src.is_dir():
+                patients, studies = _identity_scan(sorted(f for f in src.rglob("*") if f.is_file()))
+                if len(patients) > 1 or len(studies) > 1:
+                    out.problems.append(_mixed_identity(row, m.name))
+                    continue
+            out.problems.append(_error_problem(row, m.name, exc))
+            continue
+        out.sources[m.name] = info
+        out.n_files += int(getattr(info, "n_files", len(getattr(info, "files", []) or [])) or 0)
+        digests = dict(getattr(info, "digests", {}) or {})
+        ident = {k: digests.get(k) for k in ("patient", "study", "series", "pixels")}
+        kind = getattr(info, "kind", "")
+        if kind.startswith("dicom"):
+            header_mod = str(getattr(info, "modality", "") or "").upper()
+            if header_mod not in HEADER_MODALITIES[m.kind]:
+                out.problems.append(Problem(row.key, m.name, written, "modality_mismatch", "error",
+                                            f"the header Modality is not one of {list(HEADER_MODALITIES[m.kind])} "
+                                            f"expected for a {m.kind} column",
+                                            "check that the path points at the right series for this column"))
+            patients, studies = _identity_scan(list(getattr(info, "files", []) or []))
+            if len(patients) > 1 or len(studies) > 1:
+                out.problems.append(_mixed_identity(row, m.name))
+                ident = {k: None for k in ident}  # mixed: not used to match other rows
+            elif patients:
+                patient_of[m.name] = next(iter(patients))
+                ident["patient"] = patient_of[m.name]
+                ident["study"] = ident["study"] or next(iter(studies))
+        shape = tuple(getattr(info, "shape", ()) or ())
+        if shape and len(shape) != m.dims:
+            out.problems.append(Problem(row.key, m.name, written, "wrong_dims", "error",
+                                        f"the input is {len(shape)}D but the spec declares {m.dims}D",
+                                        "check that the path points at the right image for this column"))
+        spacing = [float(s) for s in (getattr(info, "spacing", ()) or ()) if s]
+        if m.dims == 3 and len(spacing) == 3 and max(spacing) / min(spacing) > ANISOTROPY_WARN_RATIO:
+            out.problems.append(Problem(row.key, m.name, written, "anisotropic_spacing", "warning",
+                                        f"voxel sizes differ by more than {ANISOTROPY_WARN_RATIO:g}x",
+                                        "fine for training after resampling, but thin structures may be lost"))
+        for w in getattr(info, "warnings", []) or []:
+            out.problems.append(Problem(row.key, m.name, written, "reader_warning", "warning", str(w), ""))
+        out.identity[m.name] = ident
+    if len(set(patient_of.values())) > 1:
+        counts = Counter(patient_of.values())
+        ref = spec.reference.name if spec.reference is not None and spec.reference.name in patient_of else None
+        majority = patient_of[ref] if ref else counts.most_common(1)[0][0]
+        for name, digest in patient_of.items():
+            if digest != majority:
+                out.problems.append(Problem(row.key, name, row.paths.get(name), "patient_identity", "error",
+                                            "the header patient identity differs from the row's other modalities",
+                                            "this input probably belongs to another patient: check the path"))
+    if thumbnail:
+        for m in spec.modalities:
+            bad = any(p.is_error and p.modality == m.name for p in out.problems)
+            if m.name in out.sources and not bad:
+                out.thumbnail = _thumbnail(row.sources[m.name])  # type: ignore[arg-type]
+                if out.thumbnail:
+                    break
+    return out
+
+
+def cross_row_checks(results: Iterable[RowCheck], spec: StudySpec) -> list[Problem]:
+    """Checks that need every row: leakage, duplicates, label balance, split sizes.
+
+    Parameters
+    ----------
+    results : iterable of RowCheck
+        One per manifest row.
+    spec : StudySpec
+        The study spec.
+
+    Returns
+    -------
+    list of Problem
+        Errors ``duplicate_row`` (the same row key twice in one split),
+        ``patient_in_two_splits``, ``same_study_two_patients`` (a study/series digest
+        under two patient IDs) and ``duplicate_image`` (a pixel digest under two
+        patient IDs); warnings ``class_imbalance`` and ``tiny_split``.
+    """
+    results = list(results)
+    rows = [r.row for r in results]
+    out: list[Problem] = []
+    by_key: dict[str, list[ManifestRow]] = defaultdict(list)
+    splits_of: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        by_key[r.key].append(r)
+        if r.split in SPLITS:
+            splits_of[r.patient_id].add(r.split)
+    for key, rs in by_key.items():
+        if len(rs) > 1 and len({r.split for r in rs}) == 1:
+            out.append(Problem(key, None, None, "duplicate_row", "error",
+                               f"the same row key is on lines {[r.line for r in rs]}",
+                               "keep one row per patient (add a study_id column for several studies)"))
+    for pid, splits in splits_of.items():
+        if len(splits) > 1:
+            out.append(Problem(pid, None, None, "patient_in_two_splits", "error",
+                               f"the patient is in splits {sorted(splits)} (leakage)",
+                               "put every row of a patient in one split"))
+    for what, check, hint in (
+        (("study", "series"), "same_study_two_patients",
+         "the same study/series is listed under another patient: fix the path or merge the patients"),
+        (("pixels",), "duplicate_image",
+         "the same image is listed under another patient: remove the duplicate"),
+    ):
+        owners: dict[tuple[str, str], set[str]] = defaultdict(set)
+        where: dict[tuple[str, str], list[tuple[ManifestRow, str]]] = defaultdict(list)
+        for res in results:
+            for name, ident in res.identity.items():
+                for k in what:
+                    d = ident.get(k)
+                    if d:
+                        owners[(k, d)].add(res.row.patient_id)
+                        where[(k, d)].append((res.row, name))
+        flagged: set[tuple[str, str]] = set()
+        for dk, pids in owners.items():
+            if len(pids) < 2:
+                continue
+            for row, name in where[dk]:
+                if (row.key, name) in flagged:
+                    continue
+                flagged.add((row.key, name))
+                others = sorted(pids - {row.patient_id})
+                cross = {r.split for r, _ in where[dk]}
+                extra = " in another split" if len(cross) > 1 else ""
+                out.append(Problem(row.key, name, row.paths.get(name), check, "error",
+                                   f"also listed under patient(s) {others}{extra}", hint))
+    labels = spec.labels
+    if labels.columns is None:
+        valid = [r for r in rows if r.labels.get(labels.column) in labels.classes]  # type: ignore[arg-type]
+        counts = Counter(r.labels[labels.column] for r in valid)  # type: ignore[index]
+        if valid:
+            for c in labels.classes:
+                share = counts.get(c, 0) / len(valid)
+                if share < IMBALANCE_WARN_FRACTION:
+                    out.append(Problem(None, None, None, "class_imbalance", "warning",
+                                       f"class {c!r} is {share:.0%} of the labelled rows",
+                                       "consider class_balance=True or sample weights when training"))
+    per_split = Counter(r.split for r in rows if r.split in SPLITS)
+    for s in SPLITS:
+        n = len({r.patient_id for r in rows if r.split == s})
+        if 0 < n < TINY_SPLIT_PATIENTS:
+            out.append(Problem(None, None, None, "tiny_split", "warning",
+                               f"split {s!r} has only {n} patient(s)",
+                               "metrics on a split this small are noisy"))
+    del per_split
+    return out

@@ -1,0 +1,281 @@
+"""Reading a manifest CSV and resolving its paths safely.
+
+Paths in a manifest are relative to the manifest's folder. A path that would leave
+the allowed folder (``..``, an absolute path, a Windows drive or UNC path, a
+percent-encoded ``..``, a symlink pointing outside, a NUL byte, an over-long path)
+is refused with :class:`~medmulti.errors.UnsafePathError`, unless the caller gives an
+explicit ``data_root`` that contains the resolved path. Paths are only ever built
+from manifest cells, never from DICOM header values.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import re
+from os import PathLike
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote
+
+from ..errors import ManifestError, MissingFileError, UnsafePathError
+from ..spec import StudySpec
+from .schema import (
+    EXTRA_PREFIX,
+    MANIFEST_FORMAT,
+    SHA256_SUFFIX,
+    Manifest,
+    ManifestRow,
+    check_fields,
+    expected_columns,
+)
+
+__all__ = ["load_manifest", "resolve_path", "MAX_PATH_CHARS"]
+
+log = logging.getLogger("medmulti.manifest")
+
+#: Longest manifest path accepted (characters); longer ones are refused as unsafe.
+MAX_PATH_CHARS = 1024
+_MAX_COMPONENT = 255
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_FORMAT_LINE = re.compile(r"^#\s*format\s*:\s*(\S+)\s*$")
+
+
+def _within(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def resolve_path(text: str, root: str | PathLike[str], *, data_root: str | PathLike[str] | None = None) -> Path:
+    """Resolve one manifest path cell to a safe absolute path.
+
+    Parameters
+    ----------
+    text : str
+        The cell as written (relative to ``root``; ``/`` or ``\\`` separators).
+    root : str or PathLike
+        The manifest's folder.
+    data_root : str or PathLike, optional
+        An explicit folder that may hold inputs outside ``root``. Without it, every
+        input must lie inside ``root``.
+
+    Returns
+    -------
+    pathlib.Path
+        The resolved path (symlinks followed), inside the allowed folder. It may not
+        exist: that is reported by the file checks, not here.
+
+    Raises
+    ------
+    UnsafePathError
+        A NUL byte, an over-long path or component, a Windows drive/UNC path, an
+        absolute path or a ``..`` (also percent-encoded) leaving the allowed folder,
+        or a symlink resolving outside it.
+    """
+    if "\x00" in text:
+        raise UnsafePathError("the path contains a NUL byte", path=repr(text))
+    if len(text) > MAX_PATH_CHARS:
+        raise UnsafePathError(f"the path is longer than {MAX_PATH_CHARS} characters", path=text[:40] + "...")
+    allowed = Path(os.path.realpath(data_root if data_root is not None else root))
+    base = Path(os.path.realpath(root))
+    explicit = data_root is not None
+    where = "data root" if explicit else "manifest folder"
+    decoded = unquote(text)
+    if decoded != text:
+        dnorm = decoded.replace("\\", "/")
+        if ("\x00" in decoded or ".." in PurePosixPath(dnorm).parts or dnorm.startswith("/")
+                or _DRIVE.match(dnorm)):
+            raise UnsafePathError("the path holds a percent-encoded '..', separator or NUL byte", path=text,
+                                  hint="write the path without %-escapes")
+    norm = text.replace("\\", "/")
+    if any(len(part) > _MAX_COMPONENT for part in PurePosixPath(norm).parts):
+        raise UnsafePathError(f"a path component is longer than {_MAX_COMPONENT} characters", path=text[:40] + "...")
+    if _DRIVE.match(norm) or norm.startswith("//"):
+        raise UnsafePathError("a Windows drive or network (UNC) path is not allowed in a manifest", path=text,
+                              hint="write paths relative to the manifest's folder")
+    if norm.startswith("/") and not explicit:
+        raise UnsafePathError("an absolute path is not allowed in a manifest", path=text,
+                              hint="write paths relative to the manifest's folder, or pass an explicit data root "
+                                   "that contains them")
+    lexical = Path(os.path.normpath(base / norm)) if not norm.startswith("/") else Path(os.path.normpath(norm))
+    if not _within(lexical, allowed):
+        why = "absolute path" if norm.startswith("/") else "'..' leads"
+        raise UnsafePathError(f"{why} outside the {where}", path=text,
+                              hint="move the data under the manifest's folder, or pass an explicit data root "
+                                   "that contains it")
+    real = Path(os.path.realpath(lexical))
+    if not _within(real, allowed):
+        raise UnsafePathError(f"a symlink on the path points outside the {where}",
+                              path=text, hint="copy the data, or pass an explicit data root that contains the target")
+    return real
+
+
+def _read_lines(p: Path) -> tuple[int, list[str]]:
+    try:
+        raw = p.read_bytes()
+    except OSError:
+        raise MissingFileError("the manifest cannot be read", path=p) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ManifestError("the manifest is not UTF-8 text", path=p) from None
+    lines = text.splitlines(keepends=True)
+    fmt = MANIFEST_FORMAT
+    skipped = 0
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        m = _FORMAT_LINE.match(line.strip())
+        if m:
+            try:
+                fmt = int(m.group(1))
+            except ValueError:
+                raise ManifestError(f"bad format line; expected '# format: {MANIFEST_FORMAT}'", row=skipped + 1,
+                                    path=p) from None
+        skipped += 1
+    if fmt != MANIFEST_FORMAT:
+        raise ManifestError(f"unsupported manifest format {fmt}; this medmulti reads format {MANIFEST_FORMAT}", path=p)
+    return skipped, lines[skipped:]
+
+
+def load_manifest(
+    path: str | PathLike[str],
+    spec: StudySpec | str | PathLike[str],
+    *,
+    data_root: str | PathLike[str] | None = None,
+    strict: bool = True,
+) -> Manifest:
+    """Load a manifest CSV against a study spec.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The manifest CSV (see :mod:`medmulti.manifest.schema` and ``docs/manifest.md``).
+    spec : StudySpec or path
+        The study spec, or its YAML file.
+    data_root : str or PathLike, optional
+        A folder allowed to hold inputs outside the manifest's folder.
+    strict : bool
+        ``True`` (default): any row-level problem (bad split, unknown label, unsafe
+        path, missing required modality, the same row key twice) raises.
+        ``False``: such problems are collected in :attr:`Manifest.problems` and the
+        rows kept (unsafe paths get ``sources[name] = None``); used by validation.
+
+    Returns
+    -------
+    Manifest
+
+    Raises
+    ------
+    MissingFileError
+        The manifest (or the spec file) does not exist.
+    ManifestError
+        Missing or unknown columns, no rows, a row with a bad cell count or an empty
+        ``patient_id`` (always), and with ``strict=True`` every row-level problem;
+        the message names the line and column.
+    UnsafePathError
+        With ``strict=True``, a path leaving the allowed folder.
+    SpecError
+        The spec file is invalid.
+    """
+    if not isinstance(spec, StudySpec):
+        spec = StudySpec.from_yaml(spec)
+    p = Path(path)
+    if not p.is_file():
+        raise MissingFileError("manifest not found", path=p)
+    root = Path(os.path.realpath(p.parent))
+    droot = Path(os.path.realpath(data_root)) if data_root is not None else None
+    if droot is not None and not droot.is_dir():
+        raise MissingFileError("the data root is not a folder", path=droot)
+    skipped, lines = _read_lines(p)
+    reader = csv.reader(lines)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ManifestError("the manifest has no header line", path=p) from None
+    header = [h.strip() for h in header]
+    known = expected_columns(spec)
+    for i, h in enumerate(header):
+        if h not in known and not h.startswith(EXTRA_PREFIX):
+            raise ManifestError(f"unknown column; known columns are {sorted(known)} (free columns start with "
+                                f"'{EXTRA_PREFIX}')", row=skipped + 1, column=h or f"#{i + 1}", path=p)
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup:
+        raise ManifestError("column appears twice", row=skipped + 1, column=dup[0], path=p)
+    required = ["patient_id", "split", *spec.labels.manifest_columns]
+    required += [m.name for m in spec.modalities if m.required]
+    for col in required:
+        if col not in header:
+            raise ManifestError("required column is missing", row=skipped + 1, column=col, path=p)
+    rows: list[ManifestRow] = []
+    problems = []
+    for cells in reader:
+        line = skipped + reader.line_num
+        if not any(c.strip() for c in cells):
+            continue
+        if len(cells) != len(header):
+            raise ManifestError(f"{len(cells)} cells, the header has {len(header)}", row=line, path=p)
+        rec = {h: c.strip() for h, c in zip(header, cells)}
+        pid = rec["patient_id"]
+        if not pid:
+            raise ManifestError("patient_id is empty", row=line, column="patient_id", path=p)
+        paths: dict[str, str | None] = {}
+        sources: dict[str, Path | None] = {}
+        refused: dict[str, str] = {}
+        sha: dict[str, str] = {}
+        for name in spec.names:
+            cell = rec.get(name, "")
+            paths[name] = cell or None
+            sources[name] = None
+            if cell:
+                try:
+                    sources[name] = resolve_path(cell, root, data_root=droot)
+                except UnsafePathError as exc:
+                    exc.with_context(patient_id=pid, modality=name)
+                    if strict:
+                        raise _unsafe(exc, line, name, cell, pid) from None
+                    refused[name] = exc.message
+            digest = rec.get(name + SHA256_SUFFIX, "")
+            if digest:
+                sha[name] = digest.lower()
+        row = ManifestRow(
+            line=line,
+            patient_id=pid,
+            study_id=rec.get("study_id") or None,
+            split=rec["split"],
+            labels={c: rec.get(c, "") for c in spec.labels.manifest_columns},
+            paths=paths,
+            sources=sources,
+            sha256=sha,
+            refused=refused,
+            extra={h: rec[h] for h in header if h.startswith(EXTRA_PREFIX)},
+        )
+        found = check_fields(row, spec)
+        if strict and found:
+            prob = found[0]
+            column = prob.modality or {"bad_split": "split", "unknown_label": spec.labels.manifest_columns[0]}.get(
+                prob.check)
+            raise ManifestError(prob.message.split(": ", 1)[-1], row=line, column=column, patient_id=row.key,
+                                modality=prob.modality, hint=prob.hint, path=p)
+        problems.extend(found)
+        rows.append(row)
+    if not rows:
+        raise ManifestError("the manifest has no rows", path=p)
+    if strict:
+        seen: dict[str, int] = {}
+        for r in rows:
+            if r.key in seen:
+                raise ManifestError(f"row key {r.key!r} also on line {seen[r.key]}", row=r.line,
+                                    column="patient_id", path=p,
+                                    hint="one row per patient (add a study_id column for several studies)")
+            seen[r.key] = r.line
+    log.info("loaded manifest with %d rows", len(rows))
+    return Manifest(path=p, root=root, spec=spec, rows=rows, data_root=droot, problems=problems)
+
+
+def _unsafe(exc: UnsafePathError, line: int, column: str, cell: str, pid: str) -> UnsafePathError:
+    return UnsafePathError(exc.message, row=line, column=column, path=cell, patient_id=pid, modality=column,
+                           hint=exc.hint)

@@ -1,0 +1,239 @@
+"""The manifest format (``format: 1``): columns, rows, and the pure per-field checks.
+
+A manifest is a CSV with a header line, one row per patient (or per patient study
+with a ``study_id`` column):
+
+``patient_id``
+    Pseudonymous patient key (required, non-empty).
+``study_id``
+    Optional; with it a patient may have several rows (one per study) and the row
+    key is ``patient_id/study_id``.
+``split``
+    ``train``, ``val`` or ``test``.
+label columns
+    As the spec's ``labels`` says: ``column`` (one class name per row) or ``columns``
+    (one 0/1 column per class).
+one column per spec modality
+    Named as the modality (``ct``, ``mr``...), holding a path relative to the
+    manifest's folder (DICOM series folder, DICOM file, NIfTI). Empty = absent.
+``<modality>_sha256``
+    Optional pinned digest of that input (see :func:`medmulti.manifest.checks.sha256_of`).
+``x_*``
+    Free columns (age, site...) kept in :attr:`ManifestRow.extra`, never checked.
+
+Lines starting with ``#`` before the header are comments; ``# format: 1`` declares
+the format version (1 is assumed when absent).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from ..spec import StudySpec
+from .report import Problem
+
+__all__ = [
+    "MANIFEST_FORMAT",
+    "SPLITS",
+    "ManifestRow",
+    "Manifest",
+    "expected_columns",
+    "check_fields",
+]
+
+MANIFEST_FORMAT = 1
+SPLITS = ("train", "val", "test")
+SHA256_SUFFIX = "_sha256"
+EXTRA_PREFIX = "x_"
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One manifest row: a patient (or a patient study) and its inputs.
+
+    Parameters
+    ----------
+    line : int
+        1-based line number in the CSV file (the header is a line too).
+    patient_id : str
+        Patient key as written in the manifest.
+    study_id : str or None
+        Study key, when the manifest has a ``study_id`` column.
+    split : str
+        As written (``train``/``val``/``test`` when valid).
+    labels : dict
+        Label column -> cell text.
+    paths : dict
+        Modality name -> path as written, or ``None`` when the cell is empty.
+    sources : dict
+        Modality name -> resolved, safety-checked :class:`~pathlib.Path`, or ``None``
+        (absent, or refused: see ``refused``).
+    sha256 : dict
+        Modality name -> pinned lowercase hex digest, for the pinned inputs.
+    refused : dict
+        Modality name -> why its path was refused as unsafe (only when loaded with
+        ``strict=False``; a strict load raises instead).
+    extra : dict
+        The free ``x_*`` columns.
+    """
+
+    line: int
+    patient_id: str
+    study_id: str | None
+    split: str
+    labels: dict[str, str]
+    paths: dict[str, str | None]
+    sources: dict[str, Path | None]
+    sha256: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """``patient_id``, or ``patient_id/study_id`` when the row has a study."""
+        return self.patient_id if not self.study_id else f"{self.patient_id}/{self.study_id}"
+
+    def __hash__(self) -> int:  # dict fields: hash on the identity of the row
+        return hash((self.line, self.patient_id, self.study_id))
+
+
+@dataclass
+class Manifest:
+    """A loaded manifest: rows with resolved, safe paths, plus its spec.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The CSV file.
+    root : pathlib.Path
+        The folder relative paths are resolved against (the manifest's folder).
+    spec : StudySpec
+        The study spec the manifest was read with.
+    rows : list of ManifestRow
+        In file order.
+    data_root : pathlib.Path
+        The folder every input must lie in (``root`` unless given explicitly).
+    problems : list of Problem
+        Row-level problems collected by a non-strict load (empty after a strict one).
+    """
+
+    path: Path
+    root: Path
+    spec: StudySpec
+    rows: list[ManifestRow]
+    data_root: Path | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.data_root is None:
+            self.data_root = self.root
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[ManifestRow]:
+        return iter(self.rows)
+
+    def split(self, name: str) -> list[ManifestRow]:
+        """Return the rows of one split (``"train"``, ``"val"`` or ``"test"``).
+
+        Raises
+        ------
+        ManifestError
+            If ``name`` is not a valid split.
+        """
+        from ..errors import ManifestError
+
+        if name not in SPLITS:
+            raise ManifestError(f"split must be one of {list(SPLITS)}, got {name!r}", path=self.path)
+        return [r for r in self.rows if r.split == name]
+
+    @property
+    def patient_ids(self) -> list[str]:
+        """Distinct patient IDs in file order."""
+        return list(dict.fromkeys(r.patient_id for r in self.rows))
+
+
+def expected_columns(spec: StudySpec) -> dict[str, str]:
+    """Return the known manifest columns and what each holds.
+
+    Parameters
+    ----------
+    spec : StudySpec
+        The study spec.
+
+    Returns
+    -------
+    dict
+        Column name -> role (``"patient_id"``, ``"study_id"``, ``"split"``,
+        ``"label"``, ``"modality"``, ``"sha256"``). ``study_id`` and the sha256
+        columns are optional; the rest are required.
+    """
+    cols = {"patient_id": "patient_id", "study_id": "study_id", "split": "split"}
+    for c in spec.labels.manifest_columns:
+        cols[c] = "label"
+    for name in spec.names:
+        cols[name] = "modality"
+        cols[name + SHA256_SUFFIX] = "sha256"
+    return cols
+
+
+def check_fields(row: ManifestRow, spec: StudySpec) -> list[Problem]:
+    """Check a row's cells without touching any file (pure).
+
+    Parameters
+    ----------
+    row : ManifestRow
+        The row.
+    spec : StudySpec
+        The study spec.
+
+    Returns
+    -------
+    list of Problem
+        ``bad_split``, ``unknown_label``, ``bad_sha256``, ``unsafe_path`` and
+        ``missing_modality`` problems (all errors).
+    """
+    out: list[Problem] = []
+    pid = row.key
+    if row.split not in SPLITS:
+        out.append(Problem(pid, None, None, "bad_split", "error",
+                           f"line {row.line}: split {row.split!r} is not one of {list(SPLITS)}",
+                           "write train, val or test in the 'split' column"))
+    labels = spec.labels
+    if labels.columns is None:
+        cell = row.labels.get(labels.column, "")  # type: ignore[arg-type]
+        if cell not in labels.classes:
+            out.append(Problem(pid, None, None, "unknown_label", "error",
+                               f"line {row.line}: label {cell!r} in column {labels.column!r} "
+                               f"is not one of the spec's classes {labels.classes}",
+                               "fix the label, or add the class to labels.classes in the spec"))
+    else:
+        for col in labels.columns:
+            cell = row.labels.get(col, "").strip().lower()
+            if cell not in ("0", "1", "0.0", "1.0", "true", "false", "yes", "no"):
+                out.append(Problem(pid, None, None, "unknown_label", "error",
+                                   f"line {row.line}: column {col!r} must hold 0 or 1, got {row.labels.get(col)!r}",
+                                   "write 0 or 1 in every label column"))
+    for name, digest in row.sha256.items():
+        if not _HEX64.match(digest):
+            out.append(Problem(pid, name, row.paths.get(name), "bad_sha256", "error",
+                               f"line {row.line}: {name}{SHA256_SUFFIX} is not 64 hexadecimal characters",
+                               "write the sha256 as 64 hex digits (see docs/manifest.md), or leave the cell empty"))
+    for m in spec.modalities:
+        written = row.paths.get(m.name)
+        if m.name in row.refused:
+            out.append(Problem(pid, m.name, written, "unsafe_path", "error",
+                               f"line {row.line}: {row.refused[m.name]}",
+                               "move the data under the manifest's folder, or pass --data-root DIR "
+                               "that contains it"))
+        elif written is None and m.required:
+            out.append(Problem(pid, m.name, None, "missing_modality", "error",
+                               f"line {row.line}: required modality {m.name!r} has no path",
+                               f"add the {m.name} path, drop the patient, or mark the modality "
+                               "'required: false' in the spec"))
+    return out
