@@ -1,0 +1,205 @@
+"""``build_fusion_model``: one CNN branch per modality, fused, then the diagnosis head."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import keras
+
+from ..errors import SpecError
+from ..spec import StudySpec
+from .branches import BACKBONES, NORMALIZATIONS, backbone_branch, conv_branch
+from .layers import FUSION_LAYERS, ModalityDropout, PresenceMask, StackEmbeddings
+
+__all__ = ["FUSIONS", "build_fusion_model", "model_input_shapes", "present_input_name"]
+
+#: accepted ``fusion=`` values
+FUSIONS = tuple(FUSION_LAYERS)
+
+
+def present_input_name(modality: str) -> str:
+    """Name of the presence input of ``modality`` (``"<name>_present"``)."""
+    return f"{modality}_present"
+
+
+def model_input_shapes(spec: StudySpec, modalities: Sequence[str] | None = None) -> dict[str, tuple[int, ...]]:
+    """Input shape (channels-last, without batch) of each modality's Keras input.
+
+    A 3D modality without its own ``shape`` is resampled onto the reference grid, so
+    it takes the reference modality's spatial shape.
+
+    Parameters
+    ----------
+    spec : StudySpec
+        The study spec.
+    modalities : sequence of str, optional
+        Subset of modality names (default: all, in spec order).
+
+    Returns
+    -------
+    dict
+        Modality name -> ``(*spatial, channels)``.
+
+    Raises
+    ------
+    SpecError
+        An unknown modality name, or a 3D modality whose shape cannot be known.
+    """
+    names = list(spec.names if modalities is None else modalities)
+    reference = spec.reference
+    out: dict[str, tuple[int, ...]] = {}
+    for name in names:
+        m = spec.modality(name)
+        shape = m.input_shape
+        if shape is None and m.dims == 3 and reference is not None and reference.shape is not None:
+            shape = (*reference.shape, m.channels)
+        if shape is None:
+            raise SpecError(
+                f"modality {name!r}: the model needs a fixed input shape",
+                keyword="shape",
+                hint=f"set 'shape' for {name!r} or for the reference modality in the spec",
+            )
+        out[name] = tuple(int(s) for s in shape)
+    return out
+
+
+def build_fusion_model(
+    spec: StudySpec,
+    *,
+    modalities: Sequence[str] | None = None,
+    optional_modalities: Sequence[str] | None = None,
+    fusion: str = "concat",
+    width: int = 8,
+    depth: int = 3,
+    embed_dim: int = 32,
+    dropout: float = 0.2,
+    modality_dropout: float = 0.0,
+    backbone: str | None = None,
+    norm: str = "batch",
+    stem_stride: int | dict[str, int] = 1,
+    attention_units: int = 32,
+    seed: int | None = None,
+    name: str = "medmulti_fusion",
+) -> keras.Model:
+    """Build the multi-input diagnosis model for ``spec``.
+
+    Parameters
+    ----------
+    spec : StudySpec
+        Gives the modalities (inputs, in spec order), their shapes and the labels.
+    modalities : sequence of str, optional
+        Build the model on this subset only (e.g. ``["ct"]`` for a CT-only model).
+    optional_modalities : sequence of str, optional
+        Modalities that get a ``"<name>_present"`` input of shape ``(1,)`` (1 present,
+        0 missing). ``None`` means the spec's ``required: false`` modalities, as
+        :class:`~medmulti.data.sequence.PatientSequence` yields them
+        (pass its ``.optional_modalities``).
+    fusion : {"concat", "attention", "gated"}
+        How branch embeddings are combined (see :mod:`medmulti.models.layers`).
+    width, depth : int
+        Filters of the first block and number of blocks of each CNN branch.
+    embed_dim : int
+        Size of every branch's embedding.
+    dropout : float
+        Dropout before each branch's projection and before the head.
+    modality_dropout : float
+        Probability of hiding each modality per sample during training (0 disables).
+    backbone : str, optional
+        A ``keras.applications`` name from :data:`~medmulti.models.branches.BACKBONES`
+        for the 2D branches, built with ``weights=None``; ``None`` uses the plain CNN.
+    norm : {"batch", "group", "layer", "none"}
+        Normalisation in the plain CNN branches.
+    stem_stride : int or dict
+        Stride of each branch's first convolution (one value, or modality name -> stride).
+    attention_units : int
+        Hidden size of the attention scorer (``fusion="attention"``).
+    seed : int, optional
+        Seed for modality dropout.
+    name : str
+        Model name.
+
+    Returns
+    -------
+    keras.Model
+        Uncompiled functional model. Inputs: a dict keyed by modality name (and
+        ``"<name>_present"``); output ``(batch, num_classes)`` softmax
+        (single-label) or sigmoid (multi-label) probabilities, named ``"diagnosis"``.
+
+    Raises
+    ------
+    SpecError
+        An unknown modality name or a modality whose input shape is unknown.
+    ValueError
+        A bad option value (fusion, norm, backbone, rates).
+
+    Examples
+    --------
+    >>> from medmulti.spec import StudySpec
+    >>> spec = StudySpec.from_dict({"labels": {"column": "dx", "classes": ["a", "b"]},
+    ...     "modalities": [{"name": "xray", "kind": "xray", "shape": [32, 32], "required": False}]})
+    >>> model = build_fusion_model(spec, depth=2)
+    >>> sorted(model.input)
+    ['xray', 'xray_present']
+    """
+    if fusion not in FUSION_LAYERS:
+        raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+    if norm not in NORMALIZATIONS:
+        raise ValueError(f"norm must be one of {NORMALIZATIONS}, got {norm!r}")
+    if backbone is not None and backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {sorted(BACKBONES)} or None, got {backbone!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    names = list(spec.names if modalities is None else modalities)
+    if not names:
+        raise SpecError("build_fusion_model needs at least one modality", keyword="modalities")
+    shapes = model_input_shapes(spec, names)
+    if optional_modalities is None:
+        optional = [n for n in names if not spec.modality(n).required]
+    else:
+        unknown = sorted(set(optional_modalities) - set(spec.names))
+        if unknown:
+            raise SpecError(f"optional_modalities {unknown} are not in the spec; it has {spec.names}",
+                            keyword="optional_modalities")
+        optional = [n for n in names if n in set(optional_modalities)]
+
+    inputs: dict[str, Any] = {}
+    embeddings = []
+    for modality in names:
+        m = spec.modality(modality)
+        x = keras.Input(shape=shapes[modality], name=modality, dtype="float32")
+        inputs[modality] = x
+        stride = stem_stride.get(modality, 1) if isinstance(stem_stride, dict) else stem_stride
+        if m.dims == 2 and backbone is not None:
+            emb = backbone_branch(x, backbone=backbone, name=modality, embed_dim=embed_dim, dropout=dropout)
+        else:
+            emb = conv_branch(
+                x,
+                dims=m.dims,
+                name=modality,
+                width=width,
+                depth=depth,
+                embed_dim=embed_dim,
+                norm=norm,
+                dropout=dropout,
+                stem_stride=stride,
+            )
+        embeddings.append(emb)
+    presents = []
+    for modality in optional:
+        p = keras.Input(shape=(1,), name=present_input_name(modality), dtype="float32")
+        inputs[present_input_name(modality)] = p
+        presents.append(p)
+
+    stack = StackEmbeddings(name="stack_embeddings")(embeddings)
+    mask = PresenceMask(len(names), [names.index(n) for n in optional], name="presence_mask")([stack, *presents])
+    if modality_dropout > 0:
+        mask = ModalityDropout(modality_dropout, seed=seed, name="modality_dropout")(mask)
+    if fusion == "attention":
+        fused = FUSION_LAYERS[fusion](units=attention_units, name="fusion")([stack, mask])
+    else:
+        fused = FUSION_LAYERS[fusion](name="fusion")([stack, mask])
+    if dropout > 0:
+        fused = keras.layers.Dropout(dropout, name="head_dropout")(fused)
+    activation = "sigmoid" if spec.labels.multi_label else "softmax"
+    outputs = keras.layers.Dense(spec.labels.num_classes, activation=activation, name="diagnosis")(fused)
+    return keras.Model(inputs=inputs, outputs=outputs, name=name)
