@@ -443,7 +443,8 @@ class PreprocessCache:
             From :func:`entry_key`.
         out : numpy.ndarray, optional
             A C-contiguous float32 array of the entry's shape (e.g. one slot of a
-            preallocated batch); the data is read straight into it.
+            preallocated batch); the data is read straight into it. If its shape
+            differs from the entry's, it is left alone and a new array returned.
 
         Returns
         -------
@@ -456,7 +457,7 @@ class PreprocessCache:
             info, arr_path, need_crc = self._sidecar(key, force_check=self.verify_reads == "always")
             shape = tuple(info["shape"])
             if out is not None and (out.shape != shape or out.dtype != np.float32):
-                raise ValueError(f"out has shape {out.shape} {out.dtype}; the entry is {shape} float32")
+                out = None  # the caller checks the shape of what it gets back
             st_before = side.stat()
             arr = _read_npy(arr_path, shape=shape, dtype=np.dtype(info["stored_dtype"]), out=out,
                             crc=int(info["crc32"]) if need_crc else None)
