@@ -1,0 +1,106 @@
+"""Short pure functions on 4x4 affines (array-order index -> LPS mm)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+__all__ = [
+    "apply_affine",
+    "voxel_sizes",
+    "rigid_matrix",
+    "rotation_angle_deg",
+    "grid_center",
+    "grid_corners",
+]
+
+
+def apply_affine(affine: np.ndarray, points) -> np.ndarray:
+    """Apply a 4x4 affine to points of shape ``(..., 3)``.
+
+    Parameters
+    ----------
+    affine : numpy.ndarray
+        4x4 homogeneous matrix.
+    points : array_like
+        Coordinates, last dimension 3.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 transformed coordinates, same shape.
+
+    Examples
+    --------
+    >>> apply_affine(np.diag([2.0, 2.0, 2.0, 1.0]), [1, 2, 3]).tolist()
+    [2.0, 4.0, 6.0]
+    """
+    a = np.asarray(affine, dtype=np.float64)
+    p = np.asarray(points, dtype=np.float64)
+    return p @ a[:3, :3].T + a[:3, 3]
+
+
+def voxel_sizes(affine: np.ndarray) -> np.ndarray:
+    """Voxel size along each array axis (column norms of the 3x3 part), mm."""
+    a = np.asarray(affine, dtype=np.float64)
+    return np.linalg.norm(a[:3, :3], axis=0)
+
+
+def rigid_matrix(rotation_rad: Sequence[float] = (0.0, 0.0, 0.0), translation_mm: Sequence[float] = (0.0, 0.0, 0.0),
+                 center_mm: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+    """Build a rigid 4x4 from Euler angles about x, y, z (ITK ``Euler3DTransform`` order).
+
+    Parameters
+    ----------
+    rotation_rad : (rx, ry, rz)
+        Angles in radians about the world x, y, z axes; the rotation matrix is
+        ``Rz @ Rx @ Ry`` as in ITK's Euler3DTransform (ZXY convention).
+    translation_mm : (tx, ty, tz)
+        Translation in mm.
+    center_mm : (cx, cy, cz)
+        Centre of rotation in mm.
+
+    Returns
+    -------
+    numpy.ndarray
+        4x4 float64 mapping ``p`` to ``R (p - c) + c + t``.
+    """
+    rx, ry, rz = (float(v) for v in rotation_rad)
+    cx, sx = np.cos(rx), np.sin(rx)
+    cy, sy = np.cos(ry), np.sin(ry)
+    cz, sz = np.cos(rz), np.sin(rz)
+    Rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    Ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    Rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    R = Rz @ Rx @ Ry
+    c = np.asarray(center_mm, dtype=np.float64)
+    m = np.eye(4)
+    m[:3, :3] = R
+    m[:3, 3] = c + np.asarray(translation_mm, dtype=np.float64) - R @ c
+    return m
+
+
+def rotation_angle_deg(matrix: np.ndarray) -> float:
+    """Angle (degrees) of the rotation part of a rigid 3x3 or 4x4 matrix.
+
+    Examples
+    --------
+    >>> round(rotation_angle_deg(rigid_matrix((0, 0, np.pi / 6))), 6)
+    30.0
+    """
+    R = np.asarray(matrix, dtype=np.float64)[:3, :3]
+    cos = (np.trace(R) - 1.0) / 2.0
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+
+
+def grid_center(affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """LPS position (mm) of the centre of a grid (midpoint of the corner voxel centres)."""
+    return apply_affine(affine, (np.asarray(shape, dtype=np.float64) - 1.0) / 2.0)
+
+
+def grid_corners(affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """LPS positions (mm) of the 8 corner voxel centres of a 3D grid, shape ``(8, 3)``."""
+    n = np.asarray(shape, dtype=np.float64) - 1.0
+    idx = np.array([[i, j, k] for i in (0, n[0]) for j in (0, n[1]) for k in (0, n[2])])
+    return apply_affine(affine, idx)
