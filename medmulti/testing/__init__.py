@@ -1,0 +1,17 @@
+"""Test and benchmark helpers for medmulti's reliability and privacy battery.
+
+Nothing here is imported by ``import medmulti``. The submodules build hostile
+inputs and measure how the readers and pipeline react to them:
+
+* :mod:`medmulti.testing.fuzz` - seeded, deterministic mutators of DICOM and
+  NIfTI bytes (bit flips, truncation, length fields, tag duplication/swaps, VR
+  swaps, declared sizes blown up) and a structural DICOM element walker.
+* :mod:`medmulti.testing.seeds` - the fuzz seed set (pydicom's and nibabel's
+  bundled files plus :mod:`medmulti.synth` output), found locally, never downloaded.
+* :mod:`medmulti.testing.bombs` - size bombs (huge declared sizes, deflate bombs,
+  deeply nested sequences).
+* :mod:`medmulti.testing.harness` - run a reader on one input and classify the
+  outcome (accepted / typed error / untyped escape) with CPU time and memory.
+* :mod:`medmulti.testing.canary` - a study whose every PHI attribute holds a
+  unique canary string, and a scanner that finds canaries in text and bytes.
+"""
