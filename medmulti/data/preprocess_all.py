@@ -1,0 +1,239 @@
+"""Fill the preprocessing cache for a whole manifest, in parallel processes.
+
+Each patient is a pure task ``(row, spec, cache) -> records``: it computes the
+cache keys of the patient's inputs, skips the entries already cached, and
+preprocesses the rest in one :func:`medmulti.preprocess.preprocess_study` call
+(the reference is read once for the grid). Failures are recorded per patient and
+modality, never raised, so one bad file does not stop the run; a killed run
+leaves only complete entries and a rerun resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from os import PathLike
+from typing import Any, Iterable
+
+from ..errors import MedmultiError
+from ..spec import StudySpec
+from .cache import PreprocessCache, entry_key
+
+__all__ = ["PreprocessSummary", "preprocess_manifest", "preprocess_row"]
+
+log = logging.getLogger("medmulti.data.preprocess_all")
+
+
+@dataclasses.dataclass
+class PreprocessSummary:
+    """What :func:`preprocess_manifest` did.
+
+    Attributes
+    ----------
+    patients : int
+        Rows processed.
+    computed : int
+        Entries preprocessed and written.
+    cached : int
+        Entries already in the cache (and readable).
+    absent : int
+        Inputs absent from the manifest (empty cells).
+    failures : list of dict
+        ``{"patient_id", "modality", "path", "error", "message"}`` per failed
+        patient input (messages never hold header values).
+    seconds : float
+        Wall-clock time.
+    workers : int
+        Processes used.
+    """
+
+    patients: int = 0
+    computed: int = 0
+    cached: int = 0
+    absent: int = 0
+    failures: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+    workers: int = 1
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed."""
+        return not self.failures
+
+    def summary(self) -> str:
+        """Return a short multi-line human summary."""
+        lines = [f"{self.patients} patients in {self.seconds:.1f} s with {self.workers} worker(s): "
+                 f"{self.computed} computed, {self.cached} already cached, {self.absent} absent, "
+                 f"{len(self.failures)} failed"]
+        for f in self.failures:
+            lines.append(f"  {f['patient_id']} {f['modality'] or '-'} {f['path'] or '-'}: {f['error']}: {f['message']}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+
+def _failure(row: Any, name: str | None, exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, MedmultiError):
+        return {"patient_id": row.key, "modality": exc.modality or name, "path": row.paths.get(name) if name else None,
+                "error": type(exc).__name__, "message": exc.message}
+    # a library error's text may hold header values: report the type only
+    return {"patient_id": row.key, "modality": name, "path": row.paths.get(name) if name else None,
+            "error": type(exc).__name__, "message": "unexpected error while preprocessing"}
+
+
+def preprocess_row(row: Any, spec: StudySpec, cache: PreprocessCache, root: str | PathLike[str]) -> dict[str, Any]:
+    """Cache every input of one manifest row that is not cached yet.
+
+    Parameters
+    ----------
+    row : ManifestRow
+        The patient.
+    spec : StudySpec
+        The study spec.
+    cache : PreprocessCache
+        Where entries go.
+    root : str or PathLike
+        The manifest root (keys use paths relative to it).
+
+    Returns
+    -------
+    dict
+        ``{"computed": int, "cached": int, "absent": int, "failures": [...]}``.
+    """
+    from ..preprocess import preprocess_study
+
+    out: dict[str, Any] = {"computed": 0, "cached": 0, "absent": 0, "failures": []}
+    sources = {n: row.sources.get(n) for n in spec.names}
+    keys = {}
+    todo = []
+    for n in spec.names:
+        if sources[n] is None:
+            out["absent"] += 1
+            continue
+        keys[n] = entry_key(spec, n, sources, root=root, sha256=row.sha256)
+        if cache.load(keys[n]) is not None:
+            out["cached"] += 1
+        else:
+            todo.append(n)
+    if not todo:
+        return out
+    try:
+        computed = preprocess_study(sources, spec, patient_id=row.key, only=todo)
+    except Exception as exc:  # noqa: BLE001 - recorded per patient, the run goes on
+        out["failures"].append(_failure(row, None, exc))
+        return out
+    for n in todo:
+        pre = computed.get(n)
+        if pre is None:
+            out["failures"].append({"patient_id": row.key, "modality": n, "path": row.paths.get(n),
+                                    "error": "MissingFileError", "message": "the input was not preprocessed"})
+            continue
+        try:
+            cache.store(keys[n], pre.array, patient_id=row.key, modality=n, affine=pre.affine,
+                        spacing=pre.spacing, meta=pre.meta,
+                        provenance={"source": row.paths.get(n), "spec": spec.modality(n).to_dict()})
+            out["computed"] += 1
+        except MedmultiError as exc:
+            out["failures"].append(_failure(row, n, exc))
+    return out
+
+
+def _init_worker() -> None:
+    # one ITK thread per process: the parallelism is across patients
+    try:
+        import SimpleITK as sitk
+
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    except Exception:  # pragma: no cover - SimpleITK is a hard dependency
+        pass
+
+
+def _task(args: tuple) -> dict[str, Any]:
+    row, spec, cache, root = args
+    return preprocess_row(row, spec, cache, root)
+
+
+def preprocess_manifest(
+    manifest: Any,
+    spec: StudySpec | str | PathLike[str],
+    cache_dir: str | PathLike[str] | PreprocessCache,
+    *,
+    splits: Iterable[str] | None = None,
+    workers: int | None = None,
+    dtype: str = "float32",
+    progress: bool = True,
+) -> PreprocessSummary:
+    """Preprocess every patient of a manifest into the cache.
+
+    Parameters
+    ----------
+    manifest : Manifest or str or PathLike
+        A loaded manifest or its CSV path (loaded leniently: rows with problems
+        are attempted, their failures reported).
+    spec : StudySpec or str or PathLike
+        The study spec or its YAML file.
+    cache_dir : str or PathLike or PreprocessCache
+        The cache.
+    splits : iterable of str, optional
+        Only these splits (default: all rows).
+    workers : int, optional
+        Processes (default: all CPU cores; ``0`` or ``1`` runs in this process).
+    dtype : {"float32", "float16"}
+        Storage dtype when ``cache_dir`` is a path.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    PreprocessSummary
+    """
+    from tqdm.auto import tqdm
+
+    from ..manifest import Manifest, load_manifest
+
+    t0 = time.perf_counter()
+    spec = spec if isinstance(spec, StudySpec) else StudySpec.from_yaml(spec)
+    if not isinstance(manifest, Manifest):
+        manifest = load_manifest(manifest, spec, strict=False)
+    cache = cache_dir if isinstance(cache_dir, PreprocessCache) else PreprocessCache(cache_dir, dtype=dtype)
+    wanted = None if splits is None else set(splits)
+    rows = [r for r in manifest.rows if wanted is None or r.split in wanted]
+    n_workers = (os.cpu_count() or 1) if workers is None else max(0, int(workers))
+    n_workers = min(n_workers, max(1, len(rows)))
+    summary = PreprocessSummary(patients=len(rows), workers=max(1, n_workers))
+    bar = tqdm(total=len(rows), desc="preprocess", unit="patient", disable=not progress)
+
+    def add(res: dict[str, Any]) -> None:
+        summary.computed += res["computed"]
+        summary.cached += res["cached"]
+        summary.absent += res["absent"]
+        summary.failures.extend(res["failures"])
+        bar.update(1)
+
+    try:
+        if n_workers <= 1:
+            for row in rows:
+                add(preprocess_row(row, spec, cache, manifest.root))
+        else:
+            import multiprocessing as mp
+
+            ctx = mp.get_context("spawn")  # no fork after TensorFlow/ITK threads started
+            with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker) as pool:
+                futures = {pool.submit(_task, (row, spec, cache, manifest.root)): row for row in rows}
+                for fut in as_completed(futures):
+                    try:
+                        add(fut.result())
+                    except Exception as exc:  # noqa: BLE001 - a crashed worker: record, go on
+                        add({"computed": 0, "cached": 0, "absent": 0,
+                             "failures": [_failure(futures[fut], None, exc)]})
+    finally:
+        bar.close()
+    summary.failures.sort(key=lambda f: (str(f["patient_id"]), str(f["modality"])))
+    summary.seconds = time.perf_counter() - t0
+    log.info("preprocess: %s", summary.summary().splitlines()[0])
+    return summary

@@ -1,0 +1,494 @@
+"""The patient-keyed Keras dataset: ``({modality: batch}, labels)`` from a manifest.
+
+:class:`PatientSequence` (alias :class:`MultiModalSequence`) is a
+:class:`keras.utils.PyDataset`. It validates its patients when built (header
+level, with :func:`medmulti.manifest.check_row`), applies the missing/corrupt
+policies once, before the first epoch, and then serves fixed-shape batches read
+from the preprocessing cache (or preprocessed on the fly) into preallocated
+arrays. See ``docs/sequence.md`` for the user guide.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from os import PathLike
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import keras
+import numpy as np
+
+from ..errors import (
+    GeometryError,
+    ManifestError,
+    MedmultiError,
+    MissingFileError,
+    CorruptFileError,
+    ResourceLimitError,
+    SeriesGeometryError,
+    UnsafePathError,
+    UnsupportedDataError,
+)
+from ..spec import StudySpec
+from .augment import Augmenter
+from .cache import PreprocessCache, entry_key
+
+__all__ = ["PatientSequence", "MultiModalSequence", "POLICIES"]
+
+log = logging.getLogger("medmulti.data.sequence")
+
+POLICIES = ("error", "skip", "zeros")
+
+#: check names (medmulti.manifest.checks) that count as "missing" for ``on_missing``
+MISSING_CHECKS = frozenset({"missing_modality", "missing_file"})
+
+#: check name -> error raised under the "error" policy
+_CHECK_ERRORS: dict[str, type[MedmultiError]] = {
+    "missing_modality": MissingFileError,
+    "missing_file": MissingFileError,
+    "corrupt_file": CorruptFileError,
+    "sha256_mismatch": CorruptFileError,
+    "read_error": CorruptFileError,
+    "series_geometry": SeriesGeometryError,
+    "unsupported_data": UnsupportedDataError,
+    "modality_mismatch": UnsupportedDataError,
+    "wrong_dims": UnsupportedDataError,
+    "resource_limit": ResourceLimitError,
+    "unsafe_path": UnsafePathError,
+}
+
+
+def _error_from_problem(problem: Any) -> MedmultiError:
+    cls = _CHECK_ERRORS.get(problem.check, ManifestError)
+    return cls(f"{problem.message} [{problem.check}]", path=problem.path, modality=problem.modality,
+               patient_id=problem.patient_id, hint=problem.hint or None)
+
+
+class PatientSequence(keras.utils.PyDataset):
+    """Batches of co-registered, preprocessed modalities per patient, for ``model.fit``.
+
+    Parameters
+    ----------
+    manifest : Manifest or str or PathLike
+        A loaded :class:`~medmulti.manifest.Manifest` or the manifest CSV path.
+    spec : StudySpec or str or PathLike
+        The study spec or its YAML file.
+    split : {"train", "val", "test"}
+        Which rows to serve.
+    batch_size : int
+        Patients per batch. The last batch of an epoch holds the remainder
+        (it is kept, so every patient is seen once per epoch).
+    shuffle : bool, optional
+        Shuffle patients every epoch (deterministically from ``seed`` and the
+        epoch number). Default: ``True`` for ``"train"``, ``False`` otherwise.
+    seed : int
+        Seed for shuffling, class-balanced sampling and augmentation.
+    augment : bool or Augmenter
+        Augment (train split only): ``True`` uses ``Augmenter()`` defaults.
+    on_missing, on_corrupt : {"error", "skip", "zeros"}
+        What to do with a patient whose required input is missing
+        (``missing_modality``/``missing_file``) or unusable (any other error from
+        :func:`~medmulti.manifest.check_row`): raise the typed error now, exclude
+        the patient (listed in :attr:`skipped`), or feed zeros for that input with
+        ``"<name>_present" = 0``. Row-level problems (no modality) are handled as
+        ``on_corrupt``, with ``"zeros"`` acting as ``"skip"`` for them.
+    cache_dir : str or PathLike or PreprocessCache, optional
+        The preprocessing cache; ``None`` preprocesses on every read (slow).
+    class_balance : bool
+        Draw each epoch's patients with replacement, with probability inversely
+        proportional to their class frequency (the epoch length is unchanged;
+        then a patient may appear more than once, or not at all, per epoch).
+    sample_weights : bool
+        Also yield per-sample weights ``n / (k * count(class))`` (float32, ``(batch,)``).
+    workers, use_multiprocessing, max_queue_size
+        Passed to :class:`keras.utils.PyDataset`.
+    progress : bool
+        Show a progress bar while validating the patients.
+
+    Raises
+    ------
+    MedmultiError
+        With policy ``"error"``, the first problem found (typed, naming patient,
+        modality and file); a split with no usable patients (``ManifestError``).
+    ValueError
+        Bad argument values (unknown policy, ``batch_size < 1``).
+
+    Notes
+    -----
+    ``seq[i]`` returns ``(inputs, labels)`` or ``(inputs, labels, weights)``;
+    ``inputs`` maps each spec modality name to float32 ``(batch, *spatial,
+    channels)`` and each name in :attr:`optional_modalities` plus ``"_present"`` to
+    float32 ``(batch, 1)``. Labels are ``spec.labels.encode(row.labels)`` stacked:
+    float32 ``(batch, classes)`` (one-/multi-hot) or int64 ``(batch,)``.
+
+    Which patients form batch ``i`` depends only on ``(seed, epoch, i)``; the epoch
+    advances in :meth:`on_epoch_end`. A file that changes on disk after
+    construction and no longer reads raises its typed error at the batch (the
+    policies are applied once, so shapes and ``len`` never change mid-training).
+    """
+
+    def __init__(
+        self,
+        manifest: Any,
+        spec: StudySpec | str | PathLike[str],
+        split: str = "train",
+        *,
+        batch_size: int = 8,
+        shuffle: bool | None = None,
+        seed: int = 0,
+        augment: bool | Augmenter = False,
+        on_missing: str = "error",
+        on_corrupt: str = "error",
+        cache_dir: str | PathLike[str] | PreprocessCache | None = None,
+        class_balance: bool = False,
+        sample_weights: bool = False,
+        workers: int = 1,
+        use_multiprocessing: bool = False,
+        max_queue_size: int = 10,
+        progress: bool = True,
+    ) -> None:
+        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
+        for arg, value in (("on_missing", on_missing), ("on_corrupt", on_corrupt)):
+            if value not in POLICIES:
+                raise ValueError(f"{arg} must be one of {POLICIES}, got {value!r}")
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        from ..manifest import Manifest, check_row, load_manifest
+
+        self.spec = spec if isinstance(spec, StudySpec) else StudySpec.from_yaml(spec)
+        if not isinstance(manifest, Manifest):
+            manifest = load_manifest(manifest, self.spec, strict=False)
+        self.manifest = manifest
+        self.split = split
+        self.batch_size = int(batch_size)
+        self.shuffle = (split == "train") if shuffle is None else bool(shuffle)
+        self.seed = int(seed)
+        if augment and split != "train":
+            raise ValueError(f"augment is for the train split only; this sequence serves {split!r}")
+        self.augmenter: Augmenter | None = (augment if isinstance(augment, Augmenter)
+                                            else Augmenter() if augment else None)
+        self.on_missing = on_missing
+        self.on_corrupt = on_corrupt
+        if cache_dir is None or isinstance(cache_dir, PreprocessCache):
+            self.cache = cache_dir
+        else:
+            self.cache = PreprocessCache(cache_dir)
+        self.class_balance = bool(class_balance)
+        self.sample_weights = bool(sample_weights)
+        self._epoch = 0
+        self._orders: dict[int, np.ndarray] = {}
+
+        zeros_policy = "zeros" in (on_missing, on_corrupt)
+        self.optional_modalities: list[str] = [m.name for m in self.spec.modalities
+                                               if not m.required or zeros_policy]
+        self.input_names: list[str] = self.spec.names + [f"{n}_present" for n in self.optional_modalities]
+
+        rows = manifest.split(split)
+        self.skipped: list[tuple[str, str | None, str]] = []
+        self.zeroed: list[tuple[str, str, str]] = []
+        kept, present = self._apply_policies(rows, check_row, progress)
+        if not kept:
+            raise ManifestError(f"no usable patients in the {split!r} split"
+                                + (f" ({len({s[0] for s in self.skipped})} skipped)" if self.skipped else ""),
+                                path=getattr(manifest, "path", None),
+                                hint="see seq.skipped / `medmulti validate` for the problems")
+        self._rows = kept
+        self._present = present  # row index -> {name: bool}
+        self._labels = [np.asarray(self.spec.labels.encode(r.labels)) for r in kept]
+        self._class_of = [self._class_key(lab) for lab in self._labels]
+        counts = Counter(self._class_of)
+        n, k = len(kept), len(counts)
+        self._weights = np.array([n / (k * counts[c]) for c in self._class_of], np.float32)
+        self._index = {r.key: i for i, r in enumerate(kept)}
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._spacing: dict[str, tuple[float, ...]] = {}
+        self._probe_shapes()
+
+    # -- construction helpers ----------------------------------------------------
+    @staticmethod
+    def _class_key(label: np.ndarray) -> Any:
+        return int(label) if label.ndim == 0 else tuple(int(v) for v in label)
+
+    def _apply_policies(self, rows, check_row, progress):
+        from tqdm.auto import tqdm
+
+        kept = []
+        present: list[dict[str, bool]] = []
+        ref = self.spec.reference
+        for row in tqdm(rows, desc=f"checking {self.split} patients", unit="patient", disable=not progress,
+                        leave=False):
+            result = check_row(row, self.spec, deep=False)
+            errors = [p for p in result.problems if p.severity == "error"]
+            has = {m.name: row.sources.get(m.name) is not None for m in self.spec.modalities}
+            skip_reason = None
+            for p in errors:
+                missing = p.check in MISSING_CHECKS
+                policy = self.on_missing if missing else self.on_corrupt
+                if p.modality is None and policy == "zeros":
+                    policy = "skip"
+                if policy == "error":
+                    raise _error_from_problem(p)
+                if policy == "skip":
+                    skip_reason = skip_reason or f"{p.check}: {p.message}"
+                    self.skipped.append((row.key, p.modality, f"{p.check}: {p.message}"))
+                else:  # zeros
+                    has[p.modality] = False
+                    self.zeroed.append((row.key, p.modality, f"{p.check}: {p.message}"))
+            if skip_reason is not None:
+                continue
+            if ref is not None and not has.get(ref.name, False):
+                # a non-reference 3D modality has no grid without its reference
+                for m in self.spec.modalities:
+                    if m.dims == 3 and m.name != ref.name and has[m.name]:
+                        has[m.name] = False
+                        self.zeroed.append((row.key, m.name, "no_reference: the reference modality is absent"))
+            for m in self.spec.modalities:
+                if not has[m.name] and m.name not in self.optional_modalities:
+                    # required, absent, no problem reported (e.g. an unsafe path refused quietly)
+                    policy = self.on_missing
+                    if policy == "error":
+                        raise MissingFileError("the required input is absent", modality=m.name,
+                                               patient_id=row.key, path=row.paths.get(m.name))
+                    skip_reason = "missing_modality"
+                    self.skipped.append((row.key, m.name, "missing_modality: the required input is absent"))
+                    break
+            if skip_reason is not None:
+                continue
+            kept.append(row)
+            present.append(has)
+        if self.skipped:
+            log.warning("%s split: skipped %d of %d patients (%s)", self.split,
+                        len({s[0] for s in self.skipped}), len(rows),
+                        ", ".join(f"{c} x{n}" for c, n in Counter(s[2].split(":")[0] for s in self.skipped).items()))
+        if self.zeroed:
+            log.warning("%s split: %d inputs will be fed as zeros (see seq.zeroed)", self.split, len(self.zeroed))
+        return kept, present
+
+    def _probe_shapes(self) -> None:
+        """Learn each modality's (spatial, channels) shape from the first patient that has it."""
+        todo = list(self.spec.names)
+        for i, row in enumerate(self._rows):
+            want = [n for n in todo if self._present[i][n]]
+            if not want:
+                continue
+            loaded = self._load_patient(i, want, out=None)
+            for n in want:
+                arr, spacing = loaded[n]
+                self._shapes[n] = tuple(arr.shape)
+                self._spacing[n] = spacing
+                todo.remove(n)
+            if not todo:
+                break
+        for n in todo:
+            m = self.spec.modality(n)
+            raise MissingFileError(f"no patient in the {self.split!r} split has this input, so its shape is unknown",
+                                   modality=n, hint="drop the modality from the spec or add patients that have it"
+                                   if m.required else "give it to at least one patient of the split")
+
+    # -- reading -------------------------------------------------------------------
+    def _sources(self, i: int) -> dict[str, Path | None]:
+        row = self._rows[i]
+        return {n: (row.sources.get(n) if self._present[i][n] else None) for n in self.spec.names}
+
+    def _load_patient(self, i: int, names: Sequence[str],
+                      out: Mapping[str, np.ndarray] | None) -> dict[str, tuple[np.ndarray, tuple[float, ...]]]:
+        """Read modalities ``names`` of row ``i`` (from the cache, else preprocessing).
+
+        Returns name -> (array, spacing); arrays are ``out[name]`` when given.
+        """
+        row = self._rows[i]
+        sources = self._sources(i)
+        result: dict[str, tuple[np.ndarray, tuple[float, ...]]] = {}
+        keys: dict[str, str] = {}
+        misses = []
+        for n in names:
+            if self.cache is not None:
+                keys[n] = entry_key(self.spec, n, sources, root=self.manifest.root, sha256=row.sha256)
+                hit = self.cache.load(keys[n], out=None if out is None else out[n])
+                if hit is not None:
+                    result[n] = (hit.array, hit.spacing)
+                    continue
+            misses.append(n)
+        if misses:
+            from ..preprocess import preprocess_study
+
+            try:
+                computed = preprocess_study(sources, self.spec, patient_id=row.key, only=list(misses))
+            except MedmultiError as exc:
+                raise exc.with_context(patient_id=row.key)
+            for n in misses:
+                pre = computed.get(n)
+                if pre is None:
+                    raise MissingFileError("the input could not be preprocessed (absent from the result)",
+                                           patient_id=row.key, modality=n, path=row.paths.get(n))
+                arr = np.asarray(pre.array, np.float32)
+                spacing = tuple(float(v) for v in (pre.spacing or ()))
+                if self.cache is not None:
+                    self.cache.store(keys[n], arr, patient_id=row.key, modality=n, affine=pre.affine,
+                                     spacing=spacing, meta=pre.meta,
+                                     provenance={"source": row.paths.get(n), "spec": self.spec.modality(n).to_dict()})
+                if out is not None:
+                    self._check_shape(i, n, arr.shape)
+                    out[n][...] = arr
+                    arr = out[n]
+                result[n] = (arr, spacing)
+        for n in names:
+            self._check_shape(i, n, result[n][0].shape)
+        return result
+
+    def _check_shape(self, i: int, name: str, shape: tuple[int, ...]) -> None:
+        want = self._shapes.get(name)
+        if want is not None and tuple(shape) != want:
+            row = self._rows[i]
+            raise GeometryError(f"the preprocessed input has shape {tuple(shape)} but this sequence's first patient "
+                                f"gave {want}", patient_id=row.key, modality=name, path=row.paths.get(name),
+                                hint="set 'shape' (and 'spacing_mm') for this modality in the spec so every "
+                                     "patient lands on the same grid")
+
+    # -- ordering --------------------------------------------------------------------
+    def _order(self, epoch: int) -> np.ndarray:
+        order = self._orders.get(epoch)
+        if order is None:
+            n = len(self._rows)
+            rng = np.random.default_rng([self.seed, epoch])
+            if self.class_balance:
+                p = self._weights / self._weights.sum()
+                order = rng.choice(n, size=n, replace=True, p=p)
+            elif self.shuffle:
+                order = rng.permutation(n)
+            else:
+                order = np.arange(n)
+            if len(self._orders) > 4:
+                self._orders.clear()
+            self._orders[epoch] = order
+        return order
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch number (0-based; advanced by :meth:`on_epoch_end`)."""
+        return self._epoch
+
+    @property
+    def patient_ids(self) -> list[str]:
+        """Patient keys in batch order for the current epoch."""
+        return [self._rows[j].key for j in self._order(self._epoch)]
+
+    @property
+    def num_patients(self) -> int:
+        """Patients served (after skipping)."""
+        return len(self._rows)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self._rows) / self.batch_size)
+
+    def on_epoch_end(self) -> None:
+        """Advance to the next epoch (new shuffle and augmentation draws)."""
+        self._epoch += 1
+
+    # -- batches ---------------------------------------------------------------------
+    def element_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-input shape without the batch axis: ``(*spatial, channels)`` or ``(1,)`` for ``_present``."""
+        out: dict[str, tuple[int, ...]] = {n: self._shapes[n] for n in self.spec.names}
+        out.update({f"{n}_present": (1,) for n in self.optional_modalities})
+        return out
+
+    def label_shape(self) -> tuple[int, ...]:
+        """Shape of one label: ``(classes,)`` or ``()`` for integer labels."""
+        return tuple(self._labels[0].shape)
+
+    def batch(self, epoch: int, index: int) -> tuple:
+        """Return batch ``index`` of epoch ``epoch`` (a pure function of seed, epoch, index).
+
+        Parameters
+        ----------
+        epoch : int
+            Epoch number.
+        index : int
+            Batch index, ``0 <= index < len(self)``.
+
+        Returns
+        -------
+        tuple
+            ``(inputs, labels)`` or ``(inputs, labels, weights)``.
+
+        Raises
+        ------
+        IndexError
+            Out-of-range ``index``.
+        MedmultiError
+            A file that no longer reads (typed, naming patient, modality and file).
+        """
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch index {index} out of range for {len(self)} batches")
+        rows = self._order(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
+        b = len(rows)
+        inputs: dict[str, np.ndarray] = {}
+        for n in self.spec.names:
+            inputs[n] = np.empty((b, *self._shapes[n]), np.float32)
+        for n in self.optional_modalities:
+            inputs[f"{n}_present"] = np.zeros((b, 1), np.float32)
+        for j, i in enumerate(rows):
+            have = [n for n in self.spec.names if self._present[i][n]]
+            for n in self.spec.names:
+                if not self._present[i][n]:
+                    inputs[n][j] = 0.0
+                elif n in self.optional_modalities:
+                    inputs[f"{n}_present"][j, 0] = 1.0
+            slots = {n: inputs[n][j] for n in have}
+            loaded = self._load_patient(int(i), have, out=slots)
+            if self.augmenter is not None and have:
+                rng = np.random.default_rng([self.seed, epoch, int(i), 1])
+                ref = self.spec.reference.name if self.spec.reference is not None else None
+                self.augmenter(slots, {n: loaded[n][1] for n in have}, rng, reference=ref)
+        labels = np.stack([self._labels[i] for i in rows])
+        if self.sample_weights:
+            return inputs, labels, self._weights[rows].copy()
+        return inputs, labels
+
+    def __getitem__(self, index: int) -> tuple:
+        return self.batch(self._epoch, int(index))
+
+    def get_patient(self, patient_id: str) -> dict[str, np.ndarray]:
+        """Return one patient's inputs, unbatched and not augmented.
+
+        Parameters
+        ----------
+        patient_id : str
+            The row key (``patient_id`` or ``patient_id/study_id``).
+
+        Returns
+        -------
+        dict
+            Input name -> float32 ``(*spatial, channels)``, and ``(1,)`` for ``_present``.
+
+        Raises
+        ------
+        KeyError
+            The patient is not served by this sequence (other split, or skipped).
+        """
+        if patient_id not in self._index:
+            raise KeyError(f"patient {patient_id!r} is not in this {self.split!r} sequence"
+                           + (" (it was skipped)" if any(s[0] == patient_id for s in self.skipped) else ""))
+        i = self._index[patient_id]
+        out = {n: np.zeros(self._shapes[n], np.float32) for n in self.spec.names}
+        have = [n for n in self.spec.names if self._present[i][n]]
+        self._load_patient(i, have, out={n: out[n] for n in have})
+        for n in self.optional_modalities:
+            out[f"{n}_present"] = np.array([1.0 if self._present[i][n] else 0.0], np.float32)
+        return out
+
+    def as_tf_dataset(self, **kwargs: Any):
+        """Return a ``tf.data.Dataset`` with the same elements (see :func:`medmulti.data.as_tf_dataset`)."""
+        from .tfdata import as_tf_dataset
+
+        return as_tf_dataset(self, **kwargs)
+
+    def __repr__(self) -> str:
+        return (f"PatientSequence(split={self.split!r}, patients={len(self._rows)}, batch_size={self.batch_size}, "
+                f"batches={len(self)}, inputs={self.input_names})")
+
+
+#: The name used in DESIGN.md.
+MultiModalSequence = PatientSequence
