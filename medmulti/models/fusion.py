@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import keras
 
@@ -79,6 +79,7 @@ def build_fusion_model(
     stem_stride: int | dict[str, int] = 1,
     attention_units: int = 32,
     seed: int | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
     name: str = "medmulti_fusion",
 ) -> keras.Model:
     """Build the multi-input diagnosis model for ``spec``.
@@ -115,6 +116,9 @@ def build_fusion_model(
         Hidden size of the attention scorer (``fusion="attention"``).
     seed : int, optional
         Seed for modality dropout.
+    input_shapes : Mapping, optional
+        Modality name -> ``(*spatial, channels)`` overriding the shapes derived from the
+        spec (e.g. ``PatientSequence.element_shapes()`` when the spec leaves a shape open).
     name : str
         Model name.
 
@@ -152,7 +156,8 @@ def build_fusion_model(
     names = list(spec.names if modalities is None else modalities)
     if not names:
         raise SpecError("build_fusion_model needs at least one modality", keyword="modalities")
-    shapes = model_input_shapes(spec, names)
+    given = {k: tuple(int(v) for v in s) for k, s in (input_shapes or {}).items()}
+    shapes = {**model_input_shapes(spec, [n for n in names if n not in given]), **given}
     if optional_modalities is None:
         optional = [n for n in names if not spec.modality(n).required]
     else:
