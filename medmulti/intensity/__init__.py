@@ -2,7 +2,7 @@
 
 from .mr import MRMethod, correct_bias_n4, foreground_mask, normalize_mr, normalize_percentile, normalize_zscore
 from .windows import CT_WINDOWS, WindowFunction, apply_window, resolve_window, window_channels
-from .xray import XrayMethod, normalize_xray, voi_from_meta
+from .xray import XrayMethod, apply_lut, normalize_xray, voi_from_meta
 
 __all__ = [
     "CT_WINDOWS",
@@ -19,4 +19,5 @@ __all__ = [
     "XrayMethod",
     "normalize_xray",
     "voi_from_meta",
+    "apply_lut",
 ]

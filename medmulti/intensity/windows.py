@@ -131,8 +131,8 @@ def apply_window(
 
     Examples
     --------
-    >>> apply_window(np.array([-1000.0, 0.0, 40.0, 1000.0]), 40, 80).round(4).tolist()
-    [0.0, 0.0063, 0.5063, 1.0]
+    >>> [round(float(v), 4) for v in apply_window(np.array([-1000.0, 0.0, 20.0, 40.0, 1000.0]), 40, 80)]
+    [0.0, 0.0, 0.2532, 0.5063, 1.0]
     """
     try:
         func = WindowFunction(function.lower() if isinstance(function, str) else function)

@@ -19,7 +19,7 @@ from ..errors import SpecError, UnsupportedDataError
 from .mr import normalize_percentile
 from .windows import apply_window
 
-__all__ = ["XrayMethod", "voi_from_meta", "normalize_xray"]
+__all__ = ["XrayMethod", "voi_from_meta", "apply_lut", "normalize_xray"]
 
 
 class XrayMethod(str, Enum):
@@ -36,30 +36,68 @@ def _first(value: Any) -> Any:
 
 
 def voi_from_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
-    """Pick the VOI attributes out of a header-like mapping.
+    """Pick the VOI attributes out of an ``Image.meta`` dict or a pydicom Dataset.
 
     Parameters
     ----------
     meta : Mapping
-        An ``Image.meta`` dict or a pydicom ``Dataset``; keys (DICOM keywords)
-        ``WindowCenter``, ``WindowWidth``, ``VOILUTFunction``,
-        ``PhotometricInterpretation``. Multi-valued windows use the first
-        (PS3.3 C.11.2.1.2: the first pair is the default view).
+        Either what :func:`medmulti.io.read_image` records for radiographs
+        (``"window": [{"center", "width"}, ...]``, ``"voi_lut": {"first_mapped",
+        "bits", "data"}``, ``"photometric"``, ``"inverted"``: MONOCHROME1 pixels
+        and their VOI already inverted by the reader), or DICOM keywords
+        (``WindowCenter``, ``WindowWidth``, ``VOILUTFunction``,
+        ``PhotometricInterpretation``), as in a pydicom ``Dataset``.
+        Multi-valued windows use the first (the default view, PS3.3 C.11.2).
 
     Returns
     -------
     dict
         ``{"window": (center, width) or None, "function": str,
-        "photometric": str}``.
+        "photometric": str, "lut": dict or None}``; ``photometric`` is
+        ``"MONOCHROME2"`` when the reader already inverted the pixels.
     """
-    center = _first(meta.get("WindowCenter")) if "WindowCenter" in meta else None
-    width = _first(meta.get("WindowWidth")) if "WindowWidth" in meta else None
     window = None
-    if center is not None and width is not None:
-        window = (float(center), float(width))
-    function = str(meta.get("VOILUTFunction") or "LINEAR").strip().lower()
-    photometric = str(meta.get("PhotometricInterpretation") or "MONOCHROME2").strip().upper()
-    return {"window": window, "function": function, "photometric": photometric}
+    lut = None
+    if isinstance(meta.get("window"), (list, tuple)) and meta.get("window"):
+        first = meta["window"][0]
+        window = (float(first["center"]), float(first["width"]))
+    elif "WindowCenter" in meta and "WindowWidth" in meta:
+        center = _first(meta.get("WindowCenter"))
+        width = _first(meta.get("WindowWidth"))
+        if center is not None and width is not None:
+            window = (float(center), float(width))
+    if isinstance(meta.get("voi_lut"), Mapping):
+        lut = dict(meta["voi_lut"])
+    function = str(meta.get("VOILUTFunction") or meta.get("voi_function") or "LINEAR").strip().lower()
+    photometric = str(meta.get("PhotometricInterpretation") or meta.get("photometric") or "MONOCHROME2").strip().upper()
+    if meta.get("inverted") is True:
+        photometric = "MONOCHROME2"
+    return {"window": window, "function": function, "photometric": photometric, "lut": lut}
+
+
+def apply_lut(array: np.ndarray, lut: Mapping[str, Any]) -> np.ndarray:
+    """Apply a VOI LUT (PS3.3 C.11.2.1.1) and scale its output to ``[0, 1]``.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        Values after the modality LUT.
+    lut : Mapping
+        ``{"first_mapped": int, "bits": int, "data": [int, ...]}`` (LUT
+        Descriptor and LUT Data): values below the first mapped value take the
+        first entry, values beyond the last take the last entry, as pydicom's
+        ``apply_voi_lut`` does.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 in ``[0, 1]``.
+    """
+    data = np.asarray(lut["data"], dtype=np.float64)
+    first = int(lut["first_mapped"])
+    top = float(2 ** int(lut["bits"]) - 1)
+    idx = np.clip(np.rint(np.asarray(array, dtype=np.float64)) - first, 0, len(data) - 1).astype(np.int64)
+    return np.clip(data[idx] / top, 0.0, 1.0).astype(np.float32)
 
 
 def normalize_xray(
@@ -72,6 +110,7 @@ def normalize_xray(
     percentiles: Sequence[float] = (1.0, 99.0),
     clahe: bool = False,
     dataset: Any = None,
+    lut: Mapping[str, Any] | None = None,
 ) -> np.ndarray:
     """Normalise a radiograph to ``[0, 1]``, brighter = more attenuation.
 
@@ -97,6 +136,9 @@ def normalize_xray(
         pydicom's ``apply_voi_lut`` (it takes precedence over a window, as in
         pydicom); its window/photometric attributes are used when the
         arguments are left at their defaults.
+    lut : Mapping, optional
+        A VOI LUT as :func:`apply_lut` takes (e.g. ``voi_from_meta(image.meta)["lut"]``);
+        wins over ``window``.
 
     Returns
     -------
@@ -121,7 +163,7 @@ def normalize_xray(
     except ValueError:
         raise SpecError(f"unknown X-ray method {method!r}; use one of {[v.value for v in XrayMethod]}",
                         keyword="method") from None
-    lut = None
+    ds_lut = None
     if dataset is not None:
         voi = voi_from_meta(dataset)
         if window is None:
@@ -130,7 +172,7 @@ def normalize_xray(
         if photometric == "MONOCHROME2":
             photometric = voi["photometric"]
         if m is XrayMethod.VOI and "VOILUTSequence" in dataset and len(dataset.VOILUTSequence):
-            lut = dataset
+            ds_lut = dataset
     photometric = str(photometric).upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise UnsupportedDataError(
@@ -138,13 +180,15 @@ def normalize_xray(
             keyword="PhotometricInterpretation",
         )
     x = np.asarray(array)
-    if m is XrayMethod.VOI and lut is not None:
+    if m is XrayMethod.VOI and ds_lut is not None:
         from pydicom.pixels import apply_voi_lut
 
-        item = lut.VOILUTSequence[0]
+        item = ds_lut.VOILUTSequence[0]
         depth = int(item.LUTDescriptor[2])
-        out = apply_voi_lut(x, lut, index=0, prefer_lut=True).astype(np.float64) / float(2**depth - 1)
+        out = apply_voi_lut(x, ds_lut, index=0, prefer_lut=True).astype(np.float64) / float(2**depth - 1)
         out = np.clip(out, 0.0, 1.0).astype(np.float32)
+    elif m is XrayMethod.VOI and lut is not None:
+        out = apply_lut(x, lut)
     elif m is XrayMethod.VOI and window is not None:
         out = apply_window(x, float(window[0]), float(window[1]), function=function)
     else:

@@ -102,12 +102,26 @@ def test_voi_lut_sequence_wins_over_the_window_like_pydicom():
     ds = copy.deepcopy(ds)
     ds.PhotometricInterpretation = "MONOCHROME2"
     item = Dataset()
-    item.LUTDescriptor = [256, 1900, 8]  # 256 entries, first mapped value 1900, 8-bit output
-    item.LUTData = [min(255, i) for i in range(256)]
+    item.LUTDescriptor = [256, 1900, 16]  # 256 entries, first mapped value 1900, 16-bit output
+    lut_data = [min(65535, 300 * i) for i in range(256)]
+    item.LUTData = lut_data
     ds.VOILUTSequence = Sequence([item])
     values = ds.pixel_array
-    expected = apply_voi_lut(values, ds, prefer_lut=True) / 255.0
+    expected = apply_voi_lut(values, ds, prefer_lut=True) / 65535.0
+    assert 0.05 < expected.mean() < 0.95
     np.testing.assert_allclose(normalize_xray(values, dataset=ds), expected, atol=1e-6)
+    # the same LUT as medmulti.io records it in Image.meta
+    meta = {"photometric": "MONOCHROME2", "voi_lut": {"first_mapped": 1900, "bits": 16, "data": lut_data},
+            "window": [{"center": 1600.0, "width": 2800.0}]}
+    voi = voi_from_meta(meta)
+    assert voi["window"] == (1600.0, 2800.0)
+    got = normalize_xray(values, window=voi["window"], lut=voi["lut"], photometric=voi["photometric"])
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_reader_inverted_monochrome1_is_not_inverted_twice():
+    voi = voi_from_meta({"photometric": "MONOCHROME1", "inverted": True, "window": [{"center": 10, "width": 4}]})
+    assert voi["photometric"] == "MONOCHROME2" and voi["window"] == (10.0, 4.0)
 
 
 def test_xray_without_window_falls_back_to_percentiles_and_clahe_stays_in_range():
