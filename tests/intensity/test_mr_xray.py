@@ -102,8 +102,8 @@ def test_voi_lut_sequence_wins_over_the_window_like_pydicom():
     ds = copy.deepcopy(ds)
     ds.PhotometricInterpretation = "MONOCHROME2"
     item = Dataset()
-    item.LUTDescriptor = [256, 1900, 16]  # 256 entries, first mapped value 1900, 16-bit output
-    lut_data = [min(65535, 300 * i) for i in range(256)]
+    item.LUTDescriptor = [1024, 1900, 16]  # 1024 entries, first mapped value 1900, 16-bit output
+    lut_data = [min(65535, 90 * i) for i in range(1024)]
     item.LUTData = lut_data
     ds.VOILUTSequence = Sequence([item])
     values = ds.pixel_array
