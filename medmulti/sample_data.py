@@ -26,10 +26,12 @@ pseudonyms (PatientID = the manifest ``patient_id``) and dates are made up.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -243,6 +245,33 @@ def _split(labels: list[str], rng: np.random.Generator) -> list[str]:
     return out
 
 
+def _write_patient(root: Path, seed: int, i: int) -> tuple[dict[str, str], list[bool]]:
+    """Render and write one patient; return its manifest record and findings."""
+    pid = f"SYN{i + 1:04d}"
+    prng = np.random.default_rng([seed, i])
+    ph = _phantom(prng)
+    identity = {"PatientID": pid, "PatientName": f"SYNTHETIC^{pid}", "PatientBirthDate": "19700101",
+                "StudyDate": f"2026{1 + i % 12:02d}{1 + i % 28:02d}"}
+    pdir = root / pid
+    vol, aff = _render_ct(ph, prng)
+    write_dicom_series(vol, pdir / "ct", affine=aff, modality="CT", patient=identity,
+                       study_uid=new_uid((seed, pid, "ct-study")), series_uid=new_uid((seed, pid, "ct-series")),
+                       frame_of_reference_uid=new_uid((seed, pid, "for")),
+                       extra={"WindowCenter": 40.0, "WindowWidth": 400.0, "KVP": 120.0,
+                              "ConvolutionKernel": "STANDARD", "BodyPartExamined": "ABDOMEN"})
+    mr, maff = _render_mr(ph, prng)
+    write_nifti(mr, pdir / "mr.nii.gz", affine=maff)
+    xr = _render_xray(ph, prng)
+    mono1 = i % 3 == 2  # every third X-ray is MONOCHROME1 (stored inverted)
+    write_dicom_xray(4095 - xr if mono1 else xr, pdir / "xray.dcm", modality="CR" if i % 2 else "DX",
+                     pixel_spacing=(XR_SPACING, XR_SPACING), photometric="MONOCHROME1" if mono1 else "MONOCHROME2",
+                     window=(2048.0, 4096.0), patient=identity, study_uid=new_uid((seed, pid, "xr-study")))
+    label = "disease" if sum(ph["findings"]) >= 2 else "healthy"
+    record = {"patient_id": pid, "diagnosis": label, "ct": f"{pid}/ct", "mr": f"{pid}/mr.nii.gz",
+              "xray": f"{pid}/xray.dcm"}
+    return record, list(ph["findings"])
+
+
 def make_sample_cohort(
     out: str | PathLike[str],
     n_patients: int = 40,
@@ -251,6 +280,7 @@ def make_sample_cohort(
     *,
     progress: bool = True,
     overwrite: bool = False,
+    workers: int = 1,
 ) -> SampleCohort:
     """Generate the sample cohort as real DICOM/NIfTI files with a manifest and a spec.
 
@@ -270,6 +300,8 @@ def make_sample_cohort(
         Show a progress bar.
     overwrite : bool
         Delete a non-empty ``out`` first.
+    workers : int
+        Processes writing patients in parallel (the result does not depend on it).
 
     Returns
     -------
@@ -294,31 +326,23 @@ def make_sample_cohort(
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     pids = [f"SYN{i:04d}" for i in range(1, n + 1)]
-    phantoms = []
-    records = []
-    for i, pid in enumerate(tqdm(pids, desc="sample-data", unit="patient", disable=not progress)):
-        prng = np.random.default_rng([seed, i])
-        ph = _phantom(prng)
-        phantoms.append(ph)
-        identity = {"PatientID": pid, "PatientName": f"SYNTHETIC^{pid}", "PatientBirthDate": "19700101",
-                    "StudyDate": f"2026{1 + i % 12:02d}{1 + i % 28:02d}"}
-        pdir = root / pid
-        vol, aff = _render_ct(ph, prng)
-        write_dicom_series(vol, pdir / "ct", affine=aff, modality="CT", patient=identity,
-                           study_uid=new_uid((seed, pid, "ct-study")), series_uid=new_uid((seed, pid, "ct-series")),
-                           frame_of_reference_uid=new_uid((seed, pid, "for")),
-                           extra={"WindowCenter": 40.0, "WindowWidth": 400.0, "KVP": 120.0,
-                                  "ConvolutionKernel": "STANDARD", "BodyPartExamined": "ABDOMEN"})
-        mr, maff = _render_mr(ph, prng)
-        write_nifti(mr, pdir / "mr.nii.gz", affine=maff)
-        xr = _render_xray(ph, prng)
-        mono1 = i % 3 == 2  # every third X-ray is MONOCHROME1 (stored inverted)
-        write_dicom_xray(4095 - xr if mono1 else xr, pdir / "xray.dcm", modality="CR" if i % 2 else "DX",
-                         pixel_spacing=(XR_SPACING, XR_SPACING), photometric="MONOCHROME1" if mono1 else "MONOCHROME2",
-                         window=(2048.0, 4096.0), patient=identity, study_uid=new_uid((seed, pid, "xr-study")))
-        label = "disease" if sum(ph["findings"]) >= 2 else "healthy"
-        records.append({"patient_id": pid, "diagnosis": label, "ct": f"{pid}/ct", "mr": f"{pid}/mr.nii.gz",
-                        "xray": f"{pid}/xray.dcm"})
+    job = functools.partial(_write_patient, root, seed)
+    bar = tqdm(total=n, desc="sample-data", unit="patient", disable=not progress)
+    results: list[tuple[dict[str, str], list[bool]]] = []
+    try:
+        if workers <= 1:
+            for i in range(n):
+                results.append(job(i))
+                bar.update(1)
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for res in pool.map(job, range(n), chunksize=4):
+                    results.append(res)
+                    bar.update(1)
+    finally:
+        bar.close()
+    records = [r for r, _ in results]
+    findings = [f for _, f in results]
     splits = _split([r["diagnosis"] for r in records], rng)
     for r, s in zip(records, splits):
         r["split"] = s
@@ -361,8 +385,7 @@ def make_sample_cohort(
     with open(root / "findings.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["patient_id", "ct_blob", "mr_lesion", "xray_opacity", "diagnosis"])
-        for pid, ph in zip(pids, phantoms):
-            f = ph["findings"]
+        for pid, f in zip(pids, findings):
             w.writerow([pid, *[int(v) for v in f], "disease" if sum(f) >= 2 else "healthy"])
     spec_path = root / "spec.yaml"
     sample_spec().to_yaml(spec_path)

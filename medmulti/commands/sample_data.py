@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (0)")
     parser.add_argument("--faults", action=argparse.BooleanOptionalAction, default=True,
                         help="inject the faults validate must find, listed in OUT/faults.json (default: on)")
+    parser.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                        help="processes writing patients in parallel (1); the output does not depend on it")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -49,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         cohort = make_sample_cohort(args.out, n_patients=args.patients, seed=args.seed, faults=args.faults,
-                                    progress=not args.no_progress, overwrite=args.overwrite)
+                                    progress=not args.no_progress, overwrite=args.overwrite,
+                                    workers=args.workers)
     except ValueError as exc:
         print(f"medmulti sample-data: {exc}", file=sys.stderr)
         return 2

@@ -178,8 +178,8 @@ class ValidationReport:
             head = ("check", "severity", "problems", "patients")
             widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
             fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-            lines.append(fmt.format(*head))
-            lines.extend(fmt.format(*r) for r in rows)
+            lines.append(fmt.format(*head).rstrip())
+            lines.extend(fmt.format(*r).rstrip() for r in rows)
         lines.append("result: " + ("OK" if self.ok else f"{len(self.errors)} error(s)")
                      + f", {len(self.warnings)} warning(s)")
         return "\n".join(lines)
