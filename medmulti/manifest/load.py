@@ -14,6 +14,7 @@ import csv
 import logging
 import os
 import re
+import stat
 from os import PathLike
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
@@ -37,6 +38,7 @@ log = logging.getLogger("medmulti.manifest")
 #: Longest manifest path accepted (characters); longer ones are refused as unsafe.
 MAX_PATH_CHARS = 1024
 _MAX_COMPONENT = 255
+_MAX_SYMLINKS = 40
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _FORMAT_LINE = re.compile(r"^#\s*format\s*:\s*(\S+)\s*$")
 
@@ -106,11 +108,39 @@ def resolve_path(text: str, root: str | PathLike[str], *, data_root: str | PathL
         raise UnsafePathError(f"{why} outside the {where}", path=text,
                               hint="move the data under the manifest's folder, or pass an explicit data root "
                                    "that contains it")
-    real = Path(os.path.realpath(lexical))
-    if not _within(real, allowed):
-        raise UnsafePathError(f"a symlink on the path points outside the {where}",
-                              path=text, hint="copy the data, or pass an explicit data root that contains the target")
-    return real
+    return _walk(lexical, allowed, text, where)
+
+
+def _walk(lexical: Path, allowed: Path, text: str, where: str) -> Path:
+    """Follow symlinks component by component, refusing (before any stat) one that leads outside.
+
+    ``os.path.realpath`` would stat the target of an outside-pointing link before we
+    could refuse it; here a link's target is checked lexically first, so nothing
+    outside ``allowed`` is ever touched, not even by ``lstat``.
+    """
+    cur = allowed
+    stack = list(lexical.relative_to(allowed).parts)
+    hops = 0
+    while stack:
+        part = stack.pop(0)
+        nxt = cur / part
+        try:
+            st = os.lstat(nxt)
+        except OSError:  # missing (reported later by the file checks) or not a folder
+            return nxt.joinpath(*stack)
+        if not stat.S_ISLNK(st.st_mode):
+            cur = nxt
+            continue
+        hops += 1
+        if hops > _MAX_SYMLINKS:
+            raise UnsafePathError("too many symlinks on the path", path=text)
+        target = Path(os.path.normpath(cur / os.readlink(nxt)))
+        if not _within(target, allowed):
+            raise UnsafePathError(f"a symlink on the path points outside the {where}", path=text,
+                                  hint="copy the data, or pass an explicit data root that contains the target")
+        cur = allowed
+        stack = list(target.relative_to(allowed).parts) + stack
+    return cur
 
 
 def _read_lines(p: Path) -> tuple[int, list[str]]:
