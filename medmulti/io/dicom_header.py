@@ -1,0 +1,497 @@
+"""Parse one DICOM file's header once, strictly, and locate its pixel data.
+
+Everything later (geometry checks, truncation checks, digests, decoding) works
+from the :class:`DicomHeader` built here, so each file is parsed exactly once.
+pydicom does the parsing (``stop_before_pixels``); the file object is wrapped so
+that a header cut short is reported as corrupt instead of silently accepted (pydicom
+only warns), and every exception from pydicom is wrapped at this boundary.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CorruptFileError, MedmultiError, MissingFileError, ResourceLimitError, UnsupportedDataError
+from .detect import FileFormat, sniff_bytes
+from .limits import DEFAULT_LIMITS, Limits
+
+__all__ = ["DicomHeader", "read_header", "PROJECTION_MODALITIES", "COLOR_PHOTOMETRICS"]
+
+#: Projection radiography modalities: 2D, no patient-space geometry.
+PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "RF", "XA", "IO", "PX", "RG", "DF"})
+COLOR_PHOTOMETRICS = frozenset(
+    {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_420", "YBR_PARTIAL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR", "HSV", "ARGB", "CMYK"}
+)
+_PIXEL_TAG = 0x7FE00010
+_OTHER_PIXEL_TAGS = {0x7FE00008: "FloatPixelData", 0x7FE00009: "DoubleFloatPixelData"}
+_DEFLATED = {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"}  # deflated explicit LE (+ image frame)
+_DEFLATED_BYTES = tuple(uid.encode() for uid in _DEFLATED)
+_NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+
+
+class _Truncated(Exception):
+    pass
+
+
+class _StrictReader:
+    """File wrapper that records reads cut short by the end of the file."""
+
+    def __init__(self, raw, name: str) -> None:
+        self._raw = raw
+        self.name = name
+        self.truncated = False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        if n is not None and n > 0 and len(data) < n and not (n == 8 and len(data) == 0):
+            self.truncated = True
+        return data
+
+    def seek(self, *args):
+        return self._raw.seek(*args)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def close(self) -> None:  # pydicom must not close our file
+        pass
+
+
+@dataclass
+class DicomHeader:
+    """One DICOM file's parsed header and where its pixels are.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The file.
+    name : str
+        Name used in messages (relative to the folder being read).
+    ds : pydicom.Dataset
+        The dataset without pixel data.
+    transfer_syntax : str
+        Transfer syntax UID.
+    pixel_offset : int or None
+        Offset of the PixelData value in the file (or in ``buffer``), None when
+        the object has no PixelData.
+    pixel_length : int or None
+        Declared PixelData length; None for encapsulated (undefined length).
+    file_size : int
+        Bytes in the file (or in ``buffer``).
+    buffer : bytes or None
+        The inflated dataset for deflated transfer syntaxes (pixels are read
+        from here, not from the file).
+    """
+
+    path: Path
+    name: str
+    ds: Any
+    transfer_syntax: str
+    pixel_offset: int | None
+    pixel_length: int | None
+    file_size: int
+    buffer: bytes | None = None
+    little_endian: bool = True
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    # -- typed accessors (never return header text to messages) -------------
+    def _int(self, keyword: str, default: int | None = None) -> int | None:
+        value = self.ds.get(keyword, None)
+        if value is None or value == "":
+            return default
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise CorruptFileError("a required number could not be parsed", path=self.name, keyword=keyword) from None
+
+    def _floats(self, keyword: str, n: int, ds: Any = None) -> np.ndarray | None:
+        src = self.ds if ds is None else ds
+        value = src.get(keyword, None)
+        if value is None or value == "":
+            return None
+        try:
+            arr = np.asarray([float(v) for v in (value if hasattr(value, "__len__") and not isinstance(value, str) else [value])], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise CorruptFileError("a number could not be parsed", path=self.name, keyword=keyword) from None
+        if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+            raise CorruptFileError(f"expected {n} finite numbers", path=self.name, keyword=keyword)
+        return arr
+
+    @property
+    def has_pixels(self) -> bool:
+        """Whether the object has (integer) PixelData."""
+        return self.pixel_offset is not None
+
+    @property
+    def modality(self) -> str:
+        """DICOM Modality (``"OT"`` when absent)."""
+        value = self.ds.get("Modality", None)
+        return str(value).strip().upper() if value else "OT"
+
+    @property
+    def rows(self) -> int:
+        """Rows."""
+        return self._int("Rows", 0) or 0
+
+    @property
+    def columns(self) -> int:
+        """Columns."""
+        return self._int("Columns", 0) or 0
+
+    @property
+    def frames(self) -> int:
+        """NumberOfFrames (1 when absent)."""
+        n = self._int("NumberOfFrames", 1)
+        return 1 if n is None else n
+
+    @property
+    def samples(self) -> int:
+        """SamplesPerPixel (1 when absent)."""
+        return self._int("SamplesPerPixel", 1) or 1
+
+    @property
+    def bits_allocated(self) -> int:
+        """BitsAllocated."""
+        return self._int("BitsAllocated", 0) or 0
+
+    @property
+    def bits_stored(self) -> int:
+        """BitsStored (BitsAllocated when absent)."""
+        return self._int("BitsStored", self.bits_allocated) or self.bits_allocated
+
+    @property
+    def signed(self) -> bool:
+        """PixelRepresentation == 1."""
+        return (self._int("PixelRepresentation", 0) or 0) == 1
+
+    @property
+    def photometric(self) -> str:
+        """PhotometricInterpretation (``"MONOCHROME2"`` when absent)."""
+        value = self.ds.get("PhotometricInterpretation", None)
+        return str(value).strip().upper() if value else "MONOCHROME2"
+
+    @property
+    def is_native(self) -> bool:
+        """Uncompressed (native) pixel data."""
+        return self.transfer_syntax in _NATIVE
+
+    @property
+    def is_enhanced(self) -> bool:
+        """Whether the object carries functional groups (enhanced multi-frame)."""
+        return "PerFrameFunctionalGroupsSequence" in self.ds or "SharedFunctionalGroupsSequence" in self.ds
+
+    @property
+    def series_uid(self) -> str | None:
+        """SeriesInstanceUID (internal grouping only; never printed)."""
+        value = self.ds.get("SeriesInstanceUID", None)
+        return str(value) if value else None
+
+    @property
+    def series_number(self) -> int | None:
+        """SeriesNumber."""
+        try:
+            return self._int("SeriesNumber", None)
+        except CorruptFileError:
+            return None
+
+    def position(self) -> np.ndarray | None:
+        """ImagePositionPatient (mm) or None."""
+        return self._floats("ImagePositionPatient", 3)
+
+    def orientation(self) -> np.ndarray | None:
+        """ImageOrientationPatient (6 direction cosines) or None."""
+        return self._floats("ImageOrientationPatient", 6)
+
+    def pixel_spacing(self) -> np.ndarray | None:
+        """PixelSpacing (row spacing, column spacing) mm, or None."""
+        return self._floats("PixelSpacing", 2)
+
+    def stored_dtype(self) -> np.dtype:
+        """numpy dtype of the stored native values."""
+        ba = self.bits_allocated
+        if ba not in (8, 16, 32):
+            raise UnsupportedDataError(
+                "only 8, 16 or 32 bits allocated per pixel are supported", path=self.name, keyword="BitsAllocated"
+            )
+        kind = "i" if self.signed else "u"
+        return np.dtype(("<" if self.little_endian else ">") + kind + str(ba // 8))
+
+    def expected_pixel_bytes(self) -> int:
+        """Bytes of native pixel data implied by Rows, Columns, frames, samples, bits."""
+        return self.rows * self.columns * self.frames * self.samples * max(self.bits_allocated, 8) // 8
+
+    def check_image(self, limits: Limits) -> None:
+        """Header-level checks of the Image Pixel module, before any allocation.
+
+        Parameters
+        ----------
+        limits : Limits
+            Caps to enforce.
+
+        Raises
+        ------
+        UnsupportedDataError
+            No PixelData, colour data, unsupported bit depth.
+        ResourceLimitError
+            Declared size beyond the caps.
+        CorruptFileError
+            Declared size beyond the bytes present (truncated file).
+        """
+        if "_checked" in self._cache:
+            return
+        if not self.has_pixels:
+            raise UnsupportedDataError(
+                "this DICOM object holds no image (no PixelData): structured reports, RT plans, "
+                "presentation states and waveforms are not images",
+                path=self.name,
+                keyword="PixelData",
+            )
+        rows, cols, frames = self.rows, self.columns, self.frames
+        if rows <= 0 or cols <= 0 or frames <= 0:
+            raise CorruptFileError("Rows, Columns and NumberOfFrames must be positive", path=self.name, keyword="Rows")
+        if frames > limits.max_frames:
+            raise ResourceLimitError(
+                f"more frames than the {limits.max_frames:,}-frame cap", path=self.name, keyword="NumberOfFrames"
+            )
+        limits.check_voxels(rows * cols * frames * self.samples, path=self.name, keyword="Rows")
+        if self.samples != 1 or self.photometric in COLOR_PHOTOMETRICS:
+            raise UnsupportedDataError(
+                "colour (RGB/YBR/palette) images are not supported; medmulti reads greyscale CT, MR and X-ray",
+                path=self.name,
+                keyword="PhotometricInterpretation",
+            )
+        if self.photometric not in ("MONOCHROME1", "MONOCHROME2"):
+            raise UnsupportedDataError("unsupported photometric interpretation", path=self.name, keyword="PhotometricInterpretation")
+        self.stored_dtype()
+        bs = self.bits_stored
+        if not 1 <= bs <= self.bits_allocated:
+            raise CorruptFileError("BitsStored must be between 1 and BitsAllocated", path=self.name, keyword="BitsStored")
+        available = self.file_size - self.pixel_offset
+        if self.is_native:
+            need = self.expected_pixel_bytes()
+            if self.pixel_length is None or self.pixel_length < need:
+                raise CorruptFileError(
+                    "PixelData is shorter than Rows x Columns x NumberOfFrames x BitsAllocated declare",
+                    path=self.name,
+                    keyword="PixelData",
+                )
+            if available < need:
+                raise CorruptFileError(
+                    "the file is truncated: it ends before the declared pixel data", path=self.name, keyword="PixelData"
+                )
+        else:
+            if self.pixel_length is not None:
+                raise CorruptFileError("compressed PixelData must be encapsulated (undefined length)", path=self.name, keyword="PixelData")
+            if available < 16:
+                raise CorruptFileError("the file is truncated: no compressed pixel data", path=self.name, keyword="PixelData")
+        self._cache["_checked"] = True
+
+    def open_pixels(self):
+        """Return a binary file object positioned at the PixelData value."""
+        if self.buffer is not None:
+            f = io.BytesIO(self.buffer)
+        else:
+            f = open(self.path, "rb")
+        f.seek(self.pixel_offset)
+        return f
+
+
+def _inflate(fp, path_name: str, limits: Limits) -> bytes:
+    d = zlib.decompressobj(-zlib.MAX_WBITS)
+    chunks, total = [], 0
+    while True:
+        block = fp.read(1 << 20)
+        if not block:
+            break
+        out = d.decompress(block, limits.max_bytes + 1 - total)
+        total += len(out)
+        chunks.append(out)
+        if total > limits.max_bytes or d.unconsumed_tail:
+            raise ResourceLimitError(
+                f"the deflated dataset inflates beyond the {limits.max_bytes:,}-byte cap",
+                path=path_name,
+                keyword="TransferSyntaxUID",
+            )
+    chunks.append(d.flush())
+    return b"".join(chunks)
+
+
+def _parse(fp, path_name: str, *, force: bool, limits: Limits, head: bytes, strict: bool):
+    import pydicom
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    reader = _StrictReader(fp, path_name) if strict else fp
+    if any(uid in head for uid in _DEFLATED_BYTES):
+        preamble = read_preamble(reader, force)
+        meta = _read_file_meta_info(reader) if preamble is not None or force else None
+        ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+        if ts in _DEFLATED:
+            inflated = _inflate(fp, path_name, limits)
+            sub = _StrictReader(io.BytesIO(inflated), path_name)
+            ds = pydicom.dcmread(sub, force=True, stop_before_pixels=True)
+            ds.file_meta = meta
+            return ds, sub, inflated, ts
+        reader.seek(0)
+    ds = pydicom.dcmread(reader, force=force, stop_before_pixels=True)
+    tsu = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if tsu:
+        ts = str(tsu)
+    else:  # raw dataset: pydicom guessed the encoding
+        implicit, little = getattr(ds, "original_encoding", (True, True))
+        ts = "1.2.840.10008.1.2" if implicit else ("1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2")
+    return ds, reader, None, ts
+
+
+def read_header(
+    path: Path,
+    *,
+    name: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    head: bytes | None = None,
+    check_depth: bool = True,
+) -> DicomHeader:
+    """Parse a DICOM file's header (no pixels) and locate its PixelData.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The file.
+    name : str, optional
+        Name for messages (default: the path as given).
+    limits : Limits
+        Caps (file size, inflated size, sequence depth).
+    head : bytes, optional
+        The file's first bytes when the caller already read them.
+    check_depth : bool
+        Walk every sequence to enforce ``limits.max_depth`` (about 1 ms for a
+        large header; series reads skip it: sequences they do not touch are
+        never parsed, and undefined-length nesting deep enough to exhaust
+        Python's stack is still reported as :class:`ResourceLimitError`).
+
+    Returns
+    -------
+    DicomHeader
+
+    Raises
+    ------
+    MissingFileError
+        The file cannot be opened.
+    CorruptFileError
+        Not parseable as DICOM, or cut short inside the header.
+    ResourceLimitError
+        File or inflated data beyond ``limits``, or sequences nested too deep.
+    """
+    name = str(path) if name is None else name
+    try:
+        f = open(path, "rb")
+    except OSError:
+        raise MissingFileError("the file cannot be opened (missing or unreadable)", path=name) from None
+    with f:
+        try:
+            size = os.fstat(f.fileno()).st_size
+            limits.check_bytes(size, path=name)
+            if head is None:
+                head = f.read(544)
+                f.seek(0)
+            fmt = sniff_bytes(head)
+            if fmt not in (FileFormat.DICOM, FileFormat.DICOM_RAW):
+                raise CorruptFileError("not a DICOM file (no DICM marker and no recognisable dataset)", path=name)
+            if len(head) < 2048:
+                head = head + f.read(2048 - len(head))
+                f.seek(0)
+            ds, reader, inflated, ts = _parse(f, name, force=fmt == FileFormat.DICOM_RAW, limits=limits, head=head, strict=False)
+            inflated_size = None if inflated is None else len(inflated)
+            pos = reader.tell()
+            total = size if inflated is None else inflated_size
+            little = ts != "1.2.840.10008.1.2.2"
+            pixel_offset = pixel_length = None
+            if total - pos >= 8:
+                reader.seek(pos)
+                raw = reader.read(12)
+                tag = (struct.unpack("<HH" if little else ">HH", raw[:4]))
+                tag = (tag[0] << 16) | tag[1]
+                if tag in _OTHER_PIXEL_TAGS:
+                    raise UnsupportedDataError("float pixel data is not supported", path=name, keyword=_OTHER_PIXEL_TAGS[tag])
+                if tag == _PIXEL_TAG:
+                    e = "<" if little else ">"
+                    if ts == "1.2.840.10008.1.2":  # implicit VR
+                        length = struct.unpack(e + "I", raw[4:8])[0]
+                        pixel_offset = pos + 8
+                    else:
+                        if len(raw) < 12:
+                            raise CorruptFileError("the file is truncated at PixelData", path=name, keyword="PixelData")
+                        length = struct.unpack(e + "I", raw[8:12])[0]
+                        pixel_offset = pos + 12
+                    pixel_length = None if length == 0xFFFFFFFF else length
+            if pixel_offset is None and inflated is None:
+                # no pixel tag reached: a non-image object, or a header cut short
+                # (pydicom only warns on that); parse again, watching for short reads
+                f.seek(0)
+                _, strict_reader, _, _ = _parse(f, name, force=fmt == FileFormat.DICOM_RAW, limits=limits, head=head, strict=True)
+                if strict_reader.truncated:
+                    raise CorruptFileError("the file is truncated inside its header", path=name)
+            elif inflated is not None and reader.truncated:
+                raise CorruptFileError("the deflated dataset is truncated", path=name)
+            header = DicomHeader(
+                path=Path(path),
+                name=name,
+                ds=ds,
+                transfer_syntax=ts,
+                pixel_offset=pixel_offset,
+                pixel_length=pixel_length,
+                file_size=total,
+                buffer=inflated,
+                little_endian=little,
+            )
+            if check_depth:
+                _check_depth(ds, limits, name)
+            return header
+        except MedmultiError:
+            raise
+        except RecursionError:
+            raise ResourceLimitError(
+                f"DICOM sequences are nested deeper than the {limits.max_depth}-level cap", path=name
+            ) from None
+        except MemoryError:
+            raise ResourceLimitError("the header declares more data than memory allows", path=name) from None
+        except Exception:  # pydicom/struct/zlib/OSError: text may hold header values
+            raise CorruptFileError("the DICOM header cannot be parsed", path=name) from None
+
+
+def _check_depth(ds, limits: Limits, name: str) -> None:
+    """Walk sequences iteratively (no recursion) and enforce ``max_depth``."""
+    from pydicom.datadict import dictionary_VR
+
+    stack = [(ds, 0)]
+    while stack:
+        current, depth = stack.pop()
+        for elem in list(current.values()):
+            vr = getattr(elem, "VR", None)
+            if vr is None or vr == "UN":
+                if getattr(elem, "length", 0) == 0xFFFFFFFF:
+                    vr = "SQ"
+                else:
+                    try:
+                        vr = dictionary_VR(elem.tag)
+                    except KeyError:
+                        continue
+            if vr != "SQ":
+                continue
+            if depth + 1 > limits.max_depth:
+                raise ResourceLimitError(
+                    f"DICOM sequences are nested deeper than the {limits.max_depth}-level cap", path=name
+                )
+            seq = current[elem.tag].value
+            if not hasattr(seq, "__iter__") or isinstance(seq, (bytes, str)):
+                continue
+            for item in seq:
+                if hasattr(item, "values"):
+                    stack.append((item, depth + 1))

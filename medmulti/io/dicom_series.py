@@ -1,0 +1,389 @@
+"""Read a folder of DICOM files as one series.
+
+All files under the folder (recursively) are recognised by content; non-image
+objects (SR, RT, presentation states, DICOMDIR, waveforms) and non-DICOM files are
+ignored; image files are grouped by SeriesInstanceUID. Exactly one image series
+is expected unless ``series=`` (a SeriesNumber) picks one. The chosen series is
+checked (same Rows/Columns/PixelSpacing/orientation, then
+:func:`~medmulti.io.assembly.assemble_stack`) before any pixel is read; pixels are
+then read into one preallocated float32 volume, slice by slice, applying each
+slice's own modality LUT.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CorruptFileError, MedmultiError, MissingFileError, SeriesGeometryError, UnsupportedDataError
+from ..image import Image, affine_from_itk
+from .assembly import ORIENTATION_TOLERANCE, Stack, assemble_stack
+from .detect import FileFormat, sniff_bytes
+from .dicom_file import NON_IMAGE_MODALITIES, base_meta, is_projection, read_dicom_file, single_slice_spacing
+from .dicom_header import DicomHeader, read_header
+from .limits import Limits
+from .pixels import PARALLEL_SYNTAXES, _decode_options, decode_compressed_file, decode_pool, default_workers, read_stored
+from .values import apply_rescale_into, rescale_of, voi_meta
+
+__all__ = ["SeriesPlan", "scan_folder", "plan_series", "read_dicom_series"]
+
+logger = logging.getLogger("medmulti.io")
+
+
+@dataclass
+class SeriesPlan:
+    """A checked series, ready to be decoded.
+
+    Attributes
+    ----------
+    folder : pathlib.Path
+    headers : list of DicomHeader
+        The series' files in ascending slice order (one entry for a single file).
+    stack : Stack or None
+        Sorted geometry; None when the series is a single file read as such.
+    single_file : bool
+        The series is one file (projection image or enhanced multi-frame).
+    ignored : int
+        Non-image / non-DICOM files skipped in the folder.
+    warnings : list of str
+        Notes without header values.
+    """
+
+    folder: Path
+    headers: list[DicomHeader]
+    stack: Stack | None
+    single_file: bool
+    ignored: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _relname(path: Path, folder: Path) -> str:
+    try:
+        return str(path.relative_to(folder))
+    except ValueError:  # pragma: no cover
+        return path.name
+
+
+def scan_folder(folder: Path, limits: Limits, *, display: str | None = None) -> tuple[list[DicomHeader], int, int]:
+    """Parse the header of every DICOM image file under ``folder`` (recursively).
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        The folder.
+    limits : Limits
+        Caps (``max_files`` bounds the walk).
+    display : str, optional
+        Folder name for messages.
+
+    Returns
+    -------
+    (headers, n_non_image, n_non_dicom)
+        Image headers in path order, and the counts of skipped files.
+
+    Raises
+    ------
+    ResourceLimitError
+        More than ``limits.max_files`` files.
+    CorruptFileError
+        A DICOM file that cannot be parsed (named relative to the folder).
+    """
+    from ..errors import ResourceLimitError
+
+    headers: list[DicomHeader] = []
+    non_image = non_dicom = 0
+    count = 0
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for fname in sorted(files):
+            count += 1
+            if count > limits.max_files:
+                raise ResourceLimitError(
+                    f"more than {limits.max_files:,} files under this folder", path=display or str(folder),
+                    hint="point medmulti at one series folder, or raise Limits(max_files=...)",
+                )
+            path = Path(root) / fname
+            name = _relname(path, folder)
+            try:
+                if not path.is_file():
+                    continue
+                with open(path, "rb") as f:
+                    head = f.read(2048)
+            except OSError:
+                raise MissingFileError("a file in the folder cannot be read", path=name) from None
+            fmt = sniff_bytes(head)
+            if fmt not in (FileFormat.DICOM, FileFormat.DICOM_RAW):
+                non_dicom += 1
+                continue
+            h = read_header(path, name=name, limits=limits, head=head, check_depth=False)
+            if not h.has_pixels or h.modality in NON_IMAGE_MODALITIES:
+                non_image += 1
+                continue
+            headers.append(h)
+    return headers, non_image, non_dicom
+
+
+def _describe(groups: list[list[DicomHeader]]) -> str:
+    parts = []
+    for hs in groups:
+        num = hs[0].series_number
+        label = f"series {num}" if num is not None else "series without a number"
+        n = sum(h.frames for h in hs)
+        parts.append(f"{label} ({hs[0].modality}, {len(hs)} file(s), {n} image(s))")
+    return "; ".join(parts)
+
+
+def _group(headers: list[DicomHeader]) -> list[list[DicomHeader]]:
+    groups: dict[Any, list[DicomHeader]] = {}
+    for h in headers:
+        groups.setdefault(h.series_uid, []).append(h)
+    out = list(groups.values())
+    out.sort(key=lambda hs: (hs[0].series_number is None, hs[0].series_number or 0))
+    return out
+
+
+def _same(values: list[np.ndarray | None], tol: float) -> int | None:
+    """Index of the first value differing from the first one, or None."""
+    ref = values[0]
+    for i, v in enumerate(values[1:], 1):
+        if (v is None) != (ref is None) or (v is not None and np.max(np.abs(v - ref)) > tol):
+            return i
+    return None
+
+
+def _check_series(hs: list[DicomHeader], where: str, limits: Limits) -> Stack | None:
+    first = hs[0]
+    for h in hs:
+        h.check_image(limits)
+    if len(hs) == 1 and (first.frames > 1 or first.is_enhanced or is_projection(first)):
+        return None
+    if any(h.frames != 1 or h.is_enhanced for h in hs):
+        raise UnsupportedDataError(
+            "a series of several multi-frame files is not supported; read each file on its own",
+            path=where,
+            keyword="NumberOfFrames",
+        )
+    if is_projection(first):
+        raise SeriesGeometryError(
+            f"this series holds {len(hs)} projection images; a projection radiograph is one file",
+            path=where,
+            keyword="SeriesInstanceUID",
+            hint="pass the path of one file instead of the folder",
+        )
+    limits.check_voxels(len(hs) * first.rows * first.columns, path=where, keyword="Rows")
+    for attr, kw in (("rows", "Rows"), ("columns", "Columns")):
+        bad = [h for h in hs if getattr(h, attr) != getattr(first, attr)]
+        if bad:
+            raise SeriesGeometryError(
+                f"slices differ in {kw}: {first.name!r} and {bad[0].name!r}", path=where, keyword=kw,
+                hint="the folder mixes images of different sizes; keep one series per folder",
+            )
+    iops = [h.orientation() for h in hs]
+    ipps = [h.position() for h in hs]
+    for h, iop, ipp in zip(hs, iops, ipps):
+        if iop is None or ipp is None:
+            kw = "ImageOrientationPatient" if iop is None else "ImagePositionPatient"
+            raise CorruptFileError(f"a {first.modality} slice must carry {kw}", path=h.name, keyword=kw)
+    i = _same(iops, ORIENTATION_TOLERANCE)
+    if i is not None:
+        ref = iops[0]
+        n_other = sum(1 for v in iops if np.max(np.abs(v - ref)) > ORIENTATION_TOLERANCE)
+        raise SeriesGeometryError(
+            f"mixed orientations: {hs[i].name!r} is oriented differently from {first.name!r} "
+            f"({n_other} of {len(hs)} slices differ; localizer/scout images in the series?)",
+            path=where,
+            keyword="ImageOrientationPatient",
+            hint="remove the localizer images or pick the files of one orientation",
+        )
+    pss = [h.pixel_spacing() for h in hs]
+    if pss[0] is None:
+        raise CorruptFileError("a slice must carry PixelSpacing", path=first.name, keyword="PixelSpacing")
+    i = _same(pss, 1e-4 * max(1.0, float(np.max(pss[0]))))
+    if i is not None:
+        raise SeriesGeometryError(
+            f"slices differ in PixelSpacing: {first.name!r} and {hs[i].name!r}", path=where, keyword="PixelSpacing"
+        )
+    if np.any(pss[0] <= 0):
+        raise CorruptFileError("pixel spacing must be positive", path=first.name, keyword="PixelSpacing")
+    return assemble_stack(
+        np.array(ipps), iops[0], [h.name for h in hs], what="slice", where=where, single_spacing=single_slice_spacing(first)
+    )
+
+
+def plan_series(
+    folder: Path, *, series: int | None = None, limits: Limits, display: str | None = None
+) -> SeriesPlan:
+    """Scan a folder, choose the series and check it (headers only).
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        The folder.
+    series : int, optional
+        SeriesNumber to read when the folder holds several image series.
+    limits : Limits
+        Caps.
+    display : str, optional
+        Folder name for messages (default: the path as given).
+
+    Returns
+    -------
+    SeriesPlan
+
+    Raises
+    ------
+    MissingFileError
+        No DICOM image in the folder.
+    SeriesGeometryError
+        Several series without ``series=``, unknown ``series``, or a series that
+        does not assemble.
+    CorruptFileError, UnsupportedDataError, ResourceLimitError
+        As for single files.
+    """
+    where = display or str(folder)
+    headers, non_image, non_dicom = scan_folder(folder, limits, display=where)
+    warnings = []
+    if non_image:
+        warnings.append(f"{non_image} non-image DICOM object(s) ignored")
+    if non_dicom:
+        warnings.append(f"{non_dicom} non-DICOM file(s) ignored")
+    if not headers:
+        raise MissingFileError(
+            "no DICOM image found in this folder" + (f" ({'; '.join(warnings)})" if warnings else ""),
+            path=where,
+            hint="check that the path points at a DICOM series folder",
+        )
+    groups = _group(headers)
+    if series is not None:
+        chosen = [g for g in groups if g[0].series_number == int(series)]
+        if len(chosen) != 1:
+            what = "no image series" if not chosen else "several image series"
+            raise SeriesGeometryError(
+                f"{what} with number {int(series)} in this folder; it holds: {_describe(groups)}",
+                path=where,
+                keyword="SeriesNumber",
+            )
+        hs = chosen[0]
+        if len(groups) > 1:
+            warnings.append(f"{len(groups) - 1} other image series ignored (series= given)")
+    elif len(groups) > 1:
+        raise SeriesGeometryError(
+            f"this folder holds {len(groups)} image series: {_describe(groups)}",
+            path=where,
+            keyword="SeriesInstanceUID",
+            hint="pass series=<SeriesNumber> (CLI: --series) to choose one, or give each series its own folder",
+        )
+    else:
+        hs = groups[0]
+    stack = _check_series(hs, where, limits)
+    if stack is None:
+        return SeriesPlan(folder, hs, None, True, non_image + non_dicom, warnings)
+    ordered = [hs[i] for i in stack.order]
+    return SeriesPlan(folder, ordered, stack, False, non_image + non_dicom, warnings)
+
+
+def _decode_parallel(hs: list[DicomHeader], vol: np.ndarray, rescales, workers: int) -> None:
+    pool = decode_pool(workers)
+    args = [(str(h.path), h.pixel_offset, h.transfer_syntax, _decode_options(h), h.name, h.buffer) for h in hs]
+    chunk = max(1, len(args) // (workers * 8))
+    results = pool.map(_decode_star, args, chunksize=chunk)
+    for k, stored in enumerate(results):
+        slope, intercept = rescales[k]
+        apply_rescale_into(stored[0], vol[k], slope, intercept)
+
+
+def _decode_star(args):
+    return decode_compressed_file(*args)
+
+
+def read_dicom_series(
+    folder: Path,
+    modality: str | None = None,
+    *,
+    series: int | None = None,
+    limits: Limits,
+    workers: int | None = None,
+    display: str | None = None,
+    plan: SeriesPlan | None = None,
+) -> Image:
+    """Read one DICOM series from a folder into a float32 volume.
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        The folder (searched recursively).
+    modality : str, optional
+        Modality recorded when the headers have none.
+    series : int, optional
+        SeriesNumber to choose among several series.
+    limits : Limits
+        Caps.
+    workers : int, optional
+        Processes used to decode JPEG 2000 series (default: usable CPUs, at most
+        8; ``1`` decodes in this process).
+    display : str, optional
+        Folder name for messages.
+    plan : SeriesPlan, optional
+        A plan from :func:`plan_series` (avoids scanning twice).
+
+    Returns
+    -------
+    Image
+        ``(slices, rows, columns)`` float32 after each slice's modality LUT,
+        slices ascending along the normal; affine as SimpleITK's.
+
+    Raises
+    ------
+    MissingFileError, CorruptFileError, SeriesGeometryError, UnsupportedDataError, ResourceLimitError
+    """
+    where = display or str(folder)
+    if plan is None:
+        plan = plan_series(folder, series=series, limits=limits, display=where)
+    if plan.single_file:
+        img = read_dicom_file(plan.headers[0], modality, limits)
+        img.meta["n_files"] = 1
+        return img
+    hs, stack = plan.headers, plan.stack
+    first = hs[0]
+    mod = first.modality if first.ds.get("Modality", None) else (modality or "OT").upper()
+    n = len(hs)
+    vol = np.empty((n, first.rows, first.columns), np.float32)
+    rescales = [rescale_of(h.ds) for h in hs]
+    compressed = [h for h in hs if not h.is_native]
+    nworkers = default_workers() if workers is None else max(1, int(workers))
+    try:
+        if compressed and len(compressed) == n and nworkers > 1 and n >= 4 and all(h.transfer_syntax in PARALLEL_SYNTAXES for h in hs):
+            _decode_parallel(hs, vol, rescales, nworkers)
+        else:
+            buf = None
+            for k, h in enumerate(hs):
+                stored = read_stored(h, out=buf)
+                if h.is_native:
+                    buf = stored
+                slope, intercept = rescales[k]
+                apply_rescale_into(stored[0], vol[k], slope, intercept)
+    except MedmultiError:
+        raise
+    except MemoryError:
+        from ..errors import ResourceLimitError
+
+        raise ResourceLimitError("not enough memory for this series", path=where) from None
+    except Exception:  # worker crash (BrokenProcessPool) or unexpected decoder failure
+        raise CorruptFileError("the series' pixel data cannot be decoded", path=where) from None
+    ps = first.pixel_spacing()
+    affine = affine_from_itk(stack.origin, (ps[1], ps[0], stack.slice_spacing), stack.direction.ravel())
+    meta = base_meta(first)
+    meta["source"] = "dicom-series"
+    meta["n_files"] = n
+    meta["compressed"] = bool(compressed)
+    first_r = rescales[0]
+    meta["rescale"] = {"slope": first_r[0], "intercept": first_r[1]} if all(r == first_r for r in rescales) else {"per_slice": True}
+    meta.update(voi_meta(first.ds, inverted=False, low=0.0, high=0.0))
+    if plan.warnings:
+        meta["warnings"] = list(plan.warnings)
+    return Image(vol, affine, (stack.slice_spacing, float(ps[0]), float(ps[1])), mod, meta)

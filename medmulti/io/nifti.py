@@ -1,0 +1,322 @@
+"""Read NIfTI-1 / NIfTI-2 (``.nii``, ``.nii.gz``) volumes.
+
+* The header is parsed and checked by nibabel (dimensions, data type, offset)
+  before anything else touches the file; sizes are checked against
+  :class:`~medmulti.io.limits.Limits` and against the bytes present.
+* Geometry comes from SimpleITK's header reader (``ReadImageInformation``), so
+  origin/spacing/direction equal ``sitk.ReadImage`` for every qform/sform case.
+* Values are streamed: the (inflated) data is read in blocks and each block is
+  scaled (``scl_slope``/``scl_inter``) straight into the preallocated float32
+  ``(z, y, x)`` array, so peak memory stays near the output size and a deflate
+  bomb cannot inflate past the declared size.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CorruptFileError, MedmultiError, ResourceLimitError, UnsupportedDataError
+from ..image import Image, affine_from_itk
+from .limits import Limits
+
+__all__ = ["read_nifti", "NiftiHeaderInfo", "read_nifti_header"]
+
+_BLOCK = 1 << 22  # 4 MiB of decoded data per step
+
+
+class _Stream:
+    """Sequential reader of a file's (possibly gzip-inflated) bytes."""
+
+    def __init__(self, path: Path, gz: bool, name: str) -> None:
+        self.f = open(path, "rb")
+        self.gz = gz
+        self.name = name
+        self.d = zlib.decompressobj(wbits=47) if gz else None
+        self.pending = b""
+
+    def close(self) -> None:
+        self.f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def read(self, n: int) -> bytes:
+        """Return up to ``n`` bytes (fewer only at the end of the data)."""
+        if not self.gz:
+            return self.f.read(n)
+        parts, got = [], 0
+        while got < n:
+            if self.d.eof:  # concatenated gzip members
+                rest = self.d.unused_data
+                self.d = zlib.decompressobj(wbits=47)
+                self.pending = rest
+                if not rest:
+                    more = self.f.read(1 << 20)
+                    if not more:
+                        break
+                    self.pending = more
+            if not self.pending:
+                self.pending = self.f.read(1 << 20)
+                if not self.pending:
+                    break
+            out = self.d.decompress(self.pending, n - got)
+            self.pending = self.d.unconsumed_tail
+            if out:
+                parts.append(out)
+                got += len(out)
+        return b"".join(parts)
+
+    def skip(self, n: int) -> int:
+        """Discard ``n`` bytes; return how many were skipped."""
+        if not self.gz:
+            start = self.f.tell()
+            self.f.seek(0, 2)
+            end = self.f.tell()
+            self.f.seek(min(end, start + n))
+            return min(end, start + n) - start
+        done = 0
+        while done < n:
+            chunk = self.read(min(_BLOCK, n - done))
+            if not chunk:
+                break
+            done += len(chunk)
+        return done
+
+    def readinto(self, buf: memoryview) -> int:
+        """Fill ``buf``; return the number of bytes read."""
+        if not self.gz:
+            return self.f.readinto(buf)
+        pos = 0
+        while pos < len(buf):
+            chunk = self.read(min(_BLOCK, len(buf) - pos))
+            if not chunk:
+                break
+            buf[pos : pos + len(chunk)] = chunk
+            pos += len(chunk)
+        return pos
+
+
+class NiftiHeaderInfo:
+    """What the NIfTI header declares (after nibabel's checks).
+
+    Attributes
+    ----------
+    shape : tuple of int
+        Data shape in NIfTI order ``(x, y, z[, t])`` (trailing unit dims dropped).
+    dtype : numpy.dtype
+        On-disk data type (with byte order).
+    vox_offset : int
+        Offset of the data in the (inflated) stream.
+    slope, inter : float
+        Value scaling (1, 0 when unused).
+    version : int
+        1 or 2.
+    """
+
+    def __init__(self, shape, dtype, vox_offset, slope, inter, version) -> None:
+        self.shape = shape
+        self.dtype = dtype
+        self.vox_offset = vox_offset
+        self.slope = slope
+        self.inter = inter
+        self.version = version
+
+
+def read_nifti_header(stream: _Stream, name: str, limits: Limits) -> tuple[NiftiHeaderInfo, int]:
+    """Read and check a NIfTI header from the start of ``stream``.
+
+    Returns
+    -------
+    (NiftiHeaderInfo, int)
+        The header and the number of bytes consumed.
+
+    Raises
+    ------
+    CorruptFileError
+        Unparseable header, bad dimensions or offset.
+    UnsupportedDataError
+        Complex/RGB data, fewer than 3 or more than 4 dimensions.
+    ResourceLimitError
+        Declared size beyond ``limits``.
+    """
+    import io
+
+    import nibabel as nib
+
+    head = stream.read(540)
+    if len(head) < 348:
+        raise CorruptFileError("the NIfTI header is truncated", path=name)
+    size = int.from_bytes(head[:4], "little")
+    if size not in (348, 540):
+        size = int.from_bytes(head[:4], "big")
+    try:
+        if size == 540:
+            hdr = nib.Nifti2Header.from_fileobj(io.BytesIO(head), check=True)
+            version = 2
+        else:
+            hdr = nib.Nifti1Header.from_fileobj(io.BytesIO(head[:348]), check=True)
+            version = 1
+        shape = tuple(int(v) for v in hdr.get_data_shape())
+        dtype = hdr.get_data_dtype()
+        vox_offset = int(hdr["vox_offset"])
+        slope, inter = hdr.get_slope_inter()
+    except MedmultiError:
+        raise
+    except Exception:
+        raise CorruptFileError("the NIfTI header cannot be parsed or fails nibabel's checks", path=name) from None
+    consumed = len(head)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if any(s <= 0 for s in shape):
+        raise CorruptFileError("NIfTI dimensions must be positive", path=name, keyword="dim")
+    if len(shape) < 3:
+        raise UnsupportedDataError("2D NIfTI images are not supported; medmulti reads 3D volumes", path=name, keyword="dim")
+    if len(shape) > 4:
+        raise UnsupportedDataError("NIfTI images with more than 4 dimensions are not supported", path=name, keyword="dim")
+    if dtype.kind not in "iuf" or dtype.fields is not None:
+        raise UnsupportedDataError("complex or RGB NIfTI data is not supported", path=name, keyword="datatype")
+    nvox = int(np.prod(shape, dtype=object))
+    limits.check_voxels(nvox if len(shape) == 3 else int(np.prod(shape[:3], dtype=object)), path=name, keyword="dim")
+    limits.check_bytes(nvox * dtype.itemsize, path=name, keyword="dim")
+    if vox_offset < (352 if version == 1 else 544) - 4 or vox_offset > limits.max_bytes:
+        raise CorruptFileError("vox_offset points inside the header or beyond the cap", path=name, keyword="vox_offset")
+    slope = 1.0 if slope is None or not np.isfinite(slope) else float(slope)
+    inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    return NiftiHeaderInfo(shape, dtype, vox_offset, slope, inter, version), consumed
+
+
+def _itk_geometry(path: Path, name: str):
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.SetImageIO("NiftiImageIO")
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise CorruptFileError("the NIfTI geometry (qform/sform) cannot be interpreted", path=name, keyword="sform_code") from None
+    dim = reader.GetDimension()
+    origin = reader.GetOrigin()[:3]
+    spacing = reader.GetSpacing()[:3]
+    d = np.asarray(reader.GetDirection(), float).reshape(dim, dim)[:3, :3]
+    return origin, spacing, d.ravel()
+
+
+def read_nifti(path: Path, modality: str | None, *, volume: int | None, limits: Limits, gz: bool, name: str) -> Image:
+    """Read a 3D NIfTI volume (or one volume of a 4D file).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The ``.nii`` / ``.nii.gz`` file (recognised by content).
+    modality : str, optional
+        Modality recorded on the image (default ``"MR"``).
+    volume : int, optional
+        Index along the 4th dimension; required for 4D files.
+    limits : Limits
+        Caps.
+    gz : bool
+        The file is gzip-compressed.
+    name : str
+        File name for messages.
+
+    Returns
+    -------
+    Image
+        float32 ``(z, y, x)`` with ``scl_slope``/``scl_inter`` applied; affine
+        equal to SimpleITK's geometry for the file.
+
+    Raises
+    ------
+    CorruptFileError, UnsupportedDataError, ResourceLimitError
+    """
+    try:
+        with _Stream(path, gz, name) as stream:
+            info, consumed = read_nifti_header(stream, name, limits)
+            shape = info.shape
+            if len(shape) == 4:
+                if volume is None:
+                    raise UnsupportedDataError(
+                        f"this NIfTI file is 4D ({shape[3]} volumes); medmulti reads 3D volumes",
+                        path=name,
+                        keyword="dim",
+                        hint="pass volume=<index> (0-based) to read one of them",
+                    )
+                if not 0 <= int(volume) < shape[3]:
+                    raise UnsupportedDataError(
+                        f"volume={int(volume)} is out of range for {shape[3]} volumes", path=name, keyword="dim"
+                    )
+            elif volume not in (None, 0):
+                raise UnsupportedDataError("volume= was given but the NIfTI file is 3D", path=name, keyword="dim")
+            nx, ny, nz = shape[:3]
+            per_volume = nx * ny * nz
+            start = info.vox_offset + (int(volume) * per_volume * info.dtype.itemsize if len(shape) == 4 else 0)
+            if not gz:
+                import os
+
+                size = os.fstat(stream.f.fileno()).st_size
+                if size < start + per_volume * info.dtype.itemsize:
+                    raise CorruptFileError("the NIfTI file is truncated: it ends before the declared data", path=name, keyword="dim")
+            if stream.skip(start - consumed) != start - consumed:
+                raise CorruptFileError("the NIfTI file is truncated before its data", path=name, keyword="vox_offset")
+            out = np.empty((nz, ny, nx), np.float32)
+            _stream_values(stream, info, out.reshape(-1), name)
+    except MedmultiError:
+        raise
+    except MemoryError:
+        raise ResourceLimitError("not enough memory for this NIfTI volume", path=name) from None
+    except Exception:  # zlib.error, OSError, EOFError ...
+        raise CorruptFileError("the NIfTI file cannot be read (damaged or truncated compressed data)", path=name) from None
+    origin, spacing, direction = _itk_geometry(path, name)
+    affine = affine_from_itk(origin, spacing, direction)
+    meta: dict[str, Any] = {
+        "source": "nifti",
+        "nifti_version": info.version,
+        "dtype": info.dtype.newbyteorder("=").name,
+        "scl_slope": info.slope,
+        "scl_inter": info.inter,
+    }
+    if len(shape) == 4:
+        meta["volume"] = int(volume)
+        meta["n_volumes"] = int(shape[3])
+    return Image(out, affine, (float(spacing[2]), float(spacing[1]), float(spacing[0])), (modality or "MR").upper(), meta)
+
+
+def _stream_values(stream: _Stream, info: NiftiHeaderInfo, out: np.ndarray, name: str) -> None:
+    """Fill flat float32 ``out`` from the stream, scaling block by block."""
+    dtype = info.dtype
+    slope, inter = np.float32(info.slope), np.float32(info.inter)
+    if dtype == np.dtype("<f4") or dtype == np.dtype("=f4"):
+        n = stream.readinto(memoryview(out).cast("B"))
+        if n != out.nbytes:
+            raise CorruptFileError("the NIfTI data is truncated", path=name, keyword="dim")
+        if slope != 1:
+            out *= slope
+        if inter != 0:
+            out += inter
+        return
+    item = dtype.itemsize
+    per_block = max(1, _BLOCK // item)
+    pos = 0
+    total = out.size
+    while pos < total:
+        count = min(per_block, total - pos)
+        raw = stream.read(count * item)
+        if len(raw) != count * item:
+            raise CorruptFileError("the NIfTI data is truncated", path=name, keyword="dim")
+        vals = np.frombuffer(raw, dtype=dtype)
+        dst = out[pos : pos + count]
+        if slope != 1:
+            np.multiply(vals, slope, out=dst, casting="unsafe")
+        else:
+            dst[...] = vals
+        if inter != 0:
+            dst += inter
+        pos += count

@@ -1,0 +1,138 @@
+"""``read_image``: one entry point for DICOM files, DICOM series folders and NIfTI."""
+
+from __future__ import annotations
+
+import logging
+from os import PathLike
+from pathlib import Path
+
+from ..errors import CorruptFileError, MedmultiError, MissingFileError, ResourceLimitError, UnsupportedDataError
+from ..image import Image
+from .detect import FileFormat, detect_format
+from .dicom_file import read_dicom_file
+from .dicom_header import read_header
+from .dicom_series import read_dicom_series
+from .limits import DEFAULT_LIMITS, Limits
+from .nifti import read_nifti
+
+__all__ = ["read_image", "resolve_format"]
+
+logger = logging.getLogger("medmulti.io")
+
+
+def resolve_format(path: Path, name: str) -> FileFormat:
+    """Check that ``path`` exists and recognise its format by content.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+    name : str
+        Name for messages.
+
+    Returns
+    -------
+    FileFormat
+
+    Raises
+    ------
+    MissingFileError
+        The path does not exist or cannot be read.
+    UnsupportedDataError
+        Neither DICOM nor NIfTI.
+    """
+    if not path.exists():
+        raise MissingFileError("no such file or folder", path=name)
+    try:
+        fmt = detect_format(path)
+    except OSError:
+        raise MissingFileError("the file cannot be opened (permissions?)", path=name) from None
+    if fmt == FileFormat.UNKNOWN:
+        raise UnsupportedDataError(
+            "not a DICOM or NIfTI file (recognised by content, not extension)",
+            path=name,
+            hint="medmulti reads DICOM files, DICOM series folders and .nii/.nii.gz files",
+        )
+    return fmt
+
+
+def read_image(
+    path: str | PathLike[str],
+    modality: str | None = None,
+    *,
+    series: int | None = None,
+    volume: int | None = None,
+    limits: Limits | None = None,
+    workers: int | None = None,
+) -> Image:
+    """Read a DICOM file, a folder holding one DICOM series, or a NIfTI file.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A DICOM file (single-frame or enhanced multi-frame), a folder (searched
+        recursively; one image series expected), or a ``.nii``/``.nii.gz`` file.
+        Formats are recognised by content.
+    modality : str, optional
+        Modality recorded when the file has none (NIfTI: default ``"MR"``);
+        also named in error messages. DICOM files keep their own Modality.
+    series : int, optional
+        SeriesNumber to read when a folder holds several image series.
+    volume : int, optional
+        0-based index of the volume to read from a 4D NIfTI file.
+    limits : Limits, optional
+        Caps on sizes (default :data:`~medmulti.io.limits.DEFAULT_LIMITS`).
+    workers : int, optional
+        Processes for decoding JPEG 2000 series (default: usable CPUs, at most
+        8; ``1`` disables parallel decoding).
+
+    Returns
+    -------
+    Image
+        float32 values (CT in Hounsfield units after each slice's modality LUT).
+        Volumes are ``(z, y, x)`` with an affine equal to SimpleITK's geometry;
+        projection radiographs are 2D with ``affine=None`` and MONOCHROME1
+        inverted so that larger means brighter.
+
+    Raises
+    ------
+    MissingFileError
+        The path does not exist, or a folder holds no DICOM image.
+    CorruptFileError
+        Truncated, unparseable or undecodable data (pixels are decoded here).
+    UnsupportedDataError
+        Non-image DICOM objects, colour images, 4D NIfTI without ``volume=``...
+    SeriesGeometryError
+        Several series without ``series=``; gaps, duplicates, mixed orientations,
+        differing sizes or spacings, non-uniform spacing, gantry tilt.
+    ResourceLimitError
+        Declared sizes beyond the data present or beyond ``limits``.
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> img = read_image(get_testdata_file("CT_small.dcm"))
+    >>> img.shape, img.modality, img.array.dtype.name
+    ((1, 128, 128), 'CT', 'float32')
+    """
+    limits = DEFAULT_LIMITS if limits is None else limits
+    name = str(path)
+    p = Path(path)
+    try:
+        if p.is_dir():
+            return read_dicom_series(p, modality, series=series, limits=limits, workers=workers, display=name)
+        fmt = resolve_format(p, name)
+        if fmt in (FileFormat.NIFTI, FileFormat.NIFTI_GZ):
+            return read_nifti(p, modality, volume=volume, limits=limits, gz=fmt == FileFormat.NIFTI_GZ, name=name)
+        header = read_header(p, name=name, limits=limits)
+        return read_dicom_file(header, modality, limits)
+    except MedmultiError as err:
+        raise err.with_context(modality=modality)
+    except RecursionError:
+        raise ResourceLimitError("the file is nested too deeply to read", path=name, modality=modality) from None
+    except MemoryError:
+        raise ResourceLimitError("not enough memory to read this image", path=name, modality=modality) from None
+    except OSError:
+        raise MissingFileError("the file cannot be read", path=name, modality=modality) from None
+    except Exception:  # last line of defence: never leak a library error (its text may hold header values)
+        logger.debug("unexpected reader failure", exc_info=False)
+        raise CorruptFileError("the file cannot be read", path=name, modality=modality) from None

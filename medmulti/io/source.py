@@ -1,0 +1,301 @@
+"""``inspect_source``: header-level summary and checks of an image source.
+
+Used by validation on whole cohorts, so it parses headers only (each DICOM file
+is opened once) unless ``deep=True``. It applies the same rules as
+:func:`~medmulti.io.read_image` for everything decidable from headers (missing
+files, unparseable headers, truncation - declared pixel data vs the file's size -,
+series choice and geometry) and raises the same typed errors.
+
+Identity attributes are never returned, only short SHA-256 digests of them, so
+two sources can be compared (same patient? same study? same frame of
+reference?) without anything identifying being printed or stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CorruptFileError, MedmultiError, MissingFileError, ResourceLimitError, UnsupportedDataError
+from ..image import affine_from_itk
+from .detect import FileFormat
+from .dicom_file import enhanced_geometry, is_projection, single_slice_spacing
+from .dicom_header import DicomHeader, read_header
+from .dicom_series import plan_series
+from .limits import DEFAULT_LIMITS, Limits
+from .nifti import _itk_geometry, _Stream, read_nifti_header
+from .reader import read_image, resolve_format
+
+__all__ = ["SourceInfo", "inspect_source", "digest"]
+
+DIGEST_HEX = 16
+
+
+def digest(*values: Any) -> str | None:
+    """Short SHA-256 hex digest of values (None when all are empty).
+
+    Parameters
+    ----------
+    *values : any
+        Values (converted with ``str`` and stripped).
+
+    Returns
+    -------
+    str or None
+        The first 16 hex characters of the SHA-256 of the values joined by
+        ``\\x1f``; never print or store it with the values.
+    """
+    parts = ["" if v is None else str(v).strip() for v in values]
+    if not any(parts):
+        return None
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8", "replace")).hexdigest()[:DIGEST_HEX]
+
+
+@dataclass
+class SourceInfo:
+    """Header-level summary of one image source (no identifying values).
+
+    Attributes
+    ----------
+    kind : str
+        ``"dicom-series"``, ``"dicom-file"`` or ``"nifti"``.
+    modality : str
+        DICOM Modality, or the given modality / ``"MR"`` for NIfTI.
+    shape : tuple of int
+        Array shape ``read_image`` returns (array axis order).
+    spacing : tuple of float
+        mm, array axis order.
+    files : list of pathlib.Path
+        Files making up the image (sorted slice order for a series).
+    n_files : int
+    digests : dict
+        ``"patient"``, ``"study"``, ``"series"``, ``"frame_of_reference"``,
+        ``"pixels"`` -> short SHA-256 hex or None (``"pixels"`` only with
+        ``deep=True``). Compare them; never print them.
+    warnings : list of str
+        Notes without header values.
+    affine : numpy.ndarray or None
+        The affine ``read_image`` returns (None for projection radiographs).
+    """
+
+    kind: str
+    modality: str
+    shape: tuple[int, ...]
+    spacing: tuple[float, ...]
+    files: list[Path]
+    n_files: int
+    digests: dict[str, str | None]
+    warnings: list[str] = field(default_factory=list)
+    affine: np.ndarray | None = None
+
+
+def _identity_digests(h: DicomHeader) -> dict[str, str | None]:
+    ds = h.ds
+    return {
+        "patient": digest(ds.get("PatientID", None), ds.get("PatientName", None), ds.get("PatientBirthDate", None)),
+        "study": digest(ds.get("StudyInstanceUID", None)),
+        "series": digest(ds.get("SeriesInstanceUID", None)),
+        "frame_of_reference": digest(ds.get("FrameOfReferenceUID", None)),
+        "pixels": None,
+    }
+
+
+def _pixel_digest(headers: list[DicomHeader]) -> str:
+    sha = hashlib.sha256()
+    for h in headers:
+        with h.open_pixels() as f:
+            remaining = h.pixel_length if h.pixel_length is not None else h.file_size - h.pixel_offset
+            while remaining > 0:
+                block = f.read(min(1 << 20, remaining))
+                if not block:
+                    break
+                sha.update(block)
+                remaining -= len(block)
+    return sha.hexdigest()[:DIGEST_HEX]
+
+
+def _inspect_dicom_file(h: DicomHeader, name: str, limits: Limits) -> SourceInfo:
+    from .dicom_file import NON_IMAGE_MODALITIES
+
+    if h.modality in NON_IMAGE_MODALITIES:
+        raise UnsupportedDataError("this DICOM object is not an image medmulti reads", path=name, keyword="Modality")
+    h.check_image(limits)
+    digests = _identity_digests(h)
+    if is_projection(h):
+        if h.frames != 1:
+            raise UnsupportedDataError("multi-frame projection images are not supported", path=name, keyword="NumberOfFrames")
+        ps = h.pixel_spacing()
+        if ps is None:
+            ps = h._floats("ImagerPixelSpacing", 2)
+        ps = np.array([1.0, 1.0]) if ps is None else ps
+        return SourceInfo("dicom-file", h.modality, (h.rows, h.columns), (float(ps[0]), float(ps[1])), [h.path], 1, digests)
+    if h.is_enhanced:
+        stack, ps, _ = enhanced_geometry(h)
+        dz = stack.slice_spacing
+        origin, direction = stack.origin, stack.direction
+    else:
+        if h.frames != 1:
+            raise UnsupportedDataError("multi-frame objects without functional groups are not supported", path=name, keyword="NumberOfFrames")
+        from .assembly import check_orientation
+
+        ipp, iop, ps = h.position(), h.orientation(), h.pixel_spacing()
+        for value, kw in ((ipp, "ImagePositionPatient"), (iop, "ImageOrientationPatient"), (ps, "PixelSpacing")):
+            if value is None:
+                raise CorruptFileError(f"a {h.modality} slice must carry {kw}", path=name, keyword=kw)
+        row, col, normal = check_orientation(iop, name=name)
+        dz, origin, direction = single_slice_spacing(h), ipp, np.column_stack([row, col, normal])
+    affine = affine_from_itk(origin, (ps[1], ps[0], dz), direction.ravel())
+    return SourceInfo(
+        "dicom-file", h.modality, (h.frames, h.rows, h.columns), (dz, float(ps[0]), float(ps[1])), [h.path], 1, digests, [], affine
+    )
+
+
+def _inspect_nifti(p: Path, name: str, gz: bool, modality: str | None, volume: int | None, limits: Limits) -> SourceInfo:
+    import os
+
+    with _Stream(p, gz, name) as stream:
+        info, _ = read_nifti_header(stream, name, limits)
+    shape = info.shape
+    if len(shape) == 4 and volume is None:
+        raise UnsupportedDataError(
+            f"this NIfTI file is 4D ({shape[3]} volumes); medmulti reads 3D volumes",
+            path=name, keyword="dim", hint="pass volume=<index> (0-based) to read one of them",
+        )
+    if len(shape) == 4 and not 0 <= int(volume) < shape[3]:
+        raise UnsupportedDataError(f"volume={int(volume)} is out of range for {shape[3]} volumes", path=name, keyword="dim")
+    need = info.vox_offset + int(np.prod(shape, dtype=object)) * info.dtype.itemsize
+    size = os.path.getsize(p)
+    if not gz and size < need:
+        raise CorruptFileError("the NIfTI file is truncated: it ends before the declared data", path=name, keyword="dim")
+    if gz and need < 2**32:
+        with open(p, "rb") as f:
+            f.seek(max(0, size - 4))
+            isize = int.from_bytes(f.read(4), "little")
+        if isize < need:
+            raise CorruptFileError(
+                "the compressed NIfTI file is truncated or damaged (its gzip trailer declares less data than the header)",
+                path=name,
+                keyword="dim",
+            )
+    origin, spacing, direction = _itk_geometry(p, name)
+    nx, ny, nz = shape[:3]
+    warnings = []
+    return SourceInfo(
+        "nifti",
+        (modality or "MR").upper(),
+        (nz, ny, nx),
+        (float(spacing[2]), float(spacing[1]), float(spacing[0])),
+        [p],
+        1,
+        {"patient": None, "study": None, "series": None, "frame_of_reference": None, "pixels": None},
+        warnings,
+        affine_from_itk(origin, spacing, direction),
+    )
+
+
+def inspect_source(
+    path: str | PathLike[str],
+    *,
+    modality: str | None = None,
+    deep: bool = False,
+    series: int | None = None,
+    volume: int | None = None,
+    limits: Limits | None = None,
+) -> SourceInfo:
+    """Summarise and check an image source from its headers.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        DICOM file, DICOM series folder or NIfTI file.
+    modality : str, optional
+        Modality named in errors (and recorded for NIfTI).
+    deep : bool
+        Also decode every pixel (as :func:`read_image` does) and digest the raw
+        pixel bytes.
+    series : int, optional
+        SeriesNumber to choose among several series in a folder.
+    volume : int, optional
+        Volume of a 4D NIfTI file.
+    limits : Limits, optional
+        Caps (default :data:`~medmulti.io.limits.DEFAULT_LIMITS`).
+
+    Returns
+    -------
+    SourceInfo
+
+    Raises
+    ------
+    MissingFileError, CorruptFileError, UnsupportedDataError, SeriesGeometryError, ResourceLimitError
+        As :func:`read_image` for anything decidable from the headers (and
+        everything else with ``deep=True``).
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> info = inspect_source(get_testdata_file("MR_small.dcm"))
+    >>> info.kind, info.shape
+    ('dicom-file', (1, 64, 64))
+    """
+    limits = DEFAULT_LIMITS if limits is None else limits
+    name = str(path)
+    p = Path(path)
+    try:
+        if p.is_dir():
+            plan = plan_series(p, series=series, limits=limits, display=name)
+            if plan.single_file:
+                info = _inspect_dicom_file(plan.headers[0], plan.headers[0].name, limits)
+                info.kind = "dicom-series"
+                info.warnings = list(plan.warnings)
+                headers = plan.headers
+            else:
+                headers = plan.headers
+                first, stack = headers[0], plan.stack
+                ps = first.pixel_spacing()
+                digests = _identity_digests(first)
+                warnings = list(plan.warnings)
+                if len({digest(h.ds.get("PatientID", None), h.ds.get("PatientName", None), h.ds.get("PatientBirthDate", None)) for h in headers}) > 1:
+                    warnings.append("the files of this series belong to more than one patient identity")
+                info = SourceInfo(
+                    "dicom-series",
+                    first.modality,
+                    (len(headers), first.rows, first.columns),
+                    (stack.slice_spacing, float(ps[0]), float(ps[1])),
+                    [h.path for h in headers],
+                    len(headers),
+                    digests,
+                    warnings,
+                    affine_from_itk(stack.origin, (ps[1], ps[0], stack.slice_spacing), stack.direction.ravel()),
+                )
+            if deep:
+                read_image(p, modality, series=series, limits=limits)
+                info.digests["pixels"] = _pixel_digest(headers)
+            return info
+        fmt = resolve_format(p, name)
+        if fmt in (FileFormat.NIFTI, FileFormat.NIFTI_GZ):
+            info = _inspect_nifti(p, name, fmt == FileFormat.NIFTI_GZ, modality, volume, limits)
+            if deep:
+                img = read_image(p, modality, volume=volume, limits=limits)
+                info.digests["pixels"] = hashlib.sha256(img.array.tobytes()).hexdigest()[:DIGEST_HEX]
+            return info
+        h = read_header(p, name=name, limits=limits)
+        info = _inspect_dicom_file(h, name, limits)
+        if deep:
+            read_image(p, modality, limits=limits)
+            info.digests["pixels"] = _pixel_digest([h])
+        return info
+    except MedmultiError as err:
+        raise err.with_context(modality=modality)
+    except RecursionError:
+        raise ResourceLimitError("the file is nested too deeply to read", path=name, modality=modality) from None
+    except MemoryError:
+        raise ResourceLimitError("not enough memory to inspect this source", path=name, modality=modality) from None
+    except OSError:
+        raise MissingFileError("the file cannot be read", path=name, modality=modality) from None
+    except Exception:
+        raise CorruptFileError("the file cannot be read", path=name, modality=modality) from None
