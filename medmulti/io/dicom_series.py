@@ -238,7 +238,9 @@ def plan_series(
     Raises
     ------
     MissingFileError
-        No DICOM image in the folder.
+        No DICOM file in the folder.
+    UnsupportedDataError
+        Only non-image DICOM objects in the folder.
     SeriesGeometryError
         Several series without ``series=``, unknown ``series``, or a series that
         does not assemble.
@@ -252,6 +254,13 @@ def plan_series(
         warnings.append(f"{non_image} non-image DICOM object(s) ignored")
     if non_dicom:
         warnings.append(f"{non_dicom} non-DICOM file(s) ignored")
+    if not headers and non_image:
+        raise UnsupportedDataError(
+            f"this folder holds only non-image DICOM objects ({'; '.join(warnings)})",
+            path=where,
+            keyword="PixelData",
+            hint="structured reports, RT objects, DICOMDIR files and presentation states are not images",
+        )
     if not headers:
         raise MissingFileError(
             "no DICOM image found in this folder" + (f" ({'; '.join(warnings)})" if warnings else ""),

@@ -5,6 +5,8 @@
   :class:`~medmulti.io.limits.Limits` and against the bytes present.
 * Geometry comes from SimpleITK's header reader (``ReadImageInformation``), so
   origin/spacing/direction equal ``sitk.ReadImage`` for every qform/sform case.
+* NaN voxels (float data) become 0, as SimpleITK reads them; the count is
+  recorded in ``meta["nan_voxels_zeroed"]``.
 * Values are streamed: the (inflated) data is read in blocks and each block is
   scaled (``scl_slope``/``scl_inter``) straight into the preallocated float32
   ``(z, y, x)`` array, so peak memory stays near the output size and a deflate
@@ -37,6 +39,14 @@ class _Stream:
         self.name = name
         self.d = zlib.decompressobj(wbits=47) if gz else None
         self.pending = b""
+        self.pushback = b""
+
+    def unread(self, data: bytes) -> None:
+        """Push bytes back so the next read returns them first."""
+        if not self.gz:
+            self.f.seek(-len(data), 1)
+        else:
+            self.pushback = data + self.pushback
 
     def close(self) -> None:
         self.f.close()
@@ -52,6 +62,10 @@ class _Stream:
         if not self.gz:
             return self.f.read(n)
         parts, got = [], 0
+        if self.pushback:
+            parts.append(self.pushback[:n])
+            self.pushback = self.pushback[n:]
+            got = len(parts[0])
         while got < n:
             if self.d.eof:  # concatenated gzip members
                 rest = self.d.unused_data
@@ -94,6 +108,11 @@ class _Stream:
         if not self.gz:
             return self.f.readinto(buf)
         pos = 0
+        if self.pushback:
+            k = min(len(self.pushback), len(buf))
+            buf[:k] = self.pushback[:k]
+            self.pushback = self.pushback[k:]
+            pos = k
         while pos < len(buf):
             chunk = self.read(min(_BLOCK, len(buf) - pos))
             if not chunk:
@@ -172,6 +191,11 @@ def read_nifti_header(stream: _Stream, name: str, limits: Limits) -> tuple[Nifti
     except Exception:
         raise CorruptFileError("the NIfTI header cannot be parsed or fails nibabel's checks", path=name) from None
     consumed = len(head)
+    if vox_offset == 0:  # single file written with vox_offset 0: data follow header + extension flag
+        vox_offset = 352 if version == 1 else 544
+    if consumed > (348 if version == 1 else 540):
+        stream.unread(head[(348 if version == 1 else 540):])
+        consumed = 348 if version == 1 else 540
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
     if any(s <= 0 for s in shape):
@@ -189,24 +213,42 @@ def read_nifti_header(stream: _Stream, name: str, limits: Limits) -> tuple[Nifti
         raise CorruptFileError("vox_offset points inside the header or beyond the cap", path=name, keyword="vox_offset")
     slope = 1.0 if slope is None or not np.isfinite(slope) else float(slope)
     inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
-    return NiftiHeaderInfo(shape, dtype, vox_offset, slope, inter, version), consumed
+    info = NiftiHeaderInfo(shape, dtype, vox_offset, slope, inter, version)
+    info.header = hdr
+    return info, consumed
 
 
-def _itk_geometry(path: Path, name: str):
+def _itk_geometry(path: Path, name: str, header: Any = None):
+    """Return ITK ``(origin, spacing, direction)`` and where they came from.
+
+    SimpleITK's header reader is the reference. For the few files it cannot
+    open (e.g. some NIfTI-2 files), nibabel's best affine (sform if its code is
+    set, else qform) is used, converted to LPS.
+    """
     import SimpleITK as sitk
 
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    reader.SetImageIO("NiftiImageIO")
     try:
         reader.ReadImageInformation()
+        dim = reader.GetDimension()
+        origin = reader.GetOrigin()[:3]
+        spacing = reader.GetSpacing()[:3]
+        d = np.asarray(reader.GetDirection(), float).reshape(dim, dim)[:3, :3]
+        return origin, spacing, d.ravel(), "simpleitk"
     except RuntimeError:
+        if header is None:
+            raise CorruptFileError("the NIfTI geometry (qform/sform) cannot be interpreted", path=name, keyword="sform_code") from None
+    try:
+        ras = np.asarray(header.get_best_affine(), float)
+    except Exception:
         raise CorruptFileError("the NIfTI geometry (qform/sform) cannot be interpreted", path=name, keyword="sform_code") from None
-    dim = reader.GetDimension()
-    origin = reader.GetOrigin()[:3]
-    spacing = reader.GetSpacing()[:3]
-    d = np.asarray(reader.GetDirection(), float).reshape(dim, dim)[:3, :3]
-    return origin, spacing, d.ravel()
+    lps = np.diag([-1.0, -1.0, 1.0]) @ ras[:3, :3]
+    spacing = np.linalg.norm(lps, axis=0)
+    if not np.all(np.isfinite(lps)) or np.any(spacing <= 0):
+        raise CorruptFileError("the NIfTI affine is degenerate", path=name, keyword="sform_code")
+    origin = np.diag([-1.0, -1.0, 1.0]) @ ras[:3, 3]
+    return tuple(origin), tuple(spacing), (lps / spacing[None, :]).ravel(), "nibabel"
 
 
 def read_nifti(path: Path, modality: str | None, *, volume: int | None, limits: Limits, gz: bool, name: str) -> Image:
@@ -268,13 +310,20 @@ def read_nifti(path: Path, modality: str | None, *, volume: int | None, limits: 
                 raise CorruptFileError("the NIfTI file is truncated before its data", path=name, keyword="vox_offset")
             out = np.empty((nz, ny, nx), np.float32)
             _stream_values(stream, info, out.reshape(-1), name)
+            n_nan = 0
+            if info.dtype.kind == "f":
+                nan = np.isnan(out)
+                n_nan = int(np.count_nonzero(nan))
+                if n_nan:  # as SimpleITK does: NaN voxels read as 0
+                    out[nan] = 0.0
+                del nan
     except MedmultiError:
         raise
     except MemoryError:
         raise ResourceLimitError("not enough memory for this NIfTI volume", path=name) from None
     except Exception:  # zlib.error, OSError, EOFError ...
         raise CorruptFileError("the NIfTI file cannot be read (damaged or truncated compressed data)", path=name) from None
-    origin, spacing, direction = _itk_geometry(path, name)
+    origin, spacing, direction, geometry_source = _itk_geometry(path, name, info.header)
     affine = affine_from_itk(origin, spacing, direction)
     meta: dict[str, Any] = {
         "source": "nifti",
@@ -282,7 +331,10 @@ def read_nifti(path: Path, modality: str | None, *, volume: int | None, limits: 
         "dtype": info.dtype.newbyteorder("=").name,
         "scl_slope": info.slope,
         "scl_inter": info.inter,
+        "geometry_source": geometry_source,
     }
+    if n_nan:
+        meta["nan_voxels_zeroed"] = n_nan
     if len(shape) == 4:
         meta["volume"] = int(volume)
         meta["n_volumes"] = int(shape[3])
@@ -297,15 +349,14 @@ def _stream_values(stream: _Stream, info: NiftiHeaderInfo, out: np.ndarray, name
         n = stream.readinto(memoryview(out).cast("B"))
         if n != out.nbytes:
             raise CorruptFileError("the NIfTI data is truncated", path=name, keyword="dim")
-        if slope != 1:
-            out *= slope
-        if inter != 0:
-            out += inter
+        if slope != 1 or inter != 0:
+            out[...] = out * info.slope + info.inter
         return
     item = dtype.itemsize
     per_block = max(1, _BLOCK // item)
     pos = 0
     total = out.size
+    scaled = info.slope != 1 or info.inter != 0
     while pos < total:
         count = min(per_block, total - pos)
         raw = stream.read(count * item)
@@ -313,10 +364,8 @@ def _stream_values(stream: _Stream, info: NiftiHeaderInfo, out: np.ndarray, name
             raise CorruptFileError("the NIfTI data is truncated", path=name, keyword="dim")
         vals = np.frombuffer(raw, dtype=dtype)
         dst = out[pos : pos + count]
-        if slope != 1:
-            np.multiply(vals, slope, out=dst, casting="unsafe")
+        if scaled:  # in float64, as ITK and nibabel do, then rounded once
+            dst[...] = vals * info.slope + info.inter
         else:
             dst[...] = vals
-        if inter != 0:
-            dst += inter
         pos += count

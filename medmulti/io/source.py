@@ -182,7 +182,7 @@ def _inspect_nifti(p: Path, name: str, gz: bool, modality: str | None, volume: i
                 path=name,
                 keyword="dim",
             )
-    origin, spacing, direction = _itk_geometry(p, name)
+    origin, spacing, direction, _ = _itk_geometry(p, name, info.header)
     nx, ny, nz = shape[:3]
     warnings = []
     return SourceInfo(
