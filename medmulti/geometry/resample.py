@@ -203,6 +203,46 @@ def affine_transform_sitk(matrix: np.ndarray):
     return tx
 
 
+#: Sources larger than this (voxels) are resampled in slabs of the output grid, each
+#: from just the part of the source it needs, so no full-size copy is ever made.
+CHUNK_VOXELS = 8_000_000
+
+
+def _source_box(image: Image, grid: Grid, transform: np.ndarray | None):
+    """Index box ``(lo, hi)`` (inclusive-exclusive) of the source voxels a grid can touch, or None."""
+    corners = grid_corners_all(grid)
+    world = corners if transform is None else apply_affine(transform, corners)
+    idx = apply_affine(np.linalg.inv(image.affine), world)
+    lo = np.floor(idx.min(axis=0)).astype(int) - 1
+    hi = np.ceil(idx.max(axis=0)).astype(int) + 2
+    shape = np.asarray(image.shape)
+    lo = np.clip(lo, 0, shape)
+    hi = np.clip(hi, 0, shape)
+    if np.any(hi <= lo):
+        return None
+    return lo, hi
+
+
+def grid_corners_all(grid: Grid) -> np.ndarray:
+    """LPS positions of the 8 corner voxel centres of a grid, shape ``(8, 3)``."""
+    from .affines import grid_corners
+
+    return grid_corners(grid.affine, grid.shape)
+
+
+def _resample_one(image: Image, grid: Grid, interp, fill: float, out_type, transform) -> np.ndarray:
+    import SimpleITK as sitk
+
+    src = as_sitk(image)
+    origin, spacing, direction = itk_from_affine(grid.affine)
+    tx = sitk.Transform(3, sitk.sitkIdentity) if transform is None else affine_transform_sitk(transform)
+    if out_type is None:
+        out_type = src.GetPixelID()
+    out = sitk.Resample(src, tuple(int(s) for s in reversed(grid.shape)), tx, interp, origin, spacing, direction,
+                        fill, out_type)
+    return sitk.GetArrayFromImage(out)
+
+
 def resample_to(
     image: Image,
     reference: Union[Image, Grid],
@@ -210,6 +250,7 @@ def resample_to(
     interpolation: Interpolation | str = Interpolation.LINEAR,
     fill_value: float | None = None,
     transform: np.ndarray | None = None,
+    chunk_voxels: int = CHUNK_VOXELS,
 ) -> Image:
     """Resample a 3D image onto the reference's grid through world coordinates.
 
@@ -228,6 +269,12 @@ def resample_to(
         4x4 mapping LPS points of the reference to LPS points of ``image``
         (what :func:`~medmulti.geometry.register_rigid` returns); default identity
         (header alignment).
+    chunk_voxels : int
+        Sources larger than this are resampled slab by slab of the output grid,
+        each slab from the box of source voxels it can touch (plus a one-voxel
+        margin, so values are identical to one full resampling). This keeps
+        peak memory near the source size instead of twice it (SimpleITK copies
+        arrays it is given).
 
     Returns
     -------
@@ -253,14 +300,32 @@ def resample_to(
         raise GeometryError("only 3D images with geometry can be resampled onto a grid", modality=image.modality)
     grid = Grid.of(reference)
     mode, interp = _sitk_interpolator(interpolation)
-    src = as_sitk(image)
-    origin, spacing, direction = itk_from_affine(grid.affine)
-    tx = sitk.Transform(3, sitk.sitkIdentity) if transform is None else affine_transform_sitk(transform)
     fill = fill_value_for(image.modality) if fill_value is None else float(fill_value)
-    out_type = src.GetPixelID() if mode is Interpolation.NEAREST else sitk.sitkFloat32
-    out = sitk.Resample(src, tuple(int(s) for s in reversed(grid.shape)), tx, interp, origin, spacing, direction,
-                        fill, out_type)
-    return Image(sitk.GetArrayFromImage(out), grid.affine.copy(), grid.spacing, image.modality, dict(image.meta))
+    out_type = None if mode is Interpolation.NEAREST else sitk.sitkFloat32
+    if image.array.size <= chunk_voxels:
+        array = _resample_one(image, grid, interp, fill, out_type, transform)
+    else:
+        out_dtype = np.float32 if out_type is not None else image.array.dtype.newbyteorder("=")
+        array = np.empty(grid.shape, out_dtype)
+        # output slabs along axis 0 sized so the source box each needs stays near chunk_voxels
+        per_slice = image.array.size / max(1, grid.shape[0])
+        step = int(max(1, min(grid.shape[0], chunk_voxels // max(1.0, per_slice))))
+        for z0 in range(0, grid.shape[0], step):
+            z1 = min(grid.shape[0], z0 + step)
+            shift = np.eye(4)
+            shift[0, 3] = z0
+            sub = Grid((z1 - z0, grid.shape[1], grid.shape[2]), grid.affine @ shift)
+            box = _source_box(image, sub, transform)
+            if box is None:
+                array[z0:z1] = fill
+                continue
+            lo, hi = box
+            crop = image.array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+            offset = np.eye(4)
+            offset[:3, 3] = lo
+            part = Image(crop, image.affine @ offset, image.spacing, image.modality)
+            array[z0:z1] = _resample_one(part, sub, interp, fill, out_type, transform)
+    return Image(array, grid.affine.copy(), grid.spacing, image.modality, dict(image.meta))
 
 
 def body_center(image: Image, threshold: float | None = None) -> np.ndarray:

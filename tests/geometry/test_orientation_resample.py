@@ -145,3 +145,21 @@ def test_fit_2d_preserves_aspect_and_pads_centrally():
     out, info = fit_2d(img, (64, 64))
     assert out.shape == (64, 64) and info["resized"] == [64, 32] and info["offset"] == [0, 16]
     assert out[:, :16].max() == 0 and out[:, 16:48].min() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("with_transform", [False, True])
+def test_slab_resampling_equals_one_full_resampling(anatomical, with_transform):
+    from medmulti.geometry import rigid_matrix
+
+    image = Image(anatomical.array.astype(np.float32), anatomical.affine, anatomical.spacing, "MR")
+    grid = make_grid(image, spacing_mm=(1.7, 1.3, 1.5), shape=(29, 31, 37))
+    tx = rigid_matrix((0.1, -0.2, 0.15), (3, -2, 4), center_mm=grid.center) if with_transform else None
+    full = resample_to(image, grid, transform=tx)
+    slabs = resample_to(image, grid, transform=tx, chunk_voxels=2_000)
+    assert image.array.size > 2_000
+    np.testing.assert_array_equal(slabs.array, full.array)
+    labels = Image((anatomical.array > 100).astype(np.uint8), anatomical.affine, anatomical.spacing, "SEG")
+    np.testing.assert_array_equal(
+        resample_to(labels, grid, interpolation="nearest", transform=tx, chunk_voxels=2_000).array,
+        resample_to(labels, grid, interpolation="nearest", transform=tx).array,
+    )
