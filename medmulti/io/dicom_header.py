@@ -248,6 +248,10 @@ class DicomHeader:
         if "_checked" in self._cache:
             return
         if not self.has_pixels:
+            sop = self.ds.get("SOPClassUID") or getattr(getattr(self.ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+            if sop is not None and "Image Storage" in str(getattr(sop, "name", "")):  # an image object cut short
+                raise CorruptFileError("this image object has no PixelData: the file is probably truncated",
+                                       path=self.name, keyword="PixelData")
             raise UnsupportedDataError(
                 "this DICOM object holds no image (no PixelData): structured reports, RT plans, "
                 "presentation states and waveforms are not images",
@@ -305,22 +309,23 @@ class DicomHeader:
 
 
 def _inflate(fp, path_name: str, limits: Limits) -> bytes:
+    """Inflate a deflated dataset in bounded steps (a deflate bomb stops at the cap)."""
     d = zlib.decompressobj(-zlib.MAX_WBITS)
     chunks, total = [], 0
-    while True:
-        block = fp.read(1 << 20)
-        if not block:
+    step = 1 << 20
+    while not d.eof:
+        data = d.unconsumed_tail or fp.read(1 << 16)
+        if not data:
             break
-        out = d.decompress(block, limits.max_bytes + 1 - total)
+        out = d.decompress(data, step)
         total += len(out)
-        chunks.append(out)
-        if total > limits.max_bytes or d.unconsumed_tail:
+        if total > limits.max_bytes:
             raise ResourceLimitError(
                 f"the deflated dataset inflates beyond the {limits.max_bytes:,}-byte cap",
                 path=path_name,
                 keyword="TransferSyntaxUID",
             )
-    chunks.append(d.flush())
+        chunks.append(out)
     return b"".join(chunks)
 
 

@@ -251,6 +251,20 @@ def _itk_geometry(path: Path, name: str, header: Any = None):
     return tuple(origin), tuple(spacing), (lps / spacing[None, :]).ravel(), "nibabel"
 
 
+def _checked_affine(origin, spacing, direction, name: str) -> np.ndarray:
+    """Build the affine, refusing non-finite or degenerate geometry."""
+    with np.errstate(all="ignore"):
+        affine = affine_from_itk(origin, spacing, direction)
+        bad = (
+            not np.all(np.isfinite(affine))
+            or np.any(np.asarray(spacing, float) <= 0)
+            or abs(np.linalg.det(affine[:3, :3])) < 1e-12
+        )
+    if bad:
+        raise CorruptFileError("the NIfTI geometry (pixdim, qform/sform) is degenerate or not finite", path=name, keyword="pixdim")
+    return affine
+
+
 def read_nifti(path: Path, modality: str | None, *, volume: int | None, limits: Limits, gz: bool, name: str) -> Image:
     """Read a 3D NIfTI volume (or one volume of a 4D file).
 
@@ -317,6 +331,12 @@ def read_nifti(path: Path, modality: str | None, *, volume: int | None, limits: 
                 if n_nan:  # as SimpleITK does: NaN voxels read as 0
                     out[nan] = 0.0
                 del nan
+            if not np.isfinite(out).all():
+                raise CorruptFileError(
+                    "the NIfTI data holds infinite values (or scl_slope/scl_inter overflow float32)",
+                    path=name,
+                    keyword="scl_slope",
+                )
     except MedmultiError:
         raise
     except MemoryError:
@@ -324,7 +344,7 @@ def read_nifti(path: Path, modality: str | None, *, volume: int | None, limits: 
     except Exception:  # zlib.error, OSError, EOFError ...
         raise CorruptFileError("the NIfTI file cannot be read (damaged or truncated compressed data)", path=name) from None
     origin, spacing, direction, geometry_source = _itk_geometry(path, name, info.header)
-    affine = affine_from_itk(origin, spacing, direction)
+    affine = _checked_affine(origin, spacing, direction, name)
     meta: dict[str, Any] = {
         "source": "nifti",
         "nifti_version": info.version,
@@ -344,13 +364,13 @@ def read_nifti(path: Path, modality: str | None, *, volume: int | None, limits: 
 def _stream_values(stream: _Stream, info: NiftiHeaderInfo, out: np.ndarray, name: str) -> None:
     """Fill flat float32 ``out`` from the stream, scaling block by block."""
     dtype = info.dtype
-    slope, inter = np.float32(info.slope), np.float32(info.inter)
     if dtype == np.dtype("<f4") or dtype == np.dtype("=f4"):
         n = stream.readinto(memoryview(out).cast("B"))
         if n != out.nbytes:
             raise CorruptFileError("the NIfTI data is truncated", path=name, keyword="dim")
-        if slope != 1 or inter != 0:
-            out[...] = out * info.slope + info.inter
+        if info.slope != 1 or info.inter != 0:
+            with np.errstate(over="ignore", invalid="ignore"):
+                out[...] = out * info.slope + info.inter
         return
     item = dtype.itemsize
     per_block = max(1, _BLOCK // item)
@@ -365,7 +385,9 @@ def _stream_values(stream: _Stream, info: NiftiHeaderInfo, out: np.ndarray, name
         vals = np.frombuffer(raw, dtype=dtype)
         dst = out[pos : pos + count]
         if scaled:  # in float64, as ITK and nibabel do, then rounded once
-            dst[...] = vals * info.slope + info.inter
+            with np.errstate(over="ignore", invalid="ignore"):
+                dst[...] = vals * info.slope + info.inter
         else:
-            dst[...] = vals
+            with np.errstate(over="ignore", invalid="ignore"):
+                dst[...] = vals
         pos += count

@@ -28,7 +28,7 @@ from .dicom_file import enhanced_geometry, is_projection, single_slice_spacing
 from .dicom_header import DicomHeader, read_header
 from .dicom_series import plan_series
 from .limits import DEFAULT_LIMITS, Limits
-from .nifti import _itk_geometry, _Stream, read_nifti_header
+from .nifti import _checked_affine, _itk_geometry, _Stream, read_nifti_header
 from .reader import read_image, resolve_format
 
 __all__ = ["SourceInfo", "inspect_source", "digest"]
@@ -172,19 +172,20 @@ def _inspect_nifti(p: Path, name: str, gz: bool, modality: str | None, volume: i
     size = os.path.getsize(p)
     if not gz and size < need:
         raise CorruptFileError("the NIfTI file is truncated: it ends before the declared data", path=name, keyword="dim")
-    if gz and need < 2**32:
+    warnings = []
+    if gz:
+        # header level only: the gzip trailer (ISIZE, the inflated size mod 2**32)
+        # of a complete single-member file equals the declared size
         with open(p, "rb") as f:
             f.seek(max(0, size - 4))
             isize = int.from_bytes(f.read(4), "little")
-        if isize < need:
-            raise CorruptFileError(
-                "the compressed NIfTI file is truncated or damaged (its gzip trailer declares less data than the header)",
-                path=name,
-                keyword="dim",
+        if isize != need % 2**32:
+            warnings.append(
+                "the gzip trailer disagrees with the declared data size (truncated, damaged, trailing data or "
+                "multi-member gzip); inspect with deep=True to decode it"
             )
     origin, spacing, direction, _ = _itk_geometry(p, name, info.header)
     nx, ny, nz = shape[:3]
-    warnings = []
     return SourceInfo(
         "nifti",
         (modality or "MR").upper(),
@@ -194,7 +195,7 @@ def _inspect_nifti(p: Path, name: str, gz: bool, modality: str | None, volume: i
         1,
         {"patient": None, "study": None, "series": None, "frame_of_reference": None, "pixels": None},
         warnings,
-        affine_from_itk(origin, spacing, direction),
+        _checked_affine(origin, spacing, direction, name),
     )
 
 
