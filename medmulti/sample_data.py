@@ -166,18 +166,19 @@ def _world(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
     return idx @ affine[:3, :3].T + affine[:3, 3]
 
 
-def _render_ct(ph: dict[str, Any], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    dz = float(rng.choice([2.5, 3.0, 3.5]))
+def _render_ct(ph: dict[str, Any], rng: np.random.Generator, n_slices: int = CT_SHAPE[0]) -> tuple[np.ndarray, np.ndarray]:
+    shape = (n_slices, *CT_SHAPE[1:])
+    dz = float(rng.choice([2.5, 3.0, 3.5])) * CT_SHAPE[0] / n_slices  # same field of view
     dxy = float(rng.uniform(3.0, 3.4))
     spacing = np.array([dz, dxy, dxy])
     rot = _rotation_z(rng.uniform(4, 9) * rng.choice([-1, 1])) if rng.random() < 0.25 else np.eye(3)
     direction = rot @ np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-    extent = (np.array(CT_SHAPE) - 1) * spacing
+    extent = (np.array(shape) - 1) * spacing
     centre = ph["center"] + rng.uniform(-8, 8, 3)
     origin = centre - direction @ (extent / 2)
     affine = affine_from_geometry(spacing, origin, direction)
-    w = _world(CT_SHAPE, affine)
-    vol = np.full(CT_SHAPE, AIR_HU)
+    w = _world(shape, affine)
+    vol = np.full(shape, AIR_HU)
     body = _inside(w, ph["center"], ph["axes"])
     vol[body] = TISSUE_HU
     vol[_inside(w, ph["organ_c"], ph["organ_a"]) & body] = ORGAN_HU
@@ -185,7 +186,7 @@ def _render_ct(ph: dict[str, Any], rng: np.random.Generator) -> tuple[np.ndarray
     vol[bone] = BONE_HU
     if ph["findings"][0]:
         vol[np.linalg.norm(w - ph["blob"], axis=-1) <= ph["blob_r"]] = BLOB_HU
-    vol += rng.normal(0, 8, CT_SHAPE)
+    vol += rng.normal(0, 8, shape)
     return vol, affine
 
 
@@ -245,7 +246,7 @@ def _split(labels: list[str], rng: np.random.Generator) -> list[str]:
     return out
 
 
-def _write_patient(root: Path, seed: int, i: int) -> tuple[dict[str, str], list[bool]]:
+def _write_patient(root: Path, seed: int, ct_slices: int, i: int) -> tuple[dict[str, str], list[bool]]:
     """Render and write one patient; return its manifest record and findings."""
     pid = f"SYN{i + 1:04d}"
     prng = np.random.default_rng([seed, i])
@@ -253,7 +254,7 @@ def _write_patient(root: Path, seed: int, i: int) -> tuple[dict[str, str], list[
     identity = {"PatientID": pid, "PatientName": f"SYNTHETIC^{pid}", "PatientBirthDate": "19700101",
                 "StudyDate": f"2026{1 + i % 12:02d}{1 + i % 28:02d}"}
     pdir = root / pid
-    vol, aff = _render_ct(ph, prng)
+    vol, aff = _render_ct(ph, prng, ct_slices)
     write_dicom_series(vol, pdir / "ct", affine=aff, modality="CT", patient=identity,
                        study_uid=new_uid((seed, pid, "ct-study")), series_uid=new_uid((seed, pid, "ct-series")),
                        frame_of_reference_uid=new_uid((seed, pid, "for")),
@@ -281,6 +282,7 @@ def make_sample_cohort(
     progress: bool = True,
     overwrite: bool = False,
     workers: int = 1,
+    ct_slices: int = CT_SHAPE[0],
 ) -> SampleCohort:
     """Generate the sample cohort as real DICOM/NIfTI files with a manifest and a spec.
 
@@ -302,6 +304,9 @@ def make_sample_cohort(
         Delete a non-empty ``out`` first.
     workers : int
         Processes writing patients in parallel (the result does not depend on it).
+    ct_slices : int
+        CT slices per patient (default 40); fewer slices keep the same field of view
+        with thicker slices (quick tests).
 
     Returns
     -------
@@ -316,6 +321,8 @@ def make_sample_cohort(
     from tqdm.auto import tqdm
 
     n = int(n_patients)
+    if not 8 <= int(ct_slices) <= 400:
+        raise ValueError(f"ct_slices must be between 8 and 400, got {ct_slices}")
     if n < (10 if faults else 1):
         raise ValueError(f"n_patients must be at least {10 if faults else 1}, got {n}")
     root = Path(out)
@@ -326,7 +333,7 @@ def make_sample_cohort(
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     pids = [f"SYN{i:04d}" for i in range(1, n + 1)]
-    job = functools.partial(_write_patient, root, seed)
+    job = functools.partial(_write_patient, root, seed, int(ct_slices))
     bar = tqdm(total=n, desc="sample-data", unit="patient", disable=not progress)
     results: list[tuple[dict[str, str], list[bool]]] = []
     try:

@@ -180,10 +180,11 @@ def _error_problem(row: ManifestRow, name: str, exc: BaseException) -> Problem:
     shown = written
     err_path = getattr(exc, "path", None)
     src = row.sources.get(name)
-    if err_path and src is not None and written:
+    if err_path and src is not None and written and src.is_dir():
+        ep = Path(err_path)
         try:
-            rel = Path(err_path).resolve().relative_to(src)
-            if str(rel) != ".":
+            rel = ep.relative_to(src) if ep.is_absolute() else ep
+            if str(rel) != "." and ".." not in rel.parts and (src / rel).exists():
                 shown = f"{written.rstrip('/')}/{rel.as_posix()}"
         except (ValueError, OSError):
             pass
@@ -285,8 +286,8 @@ def check_row(row: ManifestRow, spec: StudySpec, *, deep: bool = False, thumbnai
             info = _inspect(src, deep)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a problem record
             if isinstance(exc, SeriesGeometryError) and src.is_dir():
-                patients, studies = _identity_scan(sorted(f for f in src.rglob("*") if f.is_file()))
-                if len(patients) > 1 or len(studies) > 1:
+                patients, _ = _identity_scan(sorted(f for f in src.rglob("*") if f.is_file()))
+                if len(patients) > 1:  # several studies of one patient stay a series problem
                     out.problems.append(_mixed_identity(row, m.name))
                     continue
             out.problems.append(_error_problem(row, m.name, exc))
@@ -418,13 +419,14 @@ def cross_row_checks(results: Iterable[RowCheck], spec: StudySpec) -> list[Probl
                 if share < IMBALANCE_WARN_FRACTION:
                     out.append(Problem(None, None, None, "class_imbalance", "warning",
                                        f"class {c!r} is {share:.0%} of the labelled rows",
-                                       "consider class_balance=True or sample weights when training"))
+                                       f"class {c!r} is {share:.0%} of the rows: consider class_balance=True "
+                                       "or sample weights when training"))
     per_split = Counter(r.split for r in rows if r.split in SPLITS)
     for s in SPLITS:
         n = len({r.patient_id for r in rows if r.split == s})
         if 0 < n < TINY_SPLIT_PATIENTS:
             out.append(Problem(None, None, None, "tiny_split", "warning",
                                f"split {s!r} has only {n} patient(s)",
-                               "metrics on a split this small are noisy"))
+                               f"split {s!r} has only {n} patient(s): metrics on it are noisy"))
     del per_split
     return out
