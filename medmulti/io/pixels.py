@@ -84,6 +84,28 @@ def _decode_options(h: DicomHeader) -> dict[str, Any]:
     }
 
 
+def _check_fragments(f, offset: int, name: str) -> None:
+    """Walk the encapsulated items (PS3.5 A.4): each must fit in the file, and the
+    sequence delimiter must follow them; decoders would otherwise pad a truncated
+    fragment silently. Leaves ``f`` at ``offset``."""
+    import struct
+
+    size = f.seek(0, 2)
+    pos = offset
+    while True:
+        f.seek(pos)
+        head = f.read(8)
+        if len(head) < 8:
+            raise CorruptFileError("the encapsulated pixel data is truncated (no sequence delimiter)", path=name, keyword="PixelData")
+        group, elem, length = struct.unpack("<HHI", head)
+        if (group, elem) == (0xFFFE, 0xE0DD):
+            break
+        if (group, elem) != (0xFFFE, 0xE000) or pos + 8 + length > size:
+            raise CorruptFileError("the encapsulated pixel data is truncated or malformed", path=name, keyword="PixelData")
+        pos += 8 + length
+    f.seek(offset)
+
+
 def decode_compressed_file(path: str, offset: int, transfer_syntax: str, options: dict[str, Any], name: str, buffer: bytes | None = None) -> np.ndarray:
     """Decode encapsulated PixelData located at ``offset`` in ``path``.
 
@@ -132,7 +154,7 @@ def decode_compressed_file(path: str, offset: int, transfer_syntax: str, options
     try:
         f = io.BytesIO(buffer) if buffer is not None else open(path, "rb")
         with f:
-            f.seek(offset)
+            _check_fragments(f, offset, name)
             arr, _ = decoder.as_array(f, **options)
     except MedmultiError:
         raise
