@@ -4,7 +4,8 @@ An entry's key is a SHA-256 over what determines its array:
 
 * the source files of the modality: their paths relative to the manifest root,
   sizes and modification times (or the pinned ``sha256`` from the manifest),
-* the modality's spec section (``ModalitySpec.to_dict()``),
+* the modality's spec section (``ModalitySpec.to_dict()`` less ``required``,
+  which does not change the array),
 * for a non-reference 3D modality, the same two items of the study's reference
   modality, since its grid comes from the reference,
 * the medmulti version and the cache format.
@@ -17,6 +18,7 @@ Layout (``ab`` = first two hex digits of the key)::
 
     CACHE/ab/<key>.json              sidecar: provenance, shape, dtype, checksum (commit record)
     CACHE/ab/<key>-<crc32>.npy       the array (plain .npy, no pickle)
+    CACHE/records/checks/<key>.json  header-level validation results of a manifest row
 
 Writes are atomic and lock-free: the array goes to a temporary file in the same
 folder, is fsynced and renamed to a name that includes its CRC-32; then the
@@ -142,6 +144,13 @@ def fingerprint_source(
     return {"path": rel, "files": files}
 
 
+def _section(mod: Any) -> dict[str, Any]:
+    """The spec section that determines the preprocessed array (``required`` does not)."""
+    d = mod.to_dict()
+    d.pop("required", None)
+    return d
+
+
 def entry_key(
     spec: StudySpec,
     name: str,
@@ -180,13 +189,13 @@ def entry_key(
     doc: dict[str, Any] = {
         "cache_format": CACHE_FORMAT,
         "medmulti": _version(),
-        "modality": mod.to_dict(),
+        "modality": _section(mod),
         "source": fingerprint_source(sources.get(name), root=root, sha256=pins.get(name)),
     }
     ref = spec.reference
     if mod.dims == 3 and ref is not None and ref.name != name:
         doc["reference"] = {
-            "modality": ref.to_dict(),
+            "modality": _section(ref),
             "source": fingerprint_source(sources.get(ref.name), root=root, sha256=pins.get(ref.name)),
         }
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
@@ -584,6 +593,53 @@ class PreprocessCache:
         _VERIFIED.pop(str(side), None)
         return side
 
+    # -- small JSON records (validation results) ---------------------------------
+    def _record_path(self, namespace: str, key: str) -> Path:
+        self._check_key(key)
+        if not namespace.isidentifier():
+            raise ValueError("a record namespace is an identifier")
+        return self.root / "records" / namespace / f"{key}.json"
+
+    def get_record(self, namespace: str, key: str) -> Any | None:
+        """Return a JSON record stored by :meth:`put_record`, or ``None``.
+
+        Parameters
+        ----------
+        namespace : str
+            E.g. ``"checks"``.
+        key : str
+            64 hex digits computed by the caller over everything the record depends on.
+
+        Returns
+        -------
+        object or None
+            The decoded JSON; ``None`` when absent or unreadable.
+        """
+        try:
+            return json.loads(self._record_path(namespace, key).read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            return None
+
+    def put_record(self, namespace: str, key: str, value: Any) -> None:
+        """Store a small JSON record atomically (no PHI: the caller's duty).
+
+        Parameters
+        ----------
+        namespace : str
+            E.g. ``"checks"``.
+        key : str
+            64 hex digits.
+        value : object
+            JSON-serialisable.
+        """
+        path = self._record_path(namespace, key)
+        text = json.dumps(value, sort_keys=True).encode("utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(path, lambda fh: fh.write(text))
+        except OSError as exc:
+            log.debug("could not store a %s record (%s)", namespace, type(exc).__name__)
+
     # -- maintenance -------------------------------------------------------------
     def verify(self, *, remove: bool = False, progress: bool = False) -> CacheReport:
         """Read every entry in full and check it (sidecar, shape, dtype, size, CRC-32).
@@ -658,6 +714,17 @@ class PreprocessCache:
         """
         report = CacheReport()
         now = time.time()
+        records = self.root / "records"
+        if keep is not None and records.is_dir():  # cheap to rebuild; may describe gone files
+            for p in sorted(records.rglob("*.json")):
+                try:
+                    size = p.stat().st_size
+                    if not dry_run:
+                        p.unlink()
+                    report.removed += 1
+                    report.freed_bytes += size
+                except OSError:
+                    pass
         for sub in sorted(self.root.glob("??")):
             if not sub.is_dir():
                 continue

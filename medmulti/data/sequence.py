@@ -10,6 +10,8 @@ arrays. See ``docs/sequence.md`` for the user guide.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 from collections import Counter
@@ -33,7 +35,7 @@ from ..errors import (
 )
 from ..spec import StudySpec
 from .augment import Augmenter
-from .cache import PreprocessCache, entry_key
+from .cache import PreprocessCache, _version, entry_key, fingerprint_source
 
 __all__ = ["PatientSequence", "MultiModalSequence", "POLICIES"]
 
@@ -93,7 +95,9 @@ class PatientSequence(keras.utils.PyDataset):
         :func:`~medmulti.manifest.check_row`): raise the typed error now, exclude
         the patient (listed in :attr:`skipped`), or feed zeros for that input with
         ``"<name>_present" = 0``. Row-level problems (no modality) are handled as
-        ``on_corrupt``, with ``"zeros"`` acting as ``"skip"`` for them.
+        ``on_corrupt``, with ``"zeros"`` acting as ``"skip"`` for them; a patient
+        also present in another split of the manifest is such a problem
+        (``patient_in_two_splits``).
     cache_dir : str or PathLike or PreprocessCache, optional
         The preprocessing cache; ``None`` preprocesses on every read (slow).
     class_balance : bool
@@ -214,13 +218,23 @@ class PatientSequence(keras.utils.PyDataset):
     def _apply_policies(self, rows, check_row, progress):
         from tqdm.auto import tqdm
 
+        from ..manifest import Problem
+
         kept = []
         present: list[dict[str, bool]] = []
         ref = self.spec.reference
+        other_splits: dict[str, set[str]] = {}
+        for r in self.manifest.rows:
+            if r.split != self.split:
+                other_splits.setdefault(r.patient_id, set()).add(r.split)
         for row in tqdm(rows, desc=f"checking {self.split} patients", unit="patient", disable=not progress,
                         leave=False):
-            result = check_row(row, self.spec, deep=False)
-            errors = [p for p in result.problems if p.severity == "error"]
+            errors = self._row_errors(row, check_row)
+            if row.patient_id in other_splits:  # leakage between splits
+                errors.insert(0, Problem(row.key, None, None, "patient_in_two_splits", "error",
+                                         f"line {row.line}: the patient is also in split(s) "
+                                         f"{sorted(other_splits[row.patient_id])}",
+                                         "keep every row of a patient in one split"))
             has = {m.name: row.sources.get(m.name) is not None for m in self.spec.modalities}
             skip_reason = None
             for p in errors:
@@ -266,6 +280,32 @@ class PatientSequence(keras.utils.PyDataset):
             log.warning("%s split: %d inputs will be fed as zeros (see seq.zeroed)", self.split, len(self.zeroed))
         return kept, present
 
+    def _row_errors(self, row: Any, check_row: Any) -> list:
+        """Header-level error problems of a row, remembered in the cache while its files are unchanged."""
+        from ..manifest import Problem
+
+        key = None
+        if self.cache is not None:
+            doc = {
+                "medmulti": _version(),
+                "spec": self.spec.to_dict(),
+                "row": [row.patient_id, row.study_id, row.split, row.labels, row.paths, row.sha256, row.refused],
+                "sources": {n: fingerprint_source(row.sources.get(n), root=self.manifest.root)
+                            for n in self.spec.names},
+            }
+            key = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+            stored = self.cache.get_record("checks", key)
+            if isinstance(stored, list):
+                try:
+                    return [Problem(**d) for d in stored]
+                except TypeError:
+                    pass
+        result = check_row(row, self.spec, deep=False)
+        errors = [p for p in result.problems if p.severity == "error"]
+        if key is not None:
+            self.cache.put_record("checks", key, [p.to_dict() for p in errors])
+        return errors
+
     def _probe_shapes(self) -> None:
         """Learn each modality's (spatial, channels) shape from the first patient that has it."""
         todo = list(self.spec.names)
@@ -281,11 +321,42 @@ class PatientSequence(keras.utils.PyDataset):
                 todo.remove(n)
             if not todo:
                 break
+        for n in list(todo):
+            shape = self._shape_from_spec(n)
+            if shape is not None:
+                self._shapes[n] = shape
+                self._spacing[n] = ()
+                todo.remove(n)
         for n in todo:
             m = self.spec.modality(n)
             raise MissingFileError(f"no patient in the {self.split!r} split has this input, so its shape is unknown",
                                    modality=n, hint="drop the modality from the spec or add patients that have it"
                                    if m.required else "give it to at least one patient of the split")
+
+    def _shape_from_spec(self, name: str) -> tuple[int, ...] | None:
+        """``(*spatial, channels)`` implied by the spec alone, or ``None`` when it does not fix it.
+
+        Used only when no patient of the split has the input (all zeros). The
+        spatial shape is the modality's own for 2D, the reference's for 3D; the
+        channels are the number of CT windows, else 1. When another modality was
+        probed, the reference grid it was read on wins.
+        """
+        m = self.spec.modality(name)
+        ref = self.spec.reference
+        if m.dims == 2:
+            spatial = m.shape
+        else:
+            probed = [self._shapes[o.name][:-1] for o in self.spec.modalities
+                      if o.dims == 3 and o.name in self._shapes]
+            spatial = probed[0] if probed else (ref.shape if ref is not None else m.shape)
+        if spatial is None:
+            return None
+        if m.kind == "ct":
+            windows = m.intensity.get("windows", ["brain"])
+            channels = 1 if isinstance(windows, str) else len(windows)
+        else:
+            channels = 1
+        return (*spatial, channels)
 
     # -- reading -------------------------------------------------------------------
     def _sources(self, i: int) -> dict[str, Path | None]:
@@ -317,7 +388,7 @@ class PatientSequence(keras.utils.PyDataset):
             try:
                 computed = preprocess_study(sources, self.spec, patient_id=row.key, only=list(misses))
             except MedmultiError as exc:
-                raise exc.with_context(patient_id=row.key)
+                raise self._contextualise(exc, i)
             for n in misses:
                 pre = computed.get(n)
                 if pre is None:
@@ -337,6 +408,31 @@ class PatientSequence(keras.utils.PyDataset):
         for n in names:
             self._check_shape(i, n, result[n][0].shape)
         return result
+
+    def _contextualise(self, exc: MedmultiError, i: int) -> MedmultiError:
+        """Name the patient, the spec modality and the path relative to the manifest root."""
+        from ..manifest.checks import HEADER_MODALITIES
+
+        row = self._rows[i]
+        names = self.spec.names
+        if exc.modality not in names:
+            header = str(exc.modality or "").upper()
+            fits = [n for n in names if self._present[i][n]
+                    and (header in HEADER_MODALITIES[self.spec.modality(n).kind] or header == n.upper())]
+            if len(fits) == 1:
+                exc.modality = fits[0]
+        src = row.sources.get(exc.modality) if exc.modality in names else None
+        if exc.path is not None:
+            p = Path(exc.path)
+            if not p.is_absolute() and src is not None and Path(src).is_dir() and (Path(src) / p).exists():
+                p = Path(src) / p  # a reader naming a file inside the series folder
+            try:
+                exc.path = p.resolve().relative_to(Path(self.manifest.root).resolve()).as_posix()
+            except (ValueError, OSError):
+                pass
+        elif exc.modality in names:
+            exc.path = row.paths.get(exc.modality)
+        return exc.with_context(patient_id=row.key)
 
     def _check_shape(self, i: int, name: str, shape: tuple[int, ...]) -> None:
         want = self._shapes.get(name)

@@ -212,6 +212,9 @@ def test_changing_a_spec_section_changes_exactly_the_affected_keys(tmp_path):
     spec3.modalities[0].shape = (10, 10, 10)  # the reference grid: CT and MR
     k3 = _keys(spec3, src, root)
     assert [n for n in spec.names if base[n] != k3[n]] == ["ct", "mr"]
+    spec5 = _spec()
+    spec5.modalities[2].required = True  # does not change the array
+    assert _keys(spec5, src, root) == base
     spec4 = _spec()
     spec4.labels = LabelSpec(classes=["a", "b", "c"], column="dx")  # labels never enter a key
     assert _keys(spec4, src, root) == base
