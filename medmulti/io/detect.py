@@ -27,6 +27,7 @@ class FileFormat(str, Enum):
     DICOM_RAW = "dicom-raw"  # a dataset without preamble / file meta
     NIFTI = "nifti"
     NIFTI_GZ = "nifti-gz"
+    GZIP_DAMAGED = "gzip-damaged"  # a gzip stream that ends or fails before 544 bytes inflate
     UNKNOWN = "unknown"
 
 
@@ -38,10 +39,10 @@ _VRS = {
 
 
 def _nifti_magic(head: bytes) -> bool:
-    if len(head) >= 348:
+    if len(head) >= 8:
         for fmt in ("<i", ">i"):
             size = struct.unpack(fmt, head[:4])[0]
-            if size == 348 and head[344:347] in (b"n+1", b"ni1") and head[347:348] == b"\0":
+            if size == 348 and len(head) >= 348 and head[344:347] in (b"n+1", b"ni1") and head[347:348] == b"\0":
                 return True
             if size == 540 and head[4:7] in (b"n+2", b"ni2") and head[7:8] == b"\0":
                 return True
@@ -111,8 +112,12 @@ def detect_format(path: str | PathLike[str]) -> FileFormat:
             d = zlib.decompressobj(wbits=31)
             inner = d.decompress(head + _read_more(path), 544)
         except (zlib.error, OSError, EOFError, gzip.BadGzipFile):
-            return FileFormat.UNKNOWN
-        return FileFormat.NIFTI_GZ if _nifti_magic(inner) else FileFormat.UNKNOWN
+            return FileFormat.GZIP_DAMAGED
+        if _nifti_magic(inner):
+            return FileFormat.NIFTI_GZ
+        if len(inner) < 544 and not d.eof:  # the stream ended early: a cut file
+            return FileFormat.GZIP_DAMAGED
+        return FileFormat.UNKNOWN
     return sniff_bytes(head)
 
 

@@ -11,15 +11,13 @@ import numpy as np
 from ..errors import CorruptFileError, MedmultiError, SeriesGeometryError, UnsupportedDataError
 from ..image import Image, affine_from_itk
 from .assembly import assemble_stack, check_orientation
-from .dicom_header import PROJECTION_MODALITIES, DicomHeader
+from .dicom_header import NON_IMAGE_MODALITIES, PROJECTION_MODALITIES, DicomHeader
 from .limits import Limits
 from .pixels import read_stored
 from .values import apply_rescale_into, invert_monochrome1, output_range, rescale_of, voi_meta
 
 __all__ = ["read_dicom_file", "enhanced_geometry", "is_projection", "NON_IMAGE_MODALITIES", "base_meta", "single_slice_spacing"]
 
-#: Objects that may carry PixelData but are not images medmulti reads.
-NON_IMAGE_MODALITIES = frozenset({"RTDOSE", "RTSTRUCT", "RTPLAN", "RTRECORD", "SEG", "SR", "PR", "KO", "REG", "ECG", "HD", "DOC"})
 
 
 def is_projection(h: DicomHeader) -> bool:
@@ -65,12 +63,6 @@ def single_slice_spacing(h: DicomHeader) -> float:
 
 
 def _check_supported(h: DicomHeader, limits: Limits) -> None:
-    if h.modality in NON_IMAGE_MODALITIES:
-        raise UnsupportedDataError(
-            "this DICOM object is not an image medmulti reads (RT, segmentation, report...)",
-            path=h.name,
-            keyword="Modality",
-        )
     h.check_image(limits)
 
 

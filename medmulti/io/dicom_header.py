@@ -30,6 +30,23 @@ PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "RF", "XA", "IO", "PX", "RG
 COLOR_PHOTOMETRICS = frozenset(
     {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_420", "YBR_PARTIAL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR", "HSV", "ARGB", "CMYK"}
 )
+#: SOP class UID prefixes of objects that are not images (PS3.4 B.5): structured
+#: reports, RT plans/structures/records/doses, presentation states, waveforms,
+#: encapsulated documents, raw data/registration/segmentation, DICOMDIR.
+NON_IMAGE_SOP_PREFIXES = (
+    "1.2.840.10008.5.1.4.1.1.88.",
+    "1.2.840.10008.5.1.4.1.1.481.",
+    "1.2.840.10008.5.1.4.1.1.11.",
+    "1.2.840.10008.5.1.4.1.1.9.",
+    "1.2.840.10008.5.1.4.1.1.104.",
+    "1.2.840.10008.5.1.4.1.1.66",
+    "1.2.840.10008.1.3.10",
+    "1.2.840.10008.5.1.4.1.1.67",
+    "1.2.840.10008.5.1.4.1.1.68.",
+)
+NON_IMAGE_MODALITIES = frozenset(
+    {"RTDOSE", "RTSTRUCT", "RTPLAN", "RTRECORD", "RTIMAGE", "SEG", "SR", "PR", "KO", "REG", "ECG", "HD", "DOC", "AU", "RWV", "PLAN", "FID"}
+)
 _PIXEL_TAG = 0x7FE00010
 _OTHER_PIXEL_TAGS = {0x7FE00008: "FloatPixelData", 0x7FE00009: "DoubleFloatPixelData"}
 _DEFLATED = {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"}  # deflated explicit LE (+ image frame)
@@ -129,6 +146,21 @@ class DicomHeader:
     def has_pixels(self) -> bool:
         """Whether the object has (integer) PixelData."""
         return self.pixel_offset is not None
+
+    @property
+    def is_non_image(self) -> bool:
+        """Whether the object is positively recognised as a non-image object."""
+        if self.modality in NON_IMAGE_MODALITIES:
+            return True
+        for source in (self.ds, getattr(self.ds, "file_meta", None) or {}):
+            for kw in ("SOPClassUID", "MediaStorageSOPClassUID"):
+                try:
+                    uid = str(source.get(kw, "") or "")
+                except Exception:
+                    uid = ""
+                if uid and any(uid.startswith(p) for p in NON_IMAGE_SOP_PREFIXES):
+                    return True
+        return False
 
     @property
     def modality(self) -> str:
@@ -294,9 +326,43 @@ class DicomHeader:
         else:
             if self.pixel_length is not None:
                 raise CorruptFileError("compressed PixelData must be encapsulated (undefined length)", path=self.name, keyword="PixelData")
-            if available < 16:
-                raise CorruptFileError("the file is truncated: no compressed pixel data", path=self.name, keyword="PixelData")
+            self._check_fragments()
         self._cache["_checked"] = True
+
+    def _check_fragments(self) -> None:
+        """Walk the encapsulated items (headers only) up to the sequence delimiter.
+
+        Raises
+        ------
+        CorruptFileError
+            If the file ends before the Sequence Delimitation Item, an item runs
+            past the end of the file, or an unexpected tag appears (PS3.5 A.4).
+        """
+        n_items = 0
+        e = "<" if self.little_endian else ">"
+        with self.open_pixels() as f:
+            pos, end = self.pixel_offset, self.file_size
+            while True:
+                head = f.read(8)
+                if len(head) < 8:
+                    raise CorruptFileError(
+                        "the file is truncated inside the compressed pixel data", path=self.name, keyword="PixelData"
+                    )
+                group, elem, length = struct.unpack(e + "HHI", head)
+                pos += 8
+                if (group, elem) == (0xFFFE, 0xE0DD):
+                    break
+                if (group, elem) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF or pos + length > end:
+                    raise CorruptFileError(
+                        "the compressed pixel data is damaged or truncated (bad item)", path=self.name, keyword="PixelData"
+                    )
+                n_items += 1
+                if n_items > self.frames + 1 + 4 * self.frames * 64 + 1024:  # fragments per frame are bounded in practice
+                    raise CorruptFileError("too many pixel data fragments", path=self.name, keyword="PixelData")
+                pos += length
+                f.seek(pos)
+        if n_items < 2:  # the Basic Offset Table item plus at least one fragment
+            raise CorruptFileError("the compressed pixel data holds no fragment", path=self.name, keyword="PixelData")
 
     def open_pixels(self):
         """Return a binary file object positioned at the PixelData value."""

@@ -24,7 +24,7 @@ from ..errors import CorruptFileError, MedmultiError, MissingFileError, SeriesGe
 from ..image import Image, affine_from_itk
 from .assembly import ORIENTATION_TOLERANCE, Stack, assemble_stack
 from .detect import FileFormat, sniff_bytes
-from .dicom_file import NON_IMAGE_MODALITIES, base_meta, is_projection, read_dicom_file, single_slice_spacing
+from .dicom_file import base_meta, is_projection, read_dicom_file, single_slice_spacing
 from .dicom_header import DicomHeader, read_header
 from .limits import Limits
 from .pixels import PARALLEL_SYNTAXES, _decode_options, decode_compressed_file, decode_pool, default_workers, read_stored
@@ -121,9 +121,15 @@ def scan_folder(folder: Path, limits: Limits, *, display: str | None = None) -> 
                 non_dicom += 1
                 continue
             h = read_header(path, name=name, limits=limits, head=head, check_depth=False)
-            if not h.has_pixels or h.modality in NON_IMAGE_MODALITIES:
+            if h.is_non_image:
                 non_image += 1
                 continue
+            if not h.has_pixels:
+                raise CorruptFileError(
+                    "an image object in the folder has no PixelData (truncated or damaged?)",
+                    path=name,
+                    keyword="PixelData",
+                )
             headers.append(h)
     return headers, non_image, non_dicom
 

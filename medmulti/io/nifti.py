@@ -175,6 +175,8 @@ def read_nifti_header(stream: _Stream, name: str, limits: Limits) -> tuple[Nifti
     size = int.from_bytes(head[:4], "little")
     if size not in (348, 540):
         size = int.from_bytes(head[:4], "big")
+    if size == 540 and len(head) < 540:
+        raise CorruptFileError("the NIfTI-2 header is truncated", path=name)
     try:
         if size == 540:
             hdr = nib.Nifti2Header.from_fileobj(io.BytesIO(head), check=True)

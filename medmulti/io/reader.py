@@ -39,6 +39,8 @@ def resolve_format(path: Path, name: str) -> FileFormat:
         The path does not exist or cannot be read.
     UnsupportedDataError
         Neither DICOM nor NIfTI.
+    CorruptFileError
+        A gzip stream that is cut or damaged before its content can be recognised.
     """
     if not path.exists():
         raise MissingFileError("no such file or folder", path=name)
@@ -46,6 +48,8 @@ def resolve_format(path: Path, name: str) -> FileFormat:
         fmt = detect_format(path)
     except OSError:
         raise MissingFileError("the file cannot be opened (permissions?)", path=name) from None
+    if fmt == FileFormat.GZIP_DAMAGED:
+        raise CorruptFileError("a gzip-compressed file that is truncated or damaged", path=name)
     if fmt == FileFormat.UNKNOWN:
         raise UnsupportedDataError(
             "not a DICOM or NIfTI file (recognised by content, not extension)",

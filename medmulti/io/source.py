@@ -120,10 +120,6 @@ def _pixel_digest(headers: list[DicomHeader]) -> str:
 
 
 def _inspect_dicom_file(h: DicomHeader, name: str, limits: Limits) -> SourceInfo:
-    from .dicom_file import NON_IMAGE_MODALITIES
-
-    if h.modality in NON_IMAGE_MODALITIES:
-        raise UnsupportedDataError("this DICOM object is not an image medmulti reads", path=name, keyword="Modality")
     h.check_image(limits)
     digests = _identity_digests(h)
     if is_projection(h):

@@ -245,7 +245,9 @@ def test_dicomdirtests_folders(sub):
         inspect_source(folder)
 
 
-def test_dicomdir_tree_with_only_non_image_objects():
-    # TINY_ALPHA holds a DICOMDIR and image objects stripped of their PixelData
-    with pytest.raises(UnsupportedDataError):
+def test_dicomdir_tree_with_image_objects_stripped_of_pixels():
+    # TINY_ALPHA holds a DICOMDIR and CT Image Storage objects stripped of their
+    # PixelData: image objects without pixels are damaged, not "non-image"
+    with pytest.raises(CorruptFileError) as info:
         read_image(dicomdir_root() / "TINY_ALPHA")
+    assert info.value.keyword == "PixelData"
