@@ -72,7 +72,7 @@ IMBALANCE_WARN_FRACTION = 0.2
 #: A split with fewer patients than this (but some) gets a warning.
 TINY_SPLIT_PATIENTS = 5
 
-_IDENTITY_TAGS = ["PatientID", "PatientName", "PatientBirthDate", "StudyInstanceUID"]
+_IDENTITY_TAGS = ["PatientID", "StudyInstanceUID"]
 
 
 @dataclass
@@ -164,7 +164,8 @@ def _identity_scan(files: Sequence[Path]) -> tuple[set[str], set[str]]:
             ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=_IDENTITY_TAGS)
         except Exception:  # the reader reports unreadable files
             continue
-        patients.add(_short(ds.get("PatientID", ""), ds.get("PatientName", ""), ds.get("PatientBirthDate", "")))
+        # PatientID only: names and dates are formatted differently by different devices
+        patients.add(_short(str(ds.get("PatientID", "") or "").strip()))
         studies.add(_short(ds.get("StudyInstanceUID", "")))
     return patients, studies
 
