@@ -58,6 +58,11 @@ class RegistrationResult:
         Optimiser iterations at the last level.
     stop : str
         The optimiser's stopping condition.
+    settings : dict
+        The registration settings used.
+    improved : bool
+        False when the optimiser ended slightly worse than its starting point
+        (within ``divergence_tol``) and the starting transform was kept.
     """
 
     matrix: np.ndarray
@@ -68,6 +73,7 @@ class RegistrationResult:
     iterations: int
     stop: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
+    improved: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record (for ``Preprocessed.meta``)."""
@@ -80,6 +86,7 @@ class RegistrationResult:
             "rotation_deg": float(self.rotation_deg),
             "shift_mm": float(self.shift_mm),
             "iterations": int(self.iterations),
+            "improved": bool(self.improved),
             "settings": dict(self.settings),
         }
 
@@ -118,6 +125,8 @@ def rigid_registration(
     threads: int = 1,
     max_rotation_deg: float = 45.0,
     max_shift_mm: float = 60.0,
+    divergence_tol: float = 0.05,
+    max_voxels: int = 400_000,
 ) -> RegistrationResult:
     """Rigidly register ``moving`` to ``fixed``; see :func:`register_rigid`.
 
@@ -144,6 +153,15 @@ def rigid_registration(
                                 modality=name) from None
     f = as_sitk(fixed, np.float32)
     m = as_sitk(moving, np.float32)
+    # work at a bounded size: average-shrink the fixed image to at most max_voxels, and the
+    # moving image to about the same physical spacing (cost then does not grow with the inputs)
+    k = int(np.ceil((float(np.prod(fixed.shape)) / max_voxels) ** (1.0 / 3.0))) if max_voxels else 1
+    if k > 1:
+        f = sitk.BinShrink(f, [k, k, k])
+    target = np.asarray(f.GetSpacing())
+    km = [max(1, int(np.floor(t / s + 1e-6))) for t, s in zip(target, m.GetSpacing())]
+    if max(km) > 1:
+        m = sitk.BinShrink(m, km)
     center = grid_center(fixed.affine, fixed.shape)
     tx = sitk.Euler3DTransform()
     tx.SetCenter(center.tolist())
@@ -155,8 +173,9 @@ def rigid_registration(
         tx = sitk.Euler3DTransform(
             sitk.CenteredTransformInitializer(f, m, sitk.Euler3DTransform(),
                                               sitk.CenteredTransformInitializerFilter.MOMENTS))
-    factors, sigmas = _levels(fixed.shape, shrink, smoothing_mm)
-    n_vox = [float(np.prod([max(1, s // k) for s in fixed.shape])) for k in factors]
+    f_shape = tuple(reversed(f.GetSize()))
+    factors, sigmas = _levels(f_shape, shrink, smoothing_mm)
+    n_vox = [float(np.prod([max(1, s // q) for s in f_shape])) for q in factors]
     fractions = [min(1.0, _SAMPLES_PER_LEVEL / v) for v in n_vox]
 
     itk_seed = int(seed) + 1  # SimpleITK reads seed 0 as "seed from the wall clock"
@@ -199,22 +218,31 @@ def rigid_registration(
                  "initialization='moments', or set register: none for this modality",
         ) from None
     matrix = _matrix_of(out)
+    improved = True
+    if np.isfinite(metric_final) and metric_final > metric_initial:
+        if metric_final <= metric_initial + divergence_tol * abs(metric_initial):
+            # a plateau: the optimiser wandered without gain; keep where it started
+            matrix = _matrix_of(tx)
+            metric_final = metric_initial
+            improved = False
+        else:
+            raise RegistrationError(
+                f"rigid registration diverged: mutual information got worse "
+                f"({metric_initial:.4f} -> {metric_final:.4f})",
+                modality=name, hint="set register: none to keep the header alignment, or check the images")
     angle = rotation_angle_deg(matrix)
     shift = float(np.linalg.norm(apply_affine(matrix, center) - center))
     result = RegistrationResult(
         matrix, metric_initial, metric_final, angle, shift, int(reg.GetOptimizerIteration()),
         reg.GetOptimizerStopConditionDescription().split(".")[0][:80],
-        {"bins": int(bins), "shrink": factors, "smoothing_mm": sigmas, "sampling": fractions,
+        {"bins": int(bins), "prescale": [k, km], "shrink": factors, "smoothing_mm": sigmas, "sampling": fractions,
          "seed": int(seed), "initialization": init_mode.value if initial is None else "given"},
+        improved,
     )
     log.debug("registration %s: rotation %.2f deg, shift %.2f mm, metric %.4f -> %.4f",
               name, angle, shift, metric_initial, metric_final)
     if not np.isfinite(matrix).all() or not np.isfinite(metric_final):
         raise RegistrationError("rigid registration diverged (non-finite result)", modality=name)
-    if metric_final > metric_initial + 1e-3 * abs(metric_initial):
-        raise RegistrationError(
-            f"rigid registration diverged: mutual information got worse ({metric_initial:.4f} -> {metric_final:.4f})",
-            modality=name, hint="set register: none to keep the header alignment, or check the images")
     if angle > max_rotation_deg or shift > max_shift_mm:
         raise RegistrationError(
             f"rigid registration moved too far (rotation {angle:.1f} deg, shift {shift:.1f} mm; limits "
@@ -260,6 +288,11 @@ def register_rigid(
     max_rotation_deg, max_shift_mm : float
         A result beyond these is treated as divergence.
     **options
+        ``max_voxels`` (400 000): the fixed image is average-shrunk (BinShrink)
+        to at most this many voxels and the moving image to about the same
+        spacing before the pyramid; ``divergence_tol`` (0.05): a final mutual information worse than the
+        starting one by more than this fraction is divergence (error); a smaller
+        loss keeps the starting transform.
         ``bins`` (32), ``iterations`` (200), ``shrink`` ((4, 2, 1)),
         ``smoothing_mm`` ((4, 2, 0)) -- see :func:`rigid_registration`.
 
@@ -274,8 +307,8 @@ def register_rigid(
     ------
     RegistrationError
         The optimiser failed (e.g. no overlap), the mutual information got
-        worse than the header alignment, or the result moved further than the
-        limits; the error names the modality.
+        clearly worse than at the start (more than ``divergence_tol``), or the
+        result moved further than the limits; the error names the modality.
 
     Notes
     -----
@@ -283,7 +316,9 @@ def register_rigid(
     different contrasts, so CT-MR works), an ``Euler3DTransform`` centred on the
     fixed image, regular-step gradient descent with scales from physical shift,
     a three-level pyramid (shrink 4/2/1, smoothing 4/2/0 mm; coarse levels
-    dropped for small images) and about 40 000 metric samples per level.
+    dropped for small images) and about 40 000 metric samples per level, on
+    images first average-shrunk to at most ``max_voxels`` (so a 128^3 study
+    grid registers at about twice its spacing).
     """
     return rigid_registration(
         fixed, moving, modality=modality, initialization=initialization, initial=initial, seed=seed,
