@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from medmulti.spec import LabelSpec, ModalitySpec, StudySpec
@@ -30,5 +28,3 @@ def small_spec() -> StudySpec:
         name="reliability",
     )
 
-
-FIXTURES = Path(__file__).parent / "fixtures"

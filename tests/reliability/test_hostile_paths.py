@@ -210,8 +210,6 @@ def test_nothing_outside_the_root_is_opened_or_listed(layout, small_spec, monkey
     assert _touched_outside(opened, outside) == []
 
 
-@pytest.mark.xfail(strict=True, reason="manifest.load.resolve_path uses os.path.realpath, which lstat()s the "
-                                       "target of a symlink that points outside the root before refusing it")
 def test_nothing_outside_the_root_is_even_stat_ed(layout, small_spec, monkeypatch):
     """Not even a stat/lstat/readlink of the outside folder (existence is information too)."""
     root, outside = layout

@@ -1,0 +1,57 @@
+"""Every input that once broke a reader, kept as a small fixture file.
+
+Each entry says what it is (provenance: which seed, which mutation or cut) and
+which error the readers must raise now. ``inspect_source(deep=True)`` (which
+also decodes pixels) must agree with ``read_image``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medmulti.errors import CorruptFileError, MedmultiError
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+# file -> (expected error, what broke)
+REGRESSIONS = {
+    "jp2k_cut_inside_fragment.dcm": (
+        CorruptFileError,
+        "MR_small_jp2klossless.dcm cut at byte 1672, inside the JPEG 2000 fragment: openjpeg decoded the partial "
+        "codestream and read_image returned an image (fixed: encapsulated items are walked before decoding)",
+    ),
+    "jp2k_cut_inside_delimiter.dcm": (
+        CorruptFileError,
+        "MR_small_jp2klossless.dcm cut at 5865, inside the sequence delimiter: accepted",
+    ),
+    "rle_cut_inside_delimiter.dcm": (
+        CorruptFileError,
+        "MR_small_RLE.dcm cut at 7648, inside the sequence delimiter: accepted",
+    ),
+    "ct_cut_before_pixeldata.dcm": (
+        CorruptFileError,
+        "CT_small.dcm cut at 546, an element boundary before PixelData: reported as a non-image object "
+        "(UnsupportedDataError) instead of a truncated one",
+    ),
+}
+
+
+def test_every_fixture_is_listed():
+    on_disk = {p.name for p in FIXTURES.iterdir() if p.name != "README.md"}
+    assert on_disk == set(REGRESSIONS)
+
+
+@pytest.mark.parametrize("name", sorted(REGRESSIONS))
+def test_regression(name):
+    from medmulti.io import inspect_source, read_image
+
+    expected, _ = REGRESSIONS[name]
+    path = FIXTURES / name
+    assert path.stat().st_size < 64 * 1024  # fixtures stay small
+    with pytest.raises(MedmultiError) as info:
+        read_image(path)
+    assert type(info.value) is expected, f"{name}: {type(info.value).__name__}: {info.value}"
+    with pytest.raises(expected):
+        inspect_source(path, deep=True)
