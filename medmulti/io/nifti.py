@@ -68,14 +68,11 @@ class _Stream:
             got = len(parts[0])
         while got < n:
             if self.d.eof:  # concatenated gzip members
-                rest = self.d.unused_data
+                rest = self.d.unused_data or self.f.read(1 << 20)
+                if not rest:
+                    break
                 self.d = zlib.decompressobj(wbits=47)
                 self.pending = rest
-                if not rest:
-                    more = self.f.read(1 << 20)
-                    if not more:
-                        break
-                    self.pending = more
             if not self.pending:
                 self.pending = self.f.read(1 << 20)
                 if not self.pending:
@@ -253,6 +250,27 @@ def _itk_geometry(path: Path, name: str, header: Any = None):
     return tuple(origin), tuple(spacing), (lps / spacing[None, :]).ravel(), "nibabel"
 
 
+def _finish_gzip(stream: _Stream, remaining: int, name: str) -> None:
+    """Inflate the rest of a gzip stream so a cut or corrupted end is caught.
+
+    zlib verifies the CRC-32 and length in the gzip trailer at the end of the
+    member; a stream that stops before it is truncated. Trailing bytes beyond
+    the declared data are inflated at most 1 MiB further (a bomb stops there).
+    """
+    if stream.skip(remaining) != remaining:
+        raise CorruptFileError("the compressed NIfTI file is truncated", path=name, keyword="dim")
+    extra = 0
+    while not stream.d.eof:
+        chunk = stream.read(1 << 16)
+        if not chunk:
+            if stream.d.eof:
+                break
+            raise CorruptFileError("the compressed NIfTI file is truncated (no gzip trailer)", path=name)
+        extra += len(chunk)
+        if extra > 1 << 20:
+            break
+
+
 def _checked_affine(origin, spacing, direction, name: str) -> np.ndarray:
     """Build the affine, refusing non-finite or degenerate geometry."""
     with np.errstate(all="ignore"):
@@ -316,16 +334,19 @@ def read_nifti(path: Path, modality: str | None, *, volume: int | None, limits: 
             nx, ny, nz = shape[:3]
             per_volume = nx * ny * nz
             start = info.vox_offset + (int(volume) * per_volume * info.dtype.itemsize if len(shape) == 4 else 0)
+            total_end = info.vox_offset + int(np.prod(shape, dtype=object)) * info.dtype.itemsize
             if not gz:
                 import os
 
                 size = os.fstat(stream.f.fileno()).st_size
-                if size < start + per_volume * info.dtype.itemsize:
+                if size < total_end:
                     raise CorruptFileError("the NIfTI file is truncated: it ends before the declared data", path=name, keyword="dim")
             if stream.skip(start - consumed) != start - consumed:
                 raise CorruptFileError("the NIfTI file is truncated before its data", path=name, keyword="vox_offset")
             out = np.empty((nz, ny, nx), np.float32)
             _stream_values(stream, info, out.reshape(-1), name)
+            if gz:
+                _finish_gzip(stream, total_end - (start + per_volume * info.dtype.itemsize), name)
             n_nan = 0
             if info.dtype.kind == "f":
                 nan = np.isnan(out)
