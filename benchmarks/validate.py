@@ -13,11 +13,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (the worker processes)."""
+    self_, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return self_.ru_utime + self_.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,21 +56,27 @@ def main(argv: list[str] | None = None) -> int:
         make_sample_cohort(data, n_patients=args.patients, seed=0, faults=False, workers=cores, progress=False)
         print(f"generated {args.patients} patients in {time.perf_counter() - t0:.1f} s ({cores} processes)")
     manifest, spec = data / "manifest.csv", data / "spec.yaml"
-    print(f"cohort: {args.patients} patients, {cores} cores, python {sys.version.split()[0]}")
-    print(f"{'mode':<6} {'workers':>7} {'median s':>9} {'patients/s':>11} {'files/s':>9}  ok")
+    load = os.getloadavg()[0]
+    print(f"cohort: {args.patients} patients, {cores} cores, load average {load:.1f}, "
+          f"python {sys.version.split()[0]}", flush=True)
+    print(f"{'mode':<6} {'workers':>7} {'median s':>9} {'patients/s':>11} {'files/s':>9} {'cpu s':>7} "
+          f"{'patients/cpu-s':>14}  ok")
     modes = [False, True] if args.deep else [False]
     for deep in modes:
         for w in workers:
-            times = []
+            times, cpus = [], []
             report = None
             for _ in range(args.repeat):
+                c0 = _cpu()
                 t0 = time.perf_counter()
                 report = validate_manifest(manifest, spec, workers=w, deep=deep, progress=False)
                 times.append(time.perf_counter() - t0)
-            med = statistics.median(times)
+                cpus.append(_cpu() - c0)
+            med, cpu = statistics.median(times), statistics.median(cpus)
             n_files = report.n_files if report else 0
             print(f"{'deep' if deep else 'fast':<6} {w:>7} {med:>9.2f} {args.patients / med:>11.1f} "
-                  f"{n_files / med:>9.0f}  {report.ok if report else '-'}")
+                  f"{n_files / med:>9.0f} {cpu:>7.1f} {args.patients / cpu:>14.2f}  {report.ok if report else '-'}",
+                  flush=True)
     if tmp is not None:
         tmp.cleanup()
     return 0

@@ -155,13 +155,21 @@ def _short(*values: Any) -> str:
 
 def _identity_scan(files: Sequence[Path]) -> tuple[set[str], set[str]]:
     """Patient and study digests of DICOM files (header only; never returned as text)."""
-    import pydicom
+    from pydicom.filereader import read_partial
+    from pydicom.tag import Tag
+
+    tags = [Tag(t) for t in _IDENTITY_TAGS]
+    last = max(tags)
+
+    def stop(tag, vr, length) -> bool:  # the identity tags come early: stop parsing after them
+        return tag > last
 
     patients: set[str] = set()
     studies: set[str] = set()
     for f in files:
         try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=_IDENTITY_TAGS)
+            with open(f, "rb") as fh:
+                ds = read_partial(fh, stop_when=stop, specific_tags=tags)
         except Exception:  # the reader reports unreadable files
             continue
         # PatientID only: names and dates are formatted differently by different devices
@@ -422,12 +430,10 @@ def cross_row_checks(results: Iterable[RowCheck], spec: StudySpec) -> list[Probl
                                        f"class {c!r} is {share:.0%} of the labelled rows",
                                        f"class {c!r} is {share:.0%} of the rows: consider class_balance=True "
                                        "or sample weights when training"))
-    per_split = Counter(r.split for r in rows if r.split in SPLITS)
     for s in SPLITS:
         n = len({r.patient_id for r in rows if r.split == s})
         if 0 < n < TINY_SPLIT_PATIENTS:
             out.append(Problem(None, None, None, "tiny_split", "warning",
                                f"split {s!r} has only {n} patient(s)",
                                f"split {s!r} has only {n} patient(s): metrics on it are noisy"))
-    del per_split
     return out
