@@ -43,6 +43,11 @@ class Mismatch:
         return (f"{self.name}: {self.property} {self.found} differs from {self.expected} "
                 f"(by {self.difference:.4g}, tolerance {self.tolerance:g})")
 
+    def summary(self) -> str:
+        """The mismatch without the geometry values themselves (for error messages)."""
+        unit = {"spacing": " mm", "origin": " mm", "shape": " voxels"}.get(self.property, "")
+        return f"{self.name}: {self.property} differs by {self.difference:.4g}{unit} (tolerance {self.tolerance:g}{unit})"
+
 
 def _fmt(v) -> str:
     return "(" + ", ".join(f"{x:.4g}" for x in np.ravel(v)) + ")"
@@ -83,8 +88,9 @@ def check_coregistered(
     ------
     GeometryError
         With ``on_mismatch="error"`` when any property disagrees, or when an
-        image has no 3D geometry. The message lists image, property, both values
-        and how to fix it.
+        image has no 3D geometry. The message lists image, property, by how
+        much it differs and how to fix it (the values themselves, read from
+        headers, are only in the returned/attached :class:`Mismatch` records).
 
     Examples
     --------
@@ -123,12 +129,14 @@ def check_coregistered(
         if d > direction_tol:
             problems.append(Mismatch(name, "direction", _fmt(ref_dir), _fmt(g_dir), float(d), direction_tol))
     if problems and on_mismatch == "error":
-        lines = "; ".join(str(p) for p in problems)
-        raise GeometryError(
+        lines = "; ".join(p.summary() for p in problems)
+        err = GeometryError(
             f"images are not on the same grid as {ref_name!r}: {lines}",
             modality=problems[0].name,
             keyword=problems[0].property,
             hint=f"resample them onto {ref_name!r} with medmulti.geometry.resample_to(image, reference) "
                  "(or run preprocess_study, which does it), or loosen the tolerances if the differences are rounding",
         )
+        err.mismatches = problems  # type: ignore[attr-defined]
+        raise err
     return problems

@@ -115,6 +115,11 @@ def test_check_coregistered_passes_identical_grids_and_names_each_disagreement(a
         check_coregistered({"ct": grid, "mr": other})
     text = str(info.value)
     assert "mr" in text and "spacing" in text and "resample_to" in text
+    assert "2.5" not in text  # by how much, not the header values themselves
+    assert [m.property for m in info.value.mismatches] == [p.property for p in problems]
+    import pickle
+
+    assert pickle.loads(pickle.dumps(info.value)).mismatches[0].name == "mr"
     assert check_coregistered({"ct": grid, "mr": other}, spacing_tol_mm=1, origin_tol_mm=10,
                               on_mismatch="report")[0].property == "shape"
 
