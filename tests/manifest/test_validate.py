@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
@@ -113,16 +114,18 @@ def test_cli_exit_zero_when_clean(clean, tmp_path, capsys):
 def test_row_cell_checks(clean):
     rows = _rows(clean)[:6]
     rows[0]["split"] = "validation"
+    rows[0]["ct_sha256"] = "not-a-digest"
     rows[1]["diagnosis"] = "Disease"
     rows[2]["mr"] = ""
     rows[3]["ct"] = "SYN9999/ct"  # does not exist
     rows[4]["xray"] = "../../xray.dcm"
     dup = dict(rows[5])
-    m = _write(clean.root, "cells.csv", rows + [dup])
+    m = _write(clean.root, "cells.csv", rows + [dup], extra_cols=("ct_sha256",))
     report = validate_manifest(m, clean.spec, workers=1, progress=False)
     p = [r["patient_id"] for r in rows]
     assert errors(report) == {
         (p[0], None, "bad_split"),
+        (p[0], "ct", "bad_sha256"),
         (p[1], None, "unknown_label"),
         (p[2], "mr", "missing_modality"),
         (p[3], "ct", "missing_file"),
@@ -153,9 +156,16 @@ def test_sha256_pins(clean):
 def test_reader_errors_map_to_checks(clean, tmp_path):
     root = tmp_path / "c"
     root.mkdir()
-    rows = _rows(clean)[:4]
+    rows = _rows(clean)[:5]
     for r in rows:
         shutil.copytree(clean.root / r["patient_id"], root / r["patient_id"])
+    # a NIfTI header declaring 2**30 voxels over a few bytes of data
+    hdr = nib.Nifti1Header()
+    hdr.set_data_dtype(np.float32)
+    hdr.set_data_shape((1024, 1024, 1024))
+    hdr["vox_offset"] = 352
+    (root / "bomb.nii").write_bytes(hdr.binaryblock + b"\0" * 68)
+    rows[4]["mr"] = "bomb.nii"
     shutil.copy(get_testdata_file("MR_truncated.dcm"), root / "trunc.dcm")
     shutil.copy(get_testdata_file("rtplan.dcm"), root / "rtplan.dcm")
     shutil.copy(get_testdata_file("MR_small.dcm"), root / "mr_small.dcm")
@@ -173,6 +183,7 @@ def test_reader_errors_map_to_checks(clean, tmp_path):
         (p[2], "ct", "modality_mismatch"),
         (p[2], "xray", "patient_identity"),  # pydicom's MR is another patient than the row's X-ray
         (p[3], "ct", "series_geometry"),
+        (p[4], "mr", "resource_limit"),
     }
     # an X-ray in the CT column is both the wrong modality and the wrong dimensionality
     rows = _rows(clean)[:1]
