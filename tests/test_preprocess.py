@@ -210,3 +210,41 @@ def test_paths_go_through_the_reader(study):
     ref = preprocess_study({"ct": ct, "mr": mr}, _spec("none"))
     np.testing.assert_allclose(out["ct"].array, ref["ct"].array, atol=1e-5)
     np.testing.assert_allclose(out["mr"].array, ref["mr"].array, atol=1e-5)
+
+
+def test_crop_body_centres_the_grid_on_the_body_not_the_field_of_view():
+    # a 20 mm ball of water at LPS (30, -20, 10) in a large air-filled field of view centred at 0
+    aff = affine_from_geometry((2.0, 2.0, 2.0), (-59.0, -59.0, -59.0))
+    idx = np.stack(np.meshgrid(*[np.arange(60)] * 3, indexing="ij"), -1)
+    world = apply_affine(aff, idx)
+    hu = np.where(np.linalg.norm(world - [30.0, -20.0, 10.0], axis=-1) < 20, 0.0, -1000.0).astype(np.float32)
+    ct = Image(hu, aff, (2.0, 2.0, 2.0), "CT")
+    spec = StudySpec.from_dict({"labels": {"column": "dx", "classes": ["a", "b"]}, "modalities": [
+        {"name": "ct", "kind": "ct", "shape": [24, 24, 24], "crop": "body", "intensity": {"windows": [[0, 100]]}}]})
+    out = preprocess_study({"ct": ct}, spec)["ct"]
+    center = apply_affine(out.affine, [11.5, 11.5, 11.5])
+    np.testing.assert_allclose(center, [30.0, -20.0, 10.0], atol=2.1)  # within one voxel
+    assert out.array[..., 0].mean() > 0.14  # the whole ball (30 % of the box, 0.505 in this window) is inside
+    centred = preprocess_study({"ct": ct}, StudySpec.from_dict({**spec.to_dict(), "modalities": [
+        {**spec.modalities[0].to_dict(), "crop": "center"}]}))["ct"]
+    np.testing.assert_allclose(apply_affine(centred.affine, [11.5, 11.5, 11.5]), [0.0, 0.0, 0.0], atol=1e-6)
+
+
+def test_zscore_over_every_voxel_and_final_clip(study):
+    ct, mr = _read(study)
+    out = preprocess_study({"ct": ct, "mr": mr}, _spec("none", intensity={
+        "method": "zscore", "zscore_foreground": False, "clip": [-1.0, 2.0]}), only=["mr"])["mr"].array
+    assert out.min() == -1.0 and out.max() == 2.0
+    raw = preprocess_study({"ct": ct, "mr": mr}, _spec("none", intensity={
+        "method": "zscore", "zscore_foreground": False}), only=["mr"])["mr"].array
+    assert abs(float(raw.mean())) < 1e-3 and float(raw.std()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_volume_given_for_an_xray_is_refused():
+    vol = Image(np.zeros((3, 8, 8)), np.eye(4), (1.0, 1.0, 1.0), "DX")
+    with pytest.raises(UnsupportedDataError) as info:
+        preprocess_study({"xray": vol}, _spec(), patient_id="p9")
+    assert info.value.modality == "xray"
+    one = Image(np.arange(64.0).reshape(1, 8, 8), np.eye(4), (1.0, 0.5, 0.5), "DX")
+    out = preprocess_study({"xray": one}, _spec())["xray"]
+    assert out.array.shape == (32, 32, 1) and out.meta["voi"] == "none"
