@@ -56,7 +56,8 @@ def base_meta(h: DicomHeader) -> dict[str, Any]:
 def single_slice_spacing(h: DicomHeader) -> float:
     """Slice spacing SimpleITK gives a one-slice volume: SpacingBetweenSlices, else 1 mm."""
     try:
-        value = float(h.ds.get("SpacingBetweenSlices", None) or 0.0)
+        value = h.get("SpacingBetweenSlices")
+        value = float(value[0] if isinstance(value, list) else (value or 0.0))
     except (TypeError, ValueError):
         value = 0.0
     return value if np.isfinite(value) and value > 0 else 1.0
@@ -72,7 +73,7 @@ def _read_projection(h: DicomHeader, modality: str) -> Image:
             "multi-frame projection images (cine, tomosynthesis) are not supported", path=h.name, keyword="NumberOfFrames"
         )
     stored = read_stored(h)[0]
-    slope, intercept = rescale_of(h.ds)
+    slope, intercept = h.rescale()
     out = np.empty(stored.shape, np.float32)
     apply_rescale_into(stored, out, slope, intercept)
     low, high = output_range(h.bits_stored, h.signed, slope, intercept)
@@ -230,7 +231,7 @@ def _read_slice(h: DicomHeader, modality: str) -> Image:
     dz = single_slice_spacing(h)
     stored = read_stored(h)
     vol = np.empty(stored.shape, np.float32)
-    slope, intercept = rescale_of(h.ds)
+    slope, intercept = h.rescale()
     apply_rescale_into(stored, vol, slope, intercept)
     affine = affine_from_itk(ipp, (ps[1], ps[0], dz), np.column_stack([row, col, normal]).ravel())
     meta = base_meta(h)

@@ -368,7 +368,7 @@ def read_dicom_series(
     mod = first.modality if first.ds.get("Modality", None) else (modality or "OT").upper()
     n = len(hs)
     vol = np.empty((n, first.rows, first.columns), np.float32)
-    rescales = [rescale_of(h.ds) for h in hs]
+    rescales = [h.rescale() for h in hs]
     compressed = [h for h in hs if not h.is_native]
     nworkers = default_workers() if workers is None else max(1, int(workers))
     try:

@@ -1,0 +1,181 @@
+"""Benchmark medmulti's readers against SimpleITK, nibabel and a plain pydicom loop.
+
+Generates (once, cached under ``--data-dir``):
+
+* a 300-slice 512 x 512 int16 CT series, uncompressed (explicit VR little endian);
+* the same series as JPEG 2000 lossless (encoded by pydicom with pylibjpeg-openjpeg);
+* a 256 x 256 x 176 int16 MR volume as ``.nii.gz``.
+
+Then times each reader on each input, alternating readers within every round so
+machine load affects them alike, and prints medians, ratios to SimpleITK and the
+peak memory of ``medmulti.read_image`` (tracemalloc, in a separate untimed call)
+relative to the float32 output volume.
+
+Usage::
+
+    python benchmarks/read_series.py            # full size, 5 rounds
+    python benchmarks/read_series.py --quick    # 40 slices of 256 x 256, 2 rounds (smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+
+def generate(data_dir: Path, n_slices: int, size: int, mr_shape: tuple[int, int, int]) -> dict[str, Path]:
+    """Write the benchmark inputs (skipped when present)."""
+    import pydicom
+    from pydicom.uid import JPEG2000Lossless
+
+    from medmulti import synth
+
+    raw, j2k = data_dir / "ct_raw", data_dir / "ct_j2k"
+    nii = data_dir / "mr.nii.gz"
+    rng = np.random.default_rng(0)
+    if not (raw / "done").exists():
+        # a smooth phantom plus noise: realistic compressibility for JPEG 2000
+        z, y, x = np.mgrid[0:n_slices, 0:size, 0:size].astype(np.float32)
+        c = size / 2
+        body = ((x - c) ** 2 + (y - c) ** 2) < (0.42 * size) ** 2
+        vol = np.where(body, 40.0 + 30 * np.sin(z / 9.0), -1000.0)
+        vol += rng.normal(0, 15, vol.shape)
+        affine = synth.affine_from_geometry((1.0, 0.7, 0.7), (-180.0, -180.0, -150.0))
+        order = rng.permutation(n_slices)
+        synth.write_dicom_series(vol, raw, affine=affine, order=order)
+        (raw / "done").write_text("ok")
+        del vol, z, y, x
+    if not (j2k / "done").exists():
+        j2k.mkdir(parents=True, exist_ok=True)
+        for p in sorted(raw.glob("*.dcm")):
+            if (j2k / p.name).exists():
+                continue
+            ds = pydicom.dcmread(p)
+            ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
+            ds.save_as(j2k / p.name)
+        (j2k / "done").write_text("ok")
+    if not nii.exists():
+        vol = rng.normal(300, 80, mr_shape).clip(0, 4000).astype(np.int16)
+        synth.write_nifti(vol, nii, dtype=np.int16)
+    return {"raw": raw, "j2k": j2k, "nii": nii}
+
+
+def _sitk_series(folder: Path):
+    import SimpleITK as sitk
+
+    names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder))
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(names)
+    img = reader.Execute()
+    return sitk.GetArrayViewFromImage(img)
+
+
+def _sitk_file(path: Path):
+    import SimpleITK as sitk
+
+    img = sitk.ReadImage(str(path))
+    return sitk.GetArrayViewFromImage(img)
+
+
+def _pydicom_loop(folder: Path):
+    """The plain approach: read every file fully, sort by position, stack, rescale."""
+    import pydicom
+
+    slices = [pydicom.dcmread(p) for p in folder.glob("*.dcm")]
+    slices.sort(key=lambda ds: float(ds.ImagePositionPatient[2]))
+    vol = np.stack([ds.pixel_array for ds in slices]).astype(np.float32)
+    for k, ds in enumerate(slices):
+        vol[k] = vol[k] * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    return vol
+
+
+def _nibabel(path: Path):
+    import nibabel as nib
+
+    return np.asanyarray(nib.load(str(path)).dataobj).astype(np.float32)
+
+
+def _medmulti(path: Path):
+    from medmulti.io import read_image
+
+    return read_image(path).array
+
+
+def time_round(fn, arg) -> float:
+    gc.collect()
+    t0 = time.perf_counter()
+    out = fn(arg)
+    dt = time.perf_counter() - t0
+    del out
+    return dt
+
+
+def peak_memory(fn, arg) -> tuple[float, int]:
+    """Traced peak bytes of one call, and the output's float32 bytes."""
+    gc.collect()
+    tracemalloc.start()
+    out = fn(arg)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak, int(np.prod(out.shape)) * 4
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small inputs and 2 rounds (smoke test)")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per reader (default 5, quick 2)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="where inputs are generated and cached")
+    parser.add_argument("--skip-pydicom", action="store_true", help="skip the slow plain pydicom loop")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (2 if args.quick else 5)
+    if args.quick:
+        n, size, mr = 40, 256, (64, 128, 128)
+    else:
+        n, size, mr = 300, 512, (176, 256, 256)
+    data_dir = args.data_dir or Path("/tmp") / ("medmulti-io-bench-quick" if args.quick else "medmulti-io-bench")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    paths = generate(data_dir, n, size, mr)
+    print(f"inputs ready in {time.perf_counter() - t0:.1f} s under {data_dir}")
+    print(f"CT series: {n} slices of {size}x{size} int16; MR: {mr[::-1]} int16 .nii.gz")
+
+    cases = {
+        "series uncompressed": (
+            paths["raw"],
+            {"medmulti": _medmulti, "simpleitk": _sitk_series, "pydicom loop": _pydicom_loop},
+        ),
+        "series JPEG 2000 lossless": (
+            paths["j2k"],
+            {"medmulti": _medmulti, "simpleitk": _sitk_series, "pydicom loop": _pydicom_loop},
+        ),
+        "nii.gz": (paths["nii"], {"medmulti": _medmulti, "simpleitk": _sitk_file, "nibabel": _nibabel}),
+    }
+    if args.skip_pydicom:
+        for _, readers in cases.values():
+            readers.pop("pydicom loop", None)
+    results = {}
+    for case, (path, readers) in cases.items():
+        cold = time_round(readers["medmulti"], path)  # first call: imports, process pool start
+        times = {name: [] for name in readers}
+        for _ in range(rounds):
+            for name, fn in readers.items():
+                times[name].append(time_round(fn, path))
+        med = {name: statistics.median(v) for name, v in times.items()}
+        peak, vol_bytes = peak_memory(_medmulti, path)
+        results[case] = (med, cold, peak / vol_bytes)
+        print(f"\n{case}  (median of {rounds}; medmulti first call {cold:.3f} s)")
+        for name, m in med.items():
+            print(f"  {name:14s} {m:8.3f} s   {m / med['simpleitk']:5.2f}x SimpleITK")
+        print(f"  medmulti peak traced memory: {peak / 2**20:.0f} MiB = {peak / vol_bytes:.2f}x the float32 volume")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
