@@ -21,6 +21,7 @@ from typing import Any, Iterable
 from ..errors import MedmultiError
 from ..spec import StudySpec
 from .cache import PreprocessCache, entry_key
+from .context import name_error
 
 __all__ = ["PreprocessSummary", "preprocess_manifest", "preprocess_row"]
 
@@ -77,9 +78,13 @@ class PreprocessSummary:
         return dataclasses.asdict(self)
 
 
-def _failure(row: Any, name: str | None, exc: BaseException) -> dict[str, Any]:
+def _failure(row: Any, name: str | None, exc: BaseException, spec: StudySpec | None = None,
+             root: Any = None) -> dict[str, Any]:
     if isinstance(exc, MedmultiError):
-        return {"patient_id": row.key, "modality": exc.modality or name, "path": row.paths.get(name) if name else None,
+        if spec is not None and root is not None:
+            name_error(exc, row, spec, root)
+        return {"patient_id": row.key, "modality": exc.modality or name,
+                "path": exc.path or (row.paths.get(name) if name else None),
                 "error": type(exc).__name__, "message": exc.message}
     # a library error's text may hold header values: report the type only
     return {"patient_id": row.key, "modality": name, "path": row.paths.get(name) if name else None,
@@ -125,7 +130,7 @@ def preprocess_row(row: Any, spec: StudySpec, cache: PreprocessCache, root: str 
     try:
         computed = preprocess_study(sources, spec, patient_id=row.key, only=todo)
     except Exception as exc:  # noqa: BLE001 - recorded per patient, the run goes on
-        out["failures"].append(_failure(row, None, exc))
+        out["failures"].append(_failure(row, None, exc, spec, root))
         return out
     for n in todo:
         pre = computed.get(n)

@@ -35,6 +35,7 @@ from ..errors import (
 )
 from ..spec import StudySpec
 from .augment import Augmenter
+from .context import name_error
 from .cache import PreprocessCache, _version, entry_key, fingerprint_source
 
 __all__ = ["PatientSequence", "MultiModalSequence", "POLICIES"]
@@ -411,28 +412,8 @@ class PatientSequence(keras.utils.PyDataset):
 
     def _contextualise(self, exc: MedmultiError, i: int) -> MedmultiError:
         """Name the patient, the spec modality and the path relative to the manifest root."""
-        from ..manifest.checks import HEADER_MODALITIES
-
-        row = self._rows[i]
-        names = self.spec.names
-        if exc.modality not in names:
-            header = str(exc.modality or "").upper()
-            fits = [n for n in names if self._present[i][n]
-                    and (header in HEADER_MODALITIES[self.spec.modality(n).kind] or header == n.upper())]
-            if len(fits) == 1:
-                exc.modality = fits[0]
-        src = row.sources.get(exc.modality) if exc.modality in names else None
-        if exc.path is not None:
-            p = Path(exc.path)
-            if not p.is_absolute() and src is not None and Path(src).is_dir() and (Path(src) / p).exists():
-                p = Path(src) / p  # a reader naming a file inside the series folder
-            try:
-                exc.path = p.resolve().relative_to(Path(self.manifest.root).resolve()).as_posix()
-            except (ValueError, OSError):
-                pass
-        elif exc.modality in names:
-            exc.path = row.paths.get(exc.modality)
-        return exc.with_context(patient_id=row.key)
+        present = [n for n in self.spec.names if self._present[i][n]]
+        return name_error(exc, self._rows[i], self.spec, self.manifest.root, present)
 
     def _check_shape(self, i: int, name: str, shape: tuple[int, ...]) -> None:
         want = self._shapes.get(name)
