@@ -230,7 +230,10 @@ def _thumbnail(path: Path) -> str | None:
         a = a[a.shape[0] // 2]
     step = max(1, int(np.ceil(max(a.shape) / 96)))
     a = a[::step, ::step]
-    lo, hi = np.percentile(a, [1, 99])
+    if str(img.modality).upper() == "CT":
+        lo, hi = -160.0, 240.0  # soft-tissue window (centre 40, width 400 HU)
+    else:
+        lo, hi = (float(v) for v in np.percentile(a, [1, 99]))
     a = np.clip((a - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
     from matplotlib import image as mpimg
 
