@@ -2,11 +2,8 @@
 
 Each 3D modality is preprocessed onto the study grid and shown as three
 orthogonal slices through the same world point, with the MR outline drawn over
-the CT window; X-rays are shown beside them. Example::
-
-    medmulti inspect ct=data/p001/ct mr=data/p001/mr.nii.gz xray=data/p001/cxr.dcm \\
-        --spec spec.yaml --out p001.png
-
+the CT window; X-rays are shown beside them. Example:
+``medmulti inspect ct=data/p001/ct mr=data/p001/mr.nii.gz --spec spec.yaml --out p001.png``.
 Exit codes: 0 written, 1 a data error (missing/corrupt file, failed registration),
 2 usage error (bad SOURCE pair, unknown modality name, unreadable spec).
 """

@@ -10,6 +10,7 @@ models.
 from __future__ import annotations
 
 from enum import Enum
+from types import MappingProxyType
 from typing import Mapping, Sequence, Union
 
 import numpy as np
@@ -18,8 +19,8 @@ from ..errors import SpecError
 
 __all__ = ["CT_WINDOWS", "WindowFunction", "apply_window", "resolve_window", "window_channels"]
 
-#: Named CT windows as ``(center, width)`` in HU (common radiology presets).
-CT_WINDOWS: Mapping[str, tuple[float, float]] = {
+#: Named CT windows as ``(center, width)`` in HU (common radiology presets; read-only).
+CT_WINDOWS: Mapping[str, tuple[float, float]] = MappingProxyType({
     "brain": (40.0, 80.0),
     "subdural": (75.0, 215.0),
     "stroke": (40.0, 40.0),
@@ -30,7 +31,7 @@ CT_WINDOWS: Mapping[str, tuple[float, float]] = {
     "abdomen": (50.0, 400.0),
     "liver": (30.0, 150.0),
     "bone": (400.0, 1800.0),
-}
+})
 
 Window = Union[str, Sequence[float]]
 
