@@ -491,11 +491,72 @@ def _inflate(fp, path_name: str, limits: Limits) -> bytes:
     return b"".join(chunks)
 
 
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
+_KNOWN_TS = {
+    "1.2.840.10008.1.2": (True, True),
+    "1.2.840.10008.1.2.2": (False, False),
+}
+
+
+def _scan_meta(head: bytes) -> tuple[int, str, str] | None:
+    """Locate the file meta group (explicit VR little endian) in the first bytes.
+
+    Returns ``(end offset, TransferSyntaxUID, MediaStorageSOPClassUID)``, or None
+    when the group is not entirely inside ``head`` or looks unusual (pydicom then
+    parses the file the ordinary way).
+    """
+    pos, ts, sop = 132, "", ""
+    while pos + 8 <= len(head):
+        group, elem = struct.unpack("<HH", head[pos : pos + 4])
+        if group != 0x0002:
+            return (pos, ts, sop) if ts else None
+        vr = head[pos + 4 : pos + 6]
+        if vr in _LONG_VRS:
+            if pos + 12 > len(head):
+                return None
+            length = struct.unpack("<I", head[pos + 8 : pos + 12])[0]
+            start = pos + 12
+        elif vr.isalpha() and vr.isupper():
+            length = struct.unpack("<H", head[pos + 6 : pos + 8])[0]
+            start = pos + 8
+        else:
+            return None
+        if length == 0xFFFFFFFF or start + length > len(head):
+            return None
+        if elem == 0x0010:
+            ts = head[start : start + length].decode("ascii", "replace").strip(" \x00")
+        elif elem == 0x0002:
+            sop = head[start : start + length].decode("ascii", "replace").strip(" \x00")
+        pos = start + length
+    return None
+
+
+def _at_pixels(tag, vr, length) -> bool:
+    return tag in (0x7FE00010, 0x7FE00008, 0x7FE00009)
+
+
 def _parse(fp, path_name: str, *, force: bool, limits: Limits, head: bytes, strict: bool):
     import pydicom
-    from pydicom.filereader import _read_file_meta_info, read_preamble
+    from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 
     reader = _StrictReader(fp, path_name) if strict else fp
+    if not strict and not force and head[128:132] == b"DICM":
+        # fast path: meta group scanned here, the dataset parsed by pydicom's
+        # read_dataset (skips FileDataset/FileMetaDataset construction, ~40% of dcmread)
+        meta = _scan_meta(head)
+        if meta is not None and meta[1] not in _DEFLATED:
+            end, ts, sop = meta
+            implicit, little = _KNOWN_TS.get(ts, (False, True))
+            fp.seek(end)
+            ds = read_dataset(fp, implicit, little, stop_when=_at_pixels)
+            from pydicom.dataset import FileMetaDataset
+
+            fm = FileMetaDataset()
+            fm.TransferSyntaxUID = ts
+            if sop:
+                fm.MediaStorageSOPClassUID = sop
+            ds.file_meta = fm
+            return ds, fp, None, ts
     if any(uid in head for uid in _DEFLATED_BYTES):
         preamble = read_preamble(reader, force)
         meta = _read_file_meta_info(reader) if preamble is not None or force else None

@@ -67,9 +67,10 @@ def apply_rescale_into(stored: np.ndarray, out: np.ndarray, slope: float, interc
         ``out``.
     """
     if slope == 1.0:
-        out[...] = stored
-    else:
-        np.multiply(stored, np.float32(slope), out=out, casting="unsafe")
+        # one pass: int + float32 scalar computes in float32 straight into out
+        np.add(stored, np.float32(intercept), out=out, casting="unsafe")
+        return out
+    np.multiply(stored, np.float32(slope), out=out, casting="unsafe")
     if intercept != 0.0:
         out += np.float32(intercept)
     return out
