@@ -419,6 +419,11 @@ class DicomHeader:
                 raise CorruptFileError(
                     "the file is truncated: it ends before the declared pixel data", path=self.name, keyword="PixelData"
                 )
+            if self.pixel_offset + self.pixel_length > self.file_size:
+                raise CorruptFileError(
+                    "the file is truncated inside PixelData (shorter than its declared length)", path=self.name, keyword="PixelData"
+                )
+            self._check_trailing(self.pixel_offset + self.pixel_length)
         else:
             if self.pixel_length is not None:
                 raise CorruptFileError("compressed PixelData must be encapsulated (undefined length)", path=self.name, keyword="PixelData")
@@ -459,6 +464,44 @@ class DicomHeader:
                 f.seek(pos)
         if n_items < 2:  # the Basic Offset Table item plus at least one fragment
             raise CorruptFileError("the compressed pixel data holds no fragment", path=self.name, keyword="PixelData")
+        self._check_trailing(pos)
+
+    def _check_trailing(self, pos: int) -> None:
+        """Walk the elements after PixelData (e.g. DataSetTrailingPadding) by their headers.
+
+        Raises
+        ------
+        CorruptFileError
+            If one of them runs past the end of the file (the file was cut).
+        """
+        e = "<" if self.little_endian else ">"
+        implicit = self.transfer_syntax == "1.2.840.10008.1.2"
+        with self.open_pixels() as f:
+            for _ in range(64):
+                if self.file_size - pos == 0:
+                    return
+                f.seek(pos)
+                head = f.read(12)
+                if len(head) < 8:
+                    if head.strip(b"\x00"):
+                        raise CorruptFileError("the file is truncated after the pixel data", path=self.name)
+                    return
+                if implicit:
+                    length = struct.unpack(e + "I", head[4:8])[0]
+                    start = pos + 8
+                elif head[4:6] in _LONG_VRS:
+                    if len(head) < 12:
+                        raise CorruptFileError("the file is truncated after the pixel data", path=self.name)
+                    length = struct.unpack(e + "I", head[8:12])[0]
+                    start = pos + 12
+                else:
+                    length = struct.unpack(e + "H", head[6:8])[0]
+                    start = pos + 8
+                if length == 0xFFFFFFFF:
+                    return  # an undefined-length trailing sequence: not walked
+                if start + length > self.file_size:
+                    raise CorruptFileError("the file is truncated after the pixel data", path=self.name)
+                pos = start + length
 
     def open_pixels(self):
         """Return a binary file object positioned at the PixelData value."""

@@ -14,6 +14,7 @@ from .dicom_header import read_header
 from .dicom_series import read_dicom_series
 from .limits import DEFAULT_LIMITS, Limits
 from .nifti import read_nifti
+from .quiet import quiet_pydicom
 
 __all__ = ["read_image", "resolve_format"]
 
@@ -59,6 +60,7 @@ def resolve_format(path: Path, name: str) -> FileFormat:
     return fmt
 
 
+@quiet_pydicom
 def read_image(
     path: str | PathLike[str],
     modality: str | None = None,

@@ -30,6 +30,7 @@ from .dicom_series import plan_series
 from .limits import DEFAULT_LIMITS, Limits
 from .nifti import _checked_affine, _itk_geometry, _Stream, read_nifti_header
 from .reader import read_image, resolve_format
+from .quiet import quiet_pydicom
 
 __all__ = ["SourceInfo", "inspect_source", "digest"]
 
@@ -195,6 +196,7 @@ def _inspect_nifti(p: Path, name: str, gz: bool, modality: str | None, volume: i
     )
 
 
+@quiet_pydicom
 def inspect_source(
     path: str | PathLike[str],
     *,

@@ -198,7 +198,12 @@ def voi_meta(ds: Any, *, inverted: bool, low: float, high: float) -> dict[str, A
         lut = item.get("LUTData", None)
         if desc is not None and lut is not None and len(desc) == 3:
             n, first, bits = int(desc[0]) or 65536, int(desc[1]), int(desc[2])
-            data = np.asarray(lut, dtype=np.int64).ravel()[:n]
+            if isinstance(lut, (bytes, bytearray)):  # OW: 16-bit words in the dataset's byte order
+                little = getattr(ds, "original_encoding", (None, True))[1] is not False
+                data = np.frombuffer(bytes(lut)[: len(lut) // 2 * 2], dtype="<u2" if little else ">u2").astype(np.int64)
+            else:
+                data = np.asarray(lut, dtype=np.int64).ravel()
+            data = data[:n]
             if inverted:
                 top = 2**bits - 1
                 data = top - data[::-1]
