@@ -148,3 +148,21 @@ def test_generated_cr_rescaled(tmp_path):
     img = read_image(path)
     np.testing.assert_allclose(img.array, stored * 0.5 + 10.0)
     assert img.meta["spacing_source"] == "PixelSpacing"
+
+
+def test_header_values_never_reach_logs_or_warnings(tmp_path, caplog, recwarn):
+    import logging
+
+    # an invalid UI value that pydicom would quote in a warning and a log record
+    ds = pydicom.dcmread(bundled("MR_small.dcm"))
+    ds["SeriesInstanceUID"].value = "CANARY.UID.not-valid"
+    ds.PatientName = "CANARY^NAME"
+    path = tmp_path / "x.dcm"
+    ds.save_as(path)
+    caplog.clear()
+    recwarn.clear()
+    with caplog.at_level(logging.DEBUG):
+        read_image(path)
+        inspect_source(path)
+    assert "CANARY" not in caplog.text
+    assert not any("CANARY" in str(w.message) for w in recwarn)
