@@ -177,6 +177,17 @@ def chain_sitk(root: Path, info: dict, grid=GRID) -> dict:
 MONAI_CODE = r"""
 import json, sys, time, resource
 import numpy as np
+
+
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
+
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 from monai.transforms import (Compose, EnsureChannelFirst, LoadImage, Orientation, Resize, ScaleIntensityRange,
                               ScaleIntensityRangePercentiles, Spacing)
 root = sys.argv[1]
@@ -198,13 +209,28 @@ def chain(root):
 
 
 chain(warm)  # imports and first-call setup, as for the other chains
-base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base_mb = hwm()
+c0 = cpu()
 t0 = time.perf_counter()
 chans, mr = chain(root)
 dt = time.perf_counter() - t0
+cpu_s = cpu() - c0
 print(json.dumps({"seconds": dt, "shapes": {"ct": [len(chans)] + list(chans[0].shape[1:]), "mr": list(mr.shape)},
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "baseline_mb": base_mb}))
+                  "peak_mb": hwm(), "baseline_mb": base_mb, "cpu_s": cpu_s}))
 """
+
+
+def _hwm_mb() -> float:
+    """Peak resident memory of this process (VmHWM), MB; unlike ru_maxrss it is not inherited across exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def run_one(mode: str, root: Path, info: dict) -> dict:
@@ -220,9 +246,11 @@ def run_one(mode: str, root: Path, info: dict) -> dict:
         run(warm, winfo, grid=(8, 8, 8))
     except Exception:  # noqa: BLE001 - the warm-up only loads code; a tiny study may not register
         pass
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = _hwm_mb()
+    cpu = _cpu_s()
     result = run(root, info)
-    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["cpu_s"] = _cpu_s() - cpu
+    result["peak_mb"] = _hwm_mb()
     result["baseline_mb"] = base
     return result
 
@@ -277,16 +305,21 @@ def main(argv=None) -> int:
         summary[mode] = {
             "median_s": statistics.median(x["seconds"] for x in rs),
             "runs_s": [round(x["seconds"], 3) for x in rs],
+            "median_cpu_s": statistics.median(x.get("cpu_s", float("nan")) for x in rs),
             "peak_mb": max(x["peak_mb"] for x in rs),
             "peak_above_baseline_mb": max(x["peak_mb"] - x.get("baseline_mb", 0.0) for x in rs),
             "shapes": rs[0]["shapes"],
         }
     ref = summary["sitk"]["median_s"]
-    print(f"\n{'chain':18s} {'median s':>9s} {'x sitk':>7s} {'peak MB':>8s} {'+MB':>7s}  runs")
+    ref_cpu = summary["sitk"]["median_cpu_s"]
+    print(f"\n{'chain':18s} {'median s':>9s} {'x sitk':>7s} {'cpu s':>7s} {'x sitk':>7s} {'peak MB':>8s} "
+          f"{'+MB':>7s}  runs (s)")
     for mode, s in summary.items():
         s["ratio_vs_sitk"] = s["median_s"] / ref
-        print(f"{mode:18s} {s['median_s']:9.3f} {s['ratio_vs_sitk']:7.2f} {s['peak_mb']:8.0f} "
-              f"{s['peak_above_baseline_mb']:7.0f}  {s['runs_s']}")
+        s["cpu_ratio_vs_sitk"] = s["median_cpu_s"] / ref_cpu
+        print(f"{mode:18s} {s['median_s']:9.3f} {s['ratio_vs_sitk']:7.2f} {s['median_cpu_s']:7.2f} "
+              f"{s['cpu_ratio_vs_sitk']:7.2f} {s['peak_mb']:8.0f} {s['peak_above_baseline_mb']:7.0f}  {s['runs_s']}")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"\ninput volumes: {input_mb['int16']:.0f} MB as int16, {input_mb['float32']:.0f} MB as float32")
     if args.json:
         Path(args.json).write_text(json.dumps({"info": info, "input_mb": input_mb, "repeats": repeats,
