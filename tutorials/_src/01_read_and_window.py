@@ -172,21 +172,38 @@ print("same as SimpleITK:", np.allclose(mr.array, sitk.GetArrayFromImage(itk_mr)
       np.allclose(mr.origin, itk_mr.GetOrigin(), atol=1e-3))
 
 # %% [markdown]
-# Three orthogonal slices through the centre. The `aspect` of each picture is the ratio of the
+# This file is stored in an unusual layout: its array axes point Superior, Anterior, Left
+# (`SAL`). `reorient_canonical` permutes and flips the axes (no interpolation) into the canonical
+# axial layout `SPL` (slices inferior→superior, rows anterior→posterior, columns right→left),
+# and changes the affine with it, so every voxel keeps its world position.
+
+# %%
+from medmulti.geometry import reorient_canonical
+
+mr_c = reorient_canonical(mr)
+print(orientation_codes(mr.affine), mr.shape, "->", orientation_codes(mr_c.affine), mr_c.shape)
+point = mr.index_to_world([10, 20, 15])  # a voxel's position in LPS mm
+i_old = np.round(mr.world_to_index(point)).astype(int)
+i_new = np.round(mr_c.world_to_index(point)).astype(int)
+print("same voxel value at the same world point:", mr.array[tuple(i_old)] == mr_c.array[tuple(i_new)])
+
+# %% [markdown]
+# Three orthogonal slices through the centre, in the radiological convention (patient left on
+# the viewer's right, superior at the top). The `aspect` of each picture is the ratio of the
 # voxel sizes, so anatomy is not stretched when the voxels are not cubes.
 
 # %%
-z, y, x = (s // 2 for s in mr.shape)
-sz, sy, sx = mr.spacing
+z, y, x = (s // 2 for s in mr_c.shape)
+sz, sy, sx = mr_c.spacing
 views = [
-    ("slice (axis 0)", mr.array[z], sy / sx),
-    ("row (axis 1)", mr.array[:, y, :], sz / sx),
-    ("column (axis 2)", mr.array[:, :, x], sz / sy),
+    ("axial", mr_c.array[z], "upper", sy / sx),
+    ("coronal", mr_c.array[:, y, :], "lower", sz / sx),
+    ("sagittal", mr_c.array[:, :, x], "lower", sz / sy),
 ]
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
-for ax, (title, img, aspect) in zip(axes, views):
-    ax.imshow(img, cmap="gray", aspect=aspect, origin="lower")
-    ax.set_title(f"{title}: {img.shape}")
+for ax, (title, img, origin, aspect) in zip(axes, views):
+    ax.imshow(img, cmap="gray", origin=origin, aspect=aspect)
+    ax.set_title(f"{title} {img.shape}")
     ax.axis("off")
 plt.tight_layout()
 plt.show()
@@ -206,17 +223,25 @@ print({k: xray.meta[k] for k in ("photometric", "inverted", "spacing_source", "v
 
 from medmulti.intensity import normalize_xray, voi_from_meta
 
-voi = voi_from_meta(xray.meta)  # the header's window / VOI LUT, if any
-shown = normalize_xray(xray.array, window=voi.get("window"), lut=voi.get("lut"))
-fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
-axes[0].imshow(xray.array, cmap="gray")
-axes[0].set_title("stored values")
-axes[1].imshow(shown, cmap="gray", vmin=0, vmax=1)
-axes[1].set_title("normalised to [0, 1]")
-for ax in axes:
+voi = voi_from_meta(xray.meta)  # the header's window / VOI LUT (already mapped through the inversion)
+print("header window (center, width):", voi["window"])
+by_header = normalize_xray(xray.array, method="voi", window=voi["window"], lut=voi["lut"])
+by_percentiles = normalize_xray(xray.array, method="percentile", percentiles=(1, 99))
+fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+for ax, (title, img) in zip(axes, [("values after the modality LUT", xray.array),
+                                   ("header window (method='voi')", by_header),
+                                   ("1st-99th percentiles", by_percentiles)]):
+    ax.imshow(img, cmap="gray", vmin=0 if img is not xray.array else None, vmax=1 if img is not xray.array else None)
+    ax.set_title(title, fontsize=10)
     ax.axis("off")
 plt.tight_layout()
 plt.show()
+
+# %% [markdown]
+# This bundled file is a 16×16 thumbnail of a radiograph: its header window (2800 wide) was set
+# for the full image, so on the thumbnail's narrow range of values it looks flat. The spec
+# chooses per X-ray input: `method: voi` (the header's window or VOI LUT, falling back to
+# percentiles when there is none) or `method: percentile`.
 
 # %% [markdown]
 # ## What next
