@@ -46,6 +46,7 @@ from .errors import MedmultiError, SpecError, UnsupportedDataError
 from .geometry import (
     Grid,
     body_center,
+    canonical_transform,
     fill_value_for,
     fit_2d,
     make_grid,
@@ -196,10 +197,6 @@ def _modality_grid(grid: Grid, mspec: ModalitySpec, is_reference: bool) -> Grid:
     return make_grid(grid, mspec.spacing_mm or grid.spacing, mspec.shape, grid.center)
 
 
-def _same_grid(a: Grid, b: Image) -> bool:
-    return a.shape == b.shape and np.allclose(a.affine, b.affine, atol=1e-6)
-
-
 # -- intensity -----------------------------------------------------------------
 
 
@@ -260,6 +257,52 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
     return value
+
+
+def _volume(m: ModalitySpec, img: Image, sources: Mapping[str, Source], ref_spec: ModalitySpec, ref_img: Image,
+            grid: Grid, ref_on_grid: Image | None, patient_id: str | None) -> tuple[Preprocessed, Image | None]:
+    """One 3D modality onto the study grid (and the reference on the grid, cached for registration)."""
+    is_ref = m.name == ref_spec.name
+    mgrid = _modality_grid(grid, m, is_ref)
+    fill = fill_value_for(m.kind)
+    registration = None
+    reason = "reference"
+    if is_ref:
+        perm, _, can_affine = canonical_transform(img.affine, img.shape)
+        if mgrid.shape == tuple(img.shape[p] for p in perm) and np.allclose(mgrid.affine, can_affine, atol=1e-6):
+            on_grid = reorient_canonical(img)  # the grid is the image itself: no interpolation
+        else:
+            on_grid = resample_to(img, mgrid, fill_value=fill)
+        ref_on_grid = on_grid if mgrid is grid else ref_on_grid
+    else:
+        do_register, reason = _should_register(m.register, ref_img, sources[ref_spec.name], img, sources[m.name])
+        transform = None
+        if do_register:
+            if ref_on_grid is None:
+                ref_on_grid = resample_to(ref_img, grid, fill_value=fill_value_for(ref_spec.kind))
+            result = rigid_registration(ref_on_grid, img, modality=m.name)
+            transform = result.matrix
+            registration = result.to_dict()
+            log.info("patient %s: %s registered (%.2f deg, %.2f mm)", patient_id or "?", m.name,
+                     result.rotation_deg, result.shift_mm)
+        on_grid = resample_to(img, mgrid, fill_value=fill, transform=transform)
+    values = on_grid.array
+    array = _intensity_3d(m, values, img, mgrid.spacing)
+    meta = {
+        "name": m.name,
+        "kind": m.kind,
+        "modality": img.modality,
+        "reference": ref_spec.name,
+        "grid": mgrid.to_dict(),
+        "source_shape": list(img.shape),
+        "source_spacing": list(img.spacing),
+        "source_orientation": orientation_codes(img.affine),
+        "alignment": reason,
+        "registration": registration,
+        "fill_value": fill,
+        "intensity": _jsonable(m.intensity),
+    }
+    return Preprocessed(array.astype(np.float32, copy=False), mgrid.affine.copy(), mgrid.spacing, meta), ref_on_grid
 
 
 # -- the study -----------------------------------------------------------------
@@ -357,47 +400,13 @@ def preprocess_study(
         grid = reference_grid(ref_img, ref_spec)
     order = sorted(targets, key=lambda m: 0 if (ref_spec is not None and m.name == ref_spec.name) else 1)
     for m in order:
-        if m.dims == 2:
-            results[m.name] = _xray(m.name, load(m), m)
-            continue
-        assert grid is not None and ref_spec is not None and ref_img is not None
-        img = load(m)
-        is_ref = m.name == ref_spec.name
-        mgrid = _modality_grid(grid, m, is_ref)
-        fill = fill_value_for(m.kind)
-        registration = None
-        reason = "reference"
-        if is_ref:
-            canonical = reorient_canonical(img)
-            on_grid = canonical if _same_grid(mgrid, canonical) else resample_to(img, mgrid, fill_value=fill)
-            ref_on_grid = on_grid if mgrid is grid else ref_on_grid
-        else:
-            do_register, reason = _should_register(m.register, ref_img, sources[ref_spec.name], img, sources[m.name])
-            transform = None
-            if do_register:
-                if ref_on_grid is None:
-                    ref_on_grid = resample_to(ref_img, grid, fill_value=fill_value_for(ref_spec.kind))
-                result = rigid_registration(ref_on_grid, img, modality=m.name)
-                transform = result.matrix
-                registration = result.to_dict()
-                log.info("patient %s: %s registered (%.2f deg, %.2f mm)", patient_id or "?", m.name,
-                         result.rotation_deg, result.shift_mm)
-            on_grid = resample_to(img, mgrid, fill_value=fill, transform=transform)
-        values = on_grid.array
-        array = _intensity_3d(m, values, img, mgrid.spacing)
-        meta = {
-            "name": m.name,
-            "kind": m.kind,
-            "modality": img.modality,
-            "reference": ref_spec.name,
-            "grid": mgrid.to_dict(),
-            "source_shape": list(img.shape),
-            "source_spacing": list(img.spacing),
-            "source_orientation": orientation_codes(img.affine),
-            "alignment": reason,
-            "registration": registration,
-            "fill_value": fill,
-            "intensity": _jsonable(m.intensity),
-        }
-        results[m.name] = Preprocessed(array.astype(np.float32, copy=False), mgrid.affine.copy(), mgrid.spacing, meta)
+        try:
+            if m.dims == 2:
+                results[m.name] = _xray(m.name, load(m), m)
+            else:
+                assert grid is not None and ref_spec is not None and ref_img is not None
+                results[m.name], ref_on_grid = _volume(m, load(m), sources, ref_spec, ref_img, grid, ref_on_grid,
+                                                       patient_id)
+        except MedmultiError as exc:
+            raise exc.with_context(patient_id=patient_id, modality=m.name)
     return {name: results[name] for name in spec.names if name in results}

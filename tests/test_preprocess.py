@@ -198,7 +198,7 @@ def test_errors_name_the_modality_and_patient(study):
     far = mr.copy(affine=mr.affine @ np.array([[1, 0, 0, 400.0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
     with pytest.raises(RegistrationError) as info:
         preprocess_study({"ct": ct, "mr": far}, _spec("rigid"), patient_id="p7")
-    assert info.value.modality == "mr"
+    assert info.value.modality == "mr" and info.value.patient_id == "p7"
 
 
 def test_paths_go_through_the_reader(study):
