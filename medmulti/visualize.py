@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping
 
 import numpy as np
 
+from .errors import SpecError
 from .image import Image
 from .preprocess import Preprocessed, Source, preprocess_study
 from .spec import StudySpec
@@ -81,6 +82,11 @@ def plot_preprocessed(
     matplotlib.figure.Figure
         A figure not attached to pyplot (no global state); save it with
         ``fig.savefig(path)``.
+
+    Raises
+    ------
+    SpecError
+        When ``results`` is empty.
     """
     from matplotlib.figure import Figure
 
@@ -89,7 +95,11 @@ def plot_preprocessed(
     if outline == "auto":
         outline = next((k for k, p in vols.items() if p.meta.get("kind") == "mr"), None)
     rows = max(1, len(vols))
-    cols = 3 + (1 if flats else 0)
+    xcol = 3 if vols else 0  # the X-ray column
+    cols = xcol + (1 if flats else 0)
+    if not cols:
+        raise SpecError("nothing to draw: no modality of the spec has a source",
+                        hint="pass sources as {modality name: path or Image}")
     fig = Figure(figsize=(3.2 * cols, 3.2 * rows + 0.4), layout="constrained")
     grid = fig.add_gridspec(rows, cols)
     # one world point (the reference grid's centre) for every row
@@ -114,7 +124,7 @@ def plot_preprocessed(
             ax.set_xticks([])
             ax.set_yticks([])
     for i, (name, p) in enumerate(flats.items()):
-        ax = fig.add_subplot(grid[min(i, rows - 1), 3] if len(flats) > 1 else grid[:, 3])
+        ax = fig.add_subplot(grid[min(i, rows - 1), xcol] if len(flats) > 1 else grid[:, xcol])
         ax.imshow(p.array[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
         ax.set_title(f"{name} ({p.meta.get('kind', '?')})", fontsize=9)
         ax.set_xticks([])

@@ -84,3 +84,10 @@ def test_cli_inspect_exit_codes(files, tmp_path, capsys):
                  "--out", str(tmp_path / "y.png")]) == 1  # missing file: a data error
     err = capsys.readouterr().err
     assert "ct" in err and "MissingFileError" in err
+
+
+def test_montage_of_an_xray_alone_has_one_panel():
+    spec = StudySpec.from_dict(SPEC)
+    xr = Image(np.tile(np.linspace(0, 1, 80, dtype=np.float32), (60, 1)), None, (0.2, 0.2), "DX")
+    fig = plot_preprocessed(preprocess_study({"xray": xr}, spec))
+    assert [a.get_title() for a in fig.get_axes()] == ["xray (xray)"]
