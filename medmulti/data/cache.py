@@ -42,6 +42,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 import zlib
@@ -60,6 +61,7 @@ __all__ = [
     "CacheReport",
     "PreprocessCache",
     "entry_key",
+    "entry_keys",
     "fingerprint_source",
 ]
 
@@ -69,10 +71,12 @@ CACHE_FORMAT = 1
 STORE_DTYPES = ("float32", "float16")
 VERIFY_READS = ("first", "always")
 _TMP_PREFIX = ".tmp-"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
-# per-process memo: sidecar path -> (stat signature, parsed sidecar, crc verified)
-_VERIFIED: dict[str, tuple[tuple, dict[str, Any]]] = {}
+# per-process memo: sidecar path -> (sidecar stat signature, parsed sidecar,
+#                                   (array file stat signature, data offset) once its CRC was verified)
+_VERIFIED: dict[str, tuple[tuple, dict[str, Any], Any]] = {}
 
 
 class _Corrupt(Exception):
@@ -93,6 +97,48 @@ def _relative(path: Path, root: Path | None) -> str:
         except ValueError:  # other drive on Windows
             pass
     return Path(path).as_posix()
+
+
+def _walk(top: str, prefix: str, out: list[tuple[str, int, int]]) -> None:
+    """Append ``(relpath, size, mtime_ns)`` of every file under ``top``, sorted (os.scandir: one
+    syscall per entry; this runs for every patient read, so it avoids pathlib)."""
+    with os.scandir(top) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        if e.is_dir():
+            _walk(e.path, f"{prefix}{e.name}/", out)
+        else:
+            st = e.stat()
+            out.append((prefix + e.name, st.st_size, st.st_mtime_ns))
+
+
+def _fingerprint(path: Any, root: Any, pin: str | None) -> tuple | None:
+    """Hashable form of :func:`fingerprint_source`."""
+    if path is None:
+        return None
+    rel = _relative(Path(path), None if root is None else Path(root))
+    if pin:
+        return (rel, "sha256", str(pin).lower())
+    files: list[tuple[str, int, int]] = []
+    try:
+        if os.path.isdir(path):
+            _walk(os.fspath(path), "", files)
+        else:
+            st = os.stat(path)
+            files.append((".", st.st_size, st.st_mtime_ns))
+    except OSError:
+        return (rel, "missing")
+    return (rel, "files", tuple(files))
+
+
+def _fingerprint_doc(fp: tuple | None) -> dict[str, Any] | None:
+    if fp is None:
+        return None
+    if fp[1] == "sha256":
+        return {"path": fp[0], "sha256": fp[2]}
+    if fp[1] == "missing":
+        return {"path": fp[0], "files": "missing"}
+    return {"path": fp[0], "files": [list(f) for f in fp[2]]}
 
 
 def fingerprint_source(
@@ -120,35 +166,83 @@ def fingerprint_source(
         ``{"path": ..., "sha256": ...}``; ``None`` for an absent source.
         A missing file is recorded as ``"missing"`` (the reader raises later).
     """
-    if path is None:
-        return None
-    p = Path(path)
-    rootp = None if root is None else Path(root)
-    rel = _relative(p, rootp)
-    if sha256:
-        return {"path": rel, "sha256": str(sha256).lower()}
-    files: list[list[Any]] = []
-    try:
-        if p.is_dir():
-            for dirpath, dirnames, filenames in os.walk(p):
-                dirnames.sort()
-                for name in sorted(filenames):
-                    fp = Path(dirpath) / name
-                    st = fp.stat()
-                    files.append([_relative(fp, p), st.st_size, st.st_mtime_ns])
-        else:
-            st = p.stat()
-            files.append([".", st.st_size, st.st_mtime_ns])
-    except OSError:
-        return {"path": rel, "files": "missing"}
-    return {"path": rel, "files": files}
+    return _fingerprint_doc(_fingerprint(path, root, sha256))
 
 
-def _section(mod: Any) -> dict[str, Any]:
-    """The spec section that determines the preprocessed array (``required`` does not)."""
-    d = mod.to_dict()
-    d.pop("required", None)
-    return d
+def _section(mod: Any) -> str:
+    """The spec section that determines the preprocessed array (``required`` does not), as JSON."""
+    fields = tuple((f.name, repr(getattr(mod, f.name))) for f in dataclasses.fields(mod))
+    hit = _SECTIONS.get(fields)
+    if hit is None:
+        d = mod.to_dict()
+        d.pop("required", None)
+        hit = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
+        if len(_SECTIONS) > 256:
+            _SECTIONS.clear()
+        _SECTIONS[fields] = hit
+    return hit
+
+
+_SECTIONS: dict[tuple, str] = {}
+
+
+def entry_keys(
+    spec: StudySpec,
+    names: Any,
+    sources: Mapping[str, str | PathLike[str] | None],
+    *,
+    root: str | PathLike[str] | None = None,
+    sha256: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Return :func:`entry_key` for several modalities of one patient, fingerprinting each source once.
+
+    Parameters
+    ----------
+    spec, sources, root, sha256
+        As for :func:`entry_key`.
+    names : iterable of str
+        The modality names.
+
+    Returns
+    -------
+    dict
+        Modality name -> key.
+    """
+    pins = dict(sha256 or {})
+    names = list(names)
+    ref = spec.reference
+    wanted = set(names)
+    if ref is not None and any(spec.modality(n).dims == 3 for n in names):
+        wanted.add(ref.name)
+    fps = {n: _fingerprint(sources.get(n), root, pins.get(n)) for n in sorted(wanted)}
+    token = (tuple(names), tuple(_section(spec.modality(n)) for n in sorted(wanted)),
+             None if ref is None else ref.name, tuple(fps.items()))
+    hit = _KEYS.get(token)
+    if hit is None:
+        hit = {n: _key_of(spec, n, lambda m: _fingerprint_doc(fps[m])) for n in names}
+        if len(_KEYS) > 100_000:
+            _KEYS.clear()
+        _KEYS[token] = hit
+    return dict(hit)
+
+
+# per-process memo: (names, spec sections, reference, fingerprints) -> keys
+_KEYS: dict[tuple, dict[str, str]] = {}
+
+
+def _key_of(spec: StudySpec, name: str, fp) -> str:
+    mod = spec.modality(name)
+    doc: dict[str, Any] = {
+        "cache_format": CACHE_FORMAT,
+        "medmulti": _version(),
+        "modality": _section(mod),
+        "source": fp(name),
+    }
+    ref = spec.reference
+    if mod.dims == 3 and ref is not None and ref.name != name:
+        doc["reference"] = {"modality": _section(ref), "source": fp(ref.name)}
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def entry_key(
@@ -184,22 +278,7 @@ def entry_key(
     SpecError
         If ``name`` is not a modality of the spec.
     """
-    pins = dict(sha256 or {})
-    mod = spec.modality(name)
-    doc: dict[str, Any] = {
-        "cache_format": CACHE_FORMAT,
-        "medmulti": _version(),
-        "modality": _section(mod),
-        "source": fingerprint_source(sources.get(name), root=root, sha256=pins.get(name)),
-    }
-    ref = spec.reference
-    if mod.dims == 3 and ref is not None and ref.name != name:
-        doc["reference"] = {
-            "modality": _section(ref),
-            "source": fingerprint_source(sources.get(ref.name), root=root, sha256=pins.get(ref.name)),
-        }
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return entry_keys(spec, [name], sources, root=root, sha256=sha256)[name]
 
 
 # ---------------------------------------------------------------------- records
@@ -299,28 +378,37 @@ def _payload_crc(array: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
 
 
+def _sig(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def _read_npy(path: Path, *, shape: tuple[int, ...], dtype: np.dtype, out: np.ndarray | None,
-              crc: int | None) -> np.ndarray:
-    """Read a plain ``.npy`` (no pickle) straight into ``out`` when it fits; check it."""
+              crc: int, trusted: tuple[tuple[int, int, int], int] | None = None) -> tuple[np.ndarray, tuple, int]:
+    """Read a plain ``.npy`` (no pickle) straight into ``out`` when it fits; check it.
+
+    ``trusted``: ``(stat signature, data offset)`` of this file as already checked
+    in this process (header parsed, CRC verified). When the opened file still has
+    that signature, the header parse and the CRC are skipped.
+    Returns the array, the opened file's signature and the data offset.
+    """
     try:
         fh = open(path, "rb", buffering=0)
     except FileNotFoundError:
         raise _Corrupt("the array file is missing") from None
     with fh:
-        try:
-            version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                got_shape, fortran, got_dtype = np.lib.format.read_array_header_1_0(fh)
-            elif version == (2, 0):
-                got_shape, fortran, got_dtype = np.lib.format.read_array_header_2_0(fh)
-            else:
-                raise _Corrupt(f"unsupported .npy version {version}")
-        except (ValueError, OSError, SyntaxError):
-            raise _Corrupt("the .npy header is unreadable") from None
+        sig = _sig(os.fstat(fh.fileno()))
+        if trusted is not None and trusted[0] == sig:
+            got_shape, fortran, got_dtype = shape, False, dtype
+            fh.seek(trusted[1])
+            check_crc = False
+        else:
+            got_shape, fortran, got_dtype = _read_header(fh)
+            check_crc = True
         if got_dtype.hasobject:
             raise _Corrupt("the array holds Python objects (pickle); refused")
         if fortran or tuple(got_shape) != tuple(shape) or got_dtype != dtype:
             raise _Corrupt("the array's shape or dtype differs from its sidecar")
+        data_offset = fh.tell()
         if out is not None and out.dtype == got_dtype and out.shape == tuple(got_shape) and out.flags.c_contiguous:
             target = out
         else:
@@ -334,12 +422,25 @@ def _read_npy(path: Path, *, shape: tuple[int, ...], dtype: np.dtype, out: np.nd
             pos += n
         if fh.read(1):
             raise _Corrupt("the array file has trailing bytes")
-        if crc is not None and zlib.crc32(buf) != crc:
+        if check_crc and zlib.crc32(buf) != crc:
             raise _Corrupt("the payload checksum does not match (flipped bytes)")
     if out is not None and target is not out:
         np.copyto(out, target, casting="same_kind")
-        return out
-    return target
+        return out, sig, data_offset
+    return target, sig, data_offset
+
+
+def _read_header(fh) -> tuple:
+    """Parse a .npy header (numpy's own parser, which never unpickles)."""
+    try:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            return np.lib.format.read_array_header_1_0(fh)
+        if version == (2, 0):
+            return np.lib.format.read_array_header_2_0(fh)
+    except (ValueError, OSError, SyntaxError):
+        raise _Corrupt("the .npy header is unreadable") from None
+    raise _Corrupt(f"unsupported .npy version {version}")
 
 
 # ------------------------------------------------------------------------ cache
@@ -400,7 +501,7 @@ class PreprocessCache:
 
     @staticmethod
     def _check_key(key: str) -> None:
-        if not (isinstance(key, str) and len(key) == 64 and all(c in "0123456789abcdef" for c in key)):
+        if not (isinstance(key, str) and _HEX64.fullmatch(key)):
             raise ValueError("a cache key is 64 lowercase hex digits (see entry_key)")
 
     def keys(self) -> Iterator[str]:
@@ -415,20 +516,14 @@ class PreprocessCache:
         return self.sidecar_path(key).is_file()
 
     # -- read ------------------------------------------------------------------
-    def _sidecar(self, key: str, *, force_check: bool) -> tuple[dict[str, Any], Path, bool]:
-        """Return (sidecar, array path, needs_crc); raise _Corrupt or FileNotFoundError."""
+    def _sidecar(self, key: str, *, use_memo: bool) -> tuple[dict[str, Any], Path, Any]:
+        """Return (sidecar, array path, trusted); raise _Corrupt or FileNotFoundError."""
         side = self.sidecar_path(key)
-        st = side.stat()  # FileNotFoundError -> miss
+        side_sig = _sig(os.stat(side))  # FileNotFoundError -> miss
         memo = _VERIFIED.get(str(side))
-        if memo is not None and not force_check:
-            sig, info = memo
-            arr_path = side.parent / info["file"]
-            try:
-                ast = arr_path.stat()
-            except FileNotFoundError:
-                raise _Corrupt("the array file is missing") from None
-            if sig == (st.st_ino, st.st_size, st.st_mtime_ns, ast.st_ino, ast.st_size, ast.st_mtime_ns):
-                return info, arr_path, False
+        if memo is not None and use_memo and memo[0] == side_sig:
+            info = memo[1]
+            return info, side.parent / info["file"], memo[2]
         try:
             info = json.loads(side.read_bytes().decode("utf-8"))
             if info.get("cache_format") != CACHE_FORMAT or info.get("key") != key:
@@ -441,7 +536,8 @@ class PreprocessCache:
             np.dtype(info["stored_dtype"])
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             raise _Corrupt("the sidecar is unreadable") from None
-        return info, side.parent / fname, True
+        _VERIFIED[str(side)] = (side_sig, info, None)
+        return info, side.parent / fname, None
 
     def load(self, key: str, *, out: np.ndarray | None = None) -> CachedArray | None:
         """Read an entry, checking it; a bad entry is removed and reported as a miss.
@@ -463,20 +559,15 @@ class PreprocessCache:
         """
         side = self.sidecar_path(key)
         try:
-            info, arr_path, need_crc = self._sidecar(key, force_check=self.verify_reads == "always")
+            info, arr_path, trusted = self._sidecar(key, use_memo=self.verify_reads == "first")
             shape = tuple(info["shape"])
             if out is not None and (out.shape != shape or out.dtype != np.float32):
                 out = None  # the caller checks the shape of what it gets back
-            st_before = side.stat()
-            arr = _read_npy(arr_path, shape=shape, dtype=np.dtype(info["stored_dtype"]), out=out,
-                            crc=int(info["crc32"]) if need_crc else None)
-            if need_crc:
-                ast = arr_path.stat()
-                _VERIFIED[str(side)] = (
-                    (st_before.st_ino, st_before.st_size, st_before.st_mtime_ns, ast.st_ino, ast.st_size,
-                     ast.st_mtime_ns),
-                    info,
-                )
+            arr, sig, offset = _read_npy(arr_path, shape=shape, dtype=np.dtype(info["stored_dtype"]), out=out,
+                                         crc=int(info["crc32"]), trusted=trusted)
+            memo = _VERIFIED.get(str(side))
+            if memo is not None and memo[1] is info:
+                _VERIFIED[str(side)] = (memo[0], info, (sig, offset))
         except FileNotFoundError:
             return None
         except _Corrupt as exc:
@@ -663,7 +754,7 @@ class PreprocessCache:
             report.entries += 1
             side = self.sidecar_path(key)
             try:
-                info, arr_path, _ = self._sidecar(key, force_check=True)
+                info, arr_path, _ = self._sidecar(key, use_memo=False)
                 _read_npy(arr_path, shape=tuple(info["shape"]), dtype=np.dtype(info["stored_dtype"]), out=None,
                           crc=int(info["crc32"]))
                 report.ok += 1

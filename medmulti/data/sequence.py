@@ -36,7 +36,7 @@ from ..errors import (
 from ..spec import StudySpec
 from .augment import Augmenter
 from .context import name_error
-from .cache import PreprocessCache, _version, entry_key, fingerprint_source
+from .cache import PreprocessCache, _version, entry_keys, fingerprint_source
 
 __all__ = ["PatientSequence", "MultiModalSequence", "POLICIES"]
 
@@ -375,9 +375,10 @@ class PatientSequence(keras.utils.PyDataset):
         result: dict[str, tuple[np.ndarray, tuple[float, ...]]] = {}
         keys: dict[str, str] = {}
         misses = []
+        if self.cache is not None:
+            keys = entry_keys(self.spec, names, sources, root=self.manifest.root, sha256=row.sha256)
         for n in names:
             if self.cache is not None:
-                keys[n] = entry_key(self.spec, n, sources, root=self.manifest.root, sha256=row.sha256)
                 hit = self.cache.load(keys[n], out=None if out is None else out[n])
                 if hit is not None:
                     result[n] = (hit.array, hit.spacing)

@@ -1,0 +1,270 @@
+"""Feeding rate: batches/s of PatientSequence and as_tf_dataset from a warm cache vs plain np.load.
+
+Generates (once, kept in ``--data``) a clean sample cohort, preprocesses it into a
+cache on a ``--size``^3 CT grid (two CT windows + one MR channel on the same grid +
+a 64x64 X-ray per patient), then, in the same process and alternating the methods
+round by round, times one epoch of:
+
+* ``np.load``           plain ``np.load`` of the same cached ``.npy`` files (the baseline)
+* ``np.load+stack``     the same plus ``np.stack`` into batch arrays
+* ``seq workers=0``     ``seq[i]`` in the main thread (reads into preallocated batches)
+* ``seq workers=2``     the Keras PyDataset pipeline (2 threads), as ``model.fit`` iterates it
+* ``tf.data``           ``seq.as_tf_dataset()``
+* ``fit seq`` / ``fit tf.data``   ``model.fit`` of a trivial model (pool + dense), one epoch
+* ``3D CNN``            training steps of a small 3D CNN (four Conv3D, 16-64 filters) on a
+                        fixed in-memory batch: how fast a real model consumes batches
+
+Each method runs one untimed warm-up epoch first (the cache checks each entry's CRC
+once per process); the median over ``--rounds`` rounds is printed with its ratio to
+``np.load`` in the same round. The cold cache fill is timed with 1 and all cores.
+
+    python benchmarks/feed.py            # 128^3, 24 patients, 5 rounds
+    python benchmarks/feed.py --quick    # 64^3, 12 patients, 3 rounds, no cold fill on 1 core
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _spec(size: int):
+    from medmulti.sample_data import sample_spec
+    from medmulti.spec import ModalitySpec, StudySpec
+
+    base = sample_spec()
+    mods = []
+    for m in base.modalities:
+        d = m.to_dict()
+        if m.name == "ct":
+            d.update(shape=[size] * 3, spacing_mm=[192.0 / size] * 3)
+        mods.append(ModalitySpec.from_dict(d))
+    return StudySpec(modalities=mods, labels=base.labels, name=f"feed-{size}")
+
+
+def _epoch_timer(fn) -> float:
+    t0 = time.perf_counter()
+    n = fn()
+    dt = time.perf_counter() - t0
+    return n / dt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="64^3, 12 patients, 3 rounds")
+    parser.add_argument("--size", type=int, default=128, help="CT grid edge (voxels)")
+    parser.add_argument("--patients", type=int, default=24)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--data", type=Path, default=None, help="cohort + cache folder (kept; default: temporary)")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.size, args.patients, args.rounds = 64, 12, 3
+
+    import numpy as np
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    from medmulti.data.cache import PreprocessCache, entry_key
+    from medmulti.data.preprocess_all import preprocess_manifest
+    from medmulti.data.sequence import PatientSequence
+    from medmulti.manifest import load_manifest
+    from medmulti.sample_data import make_sample_cohort
+
+    tmp = None
+    data = args.data
+    if data is None:
+        tmp = tempfile.TemporaryDirectory(prefix="medmulti-feed-")
+        data = Path(tmp.name)
+    cohort = data / f"cohort{args.patients}"
+    if not (cohort / "manifest.csv").is_file():
+        make_sample_cohort(cohort, args.patients, seed=0, faults=False, progress=False, overwrite=True)
+    spec = _spec(args.size)
+    # all rows in one split so every patient is in the epoch
+    manifest = load_manifest(cohort / "manifest.csv", spec)
+    import dataclasses
+
+    manifest.rows = [dataclasses.replace(r, split="train") for r in manifest.rows]
+    cache_dir = data / f"cache{args.size}"
+    cores = os.cpu_count() or 1
+    results: dict[str, object] = {"size": args.size, "patients": args.patients, "batch_size": args.batch_size,
+                                  "cores": cores}
+
+    # ---- cold fill: all cores (and 1 core, unless quick)
+    fills = {}
+    for workers in ([cores] if args.quick else [1, cores]):
+        if workers == 1 or not any(PreprocessCache(cache_dir).keys()):
+            target = cache_dir if workers == cores else data / f"cache{args.size}-w1"
+            import shutil
+
+            shutil.rmtree(target, ignore_errors=True)
+            s = preprocess_manifest(manifest, spec, target, workers=workers, progress=False)
+            assert s.ok, s.summary()
+            fills[workers] = args.patients / s.seconds
+            if target != cache_dir:
+                shutil.rmtree(target, ignore_errors=True)
+    results["cold_fill_patients_per_s"] = fills
+    for w, r in fills.items():
+        print(f"cold fill ({w} worker(s)): {r:.2f} patients/s")
+
+    seq0 = PatientSequence(manifest, spec, "train", batch_size=args.batch_size, cache_dir=cache_dir,
+                           shuffle=False, progress=False, workers=1)
+    seq2 = PatientSequence(manifest, spec, "train", batch_size=args.batch_size, cache_dir=cache_dir,
+                           shuffle=False, progress=False, workers=2)
+    n_batches = len(seq0)
+    cache = PreprocessCache(cache_dir)
+    files = []  # per batch: the .npy files of its patients, modality order
+    rows = [manifest.rows[i] for i in range(len(manifest.rows))]
+    by_key = {r.key: r for r in rows}
+    for b in range(n_batches):
+        batch_files = []
+        for pid in seq0.patient_ids[b * args.batch_size:(b + 1) * args.batch_size]:
+            r = by_key[pid]
+            for n in spec.names:
+                key = entry_key(spec, n, r.sources, root=manifest.root, sha256=r.sha256)
+                info = json.loads(cache.sidecar_path(key).read_text())
+                batch_files.append((n, cache.sidecar_path(key).parent / info["file"]))
+        files.append(batch_files)
+    mb_per_epoch = sum(p.stat().st_size for bf in files for _, p in bf) / 1e6
+    results["mb_per_epoch"] = round(mb_per_epoch, 1)
+    print(f"{args.patients} patients, {n_batches} batches of {args.batch_size}, {mb_per_epoch:.0f} MB per epoch, "
+          f"CT grid {args.size}^3, {cores} cores")
+
+    def plain_load():
+        for bf in files:
+            for _, p in bf:
+                np.load(p, allow_pickle=False)
+        return n_batches
+
+    def load_stack():
+        for bf in files:
+            per = {}
+            for n, p in bf:
+                per.setdefault(n, []).append(np.load(p, allow_pickle=False))
+            {n: np.stack(v) for n, v in per.items()}
+        return n_batches
+
+    def seq_main():
+        for i in range(n_batches):
+            seq0[i]
+        return n_batches
+
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    def seq_workers():
+        adapter = PyDatasetAdapter(seq2, shuffle=False)
+        adapter.on_epoch_begin()
+        n = sum(1 for _ in adapter.get_numpy_iterator())
+        adapter.on_epoch_end()
+        return n
+
+    ds = seq0.as_tf_dataset()
+
+    def tf_data():
+        return sum(1 for _ in ds)
+
+    shapes = seq0.element_shapes()
+
+    def trivial_model():
+        inputs = {n: keras.Input(shape=shapes[n], name=n) for n in seq0.input_names}
+        feats = [keras.layers.GlobalAveragePooling3D()(t) if len(t.shape) == 5 else
+                 keras.layers.GlobalAveragePooling2D()(t) for t in inputs.values()]
+        out = keras.layers.Dense(2, activation="softmax")(keras.layers.Concatenate()(feats))
+        m = keras.Model(inputs, out)
+        m.compile(optimizer="sgd", loss="categorical_crossentropy")
+        return m
+
+    model_seq, model_tf = trivial_model(), trivial_model()
+
+    def fit(model, data_):
+        t = {}
+
+        class Timer(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                t[epoch] = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                t[epoch] = time.perf_counter() - t[epoch]
+
+        def run():
+            model.fit(data_, epochs=2, verbose=0, callbacks=[Timer()], shuffle=False)
+            return n_batches / t[1]  # the second epoch: no tracing
+
+        return run
+
+    methods = {
+        "np.load": plain_load,
+        "np.load+stack": load_stack,
+        "seq workers=0": seq_main,
+        "seq workers=2": seq_workers,
+        "tf.data": tf_data,
+    }
+    fits = {"fit seq workers=2": fit(model_seq, seq2), "fit tf.data": fit(model_tf, ds)}
+    for fn in methods.values():  # warm-up: CRC checks, tf.data tracing, page cache
+        fn()
+    rates: dict[str, list[float]] = {k: [] for k in [*methods, *fits]}
+    ratios: dict[str, list[float]] = {k: [] for k in rates}
+    for r in range(args.rounds):
+        base = _epoch_timer(plain_load)
+        rates["np.load"].append(base)
+        for name, fn in methods.items():
+            if name == "np.load":
+                continue
+            rates[name].append(_epoch_timer(fn))
+        for name, fn in fits.items():
+            rates[name].append(fn())
+        base2 = _epoch_timer(plain_load)  # bracket the round: the baseline before and after
+        base_mean = (base + base2) / 2
+        for name in rates:
+            ratios[name].append(rates[name][-1] / base_mean)
+
+    # a small 3D CNN's training consumption rate (in-memory batch: no input cost at all)
+    x, y = seq0[0]
+    inputs = {n: keras.Input(shape=shapes[n], name=n) for n in seq0.input_names}
+    feats = []
+    for n, t in inputs.items():
+        conv = keras.layers.Conv3D if len(t.shape) == 5 else keras.layers.Conv2D
+        pool = keras.layers.MaxPooling3D if len(t.shape) == 5 else keras.layers.MaxPooling2D
+        gap = keras.layers.GlobalAveragePooling3D if len(t.shape) == 5 else keras.layers.GlobalAveragePooling2D
+        h = t
+        for f in (16, 32, 48, 64):
+            h = pool(2)(conv(f, 3, padding="same", activation="relu")(h))
+        feats.append(gap()(h))
+    cnn = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Concatenate()(feats)))
+    cnn.compile(optimizer="adam", loss="categorical_crossentropy")
+    cnn.train_on_batch(x, y)
+    steps = 2 if args.quick else 3
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        cnn.train_on_batch(x, y)
+    cnn_rate = steps / (time.perf_counter() - t0)
+
+    print(f"\n{'method':<22}{'batches/s':>12}{'x np.load':>12}   (median of {args.rounds} alternating rounds)")
+    table = {}
+    for name in rates:
+        med, ratio = statistics.median(rates[name]), statistics.median(ratios[name])
+        table[name] = {"batches_per_s": round(med, 2), "ratio_to_np_load": round(ratio, 3),
+                       "all": [round(v, 2) for v in rates[name]]}
+        print(f"{name:<22}{med:>12.2f}{ratio:>12.2f}")
+    print(f"{'3D CNN training':<22}{cnn_rate:>12.2f}")
+    best_pipeline = table["fit seq workers=2"]["batches_per_s"]
+    print(f"\npipeline (fit seq workers=2) / 3D CNN consumption: {best_pipeline / cnn_rate:.1f}x")
+    results["methods"] = table
+    results["cnn_batches_per_s"] = round(cnn_rate, 3)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
