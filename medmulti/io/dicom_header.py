@@ -143,6 +143,20 @@ class _StrictReader:
         pass
 
 
+class _Borrowed:
+    """A caller's open file used in a ``with`` block without being closed."""
+
+    def __init__(self, f) -> None:
+        self._f = f
+
+    def __enter__(self):
+        return self._f
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+
 @dataclass
 class DicomHeader:
     """One DICOM file's parsed header and where its pixels are.
@@ -423,14 +437,42 @@ class DicomHeader:
                 raise CorruptFileError(
                     "the file is truncated inside PixelData (shorter than its declared length)", path=self.name, keyword="PixelData"
                 )
-            self._check_trailing(self.pixel_offset + self.pixel_length)
+            self._structure()
         else:
             if self.pixel_length is not None:
                 raise CorruptFileError("compressed PixelData must be encapsulated (undefined length)", path=self.name, keyword="PixelData")
-            self._check_fragments()
+            self._structure()
         self._cache["_checked"] = True
 
-    def _check_fragments(self) -> None:
+    def check_structure(self, f) -> None:
+        """Walk the pixel data items / trailing elements with an already open file.
+
+        Called by :func:`read_header` while the file is open (so each file is
+        opened once); the outcome is kept and raised by :meth:`check_image`.
+        """
+        try:
+            if self.pixel_offset is None:
+                return
+            if self.is_native:
+                if self.pixel_length is not None and self.pixel_offset + self.pixel_length <= self.file_size:
+                    self._check_trailing(self.pixel_offset + self.pixel_length, f)
+            elif self.pixel_length is None:
+                self._check_fragments(f)
+            self._cache["structure"] = None
+        except MedmultiError as exc:
+            self._cache["structure"] = exc
+        except Exception:
+            self._cache["structure"] = CorruptFileError("the pixel data structure cannot be read", path=self.name, keyword="PixelData")
+
+    def _structure(self) -> None:
+        if "structure" not in self._cache:
+            with self.open_pixels() as f:
+                self.check_structure(f)
+        err = self._cache["structure"]
+        if err is not None:
+            raise err
+
+    def _check_fragments(self, f) -> None:
         """Walk the encapsulated items (headers only) up to the sequence delimiter.
 
         Raises
@@ -441,32 +483,32 @@ class DicomHeader:
         """
         n_items = 0
         e = "<" if self.little_endian else ">"
-        with self.open_pixels() as f:
-            pos, end = self.pixel_offset, self.file_size
-            while True:
-                head = f.read(8)
-                if len(head) < 8:
-                    raise CorruptFileError(
-                        "the file is truncated inside the compressed pixel data", path=self.name, keyword="PixelData"
-                    )
-                group, elem, length = struct.unpack(e + "HHI", head)
-                pos += 8
-                if (group, elem) == (0xFFFE, 0xE0DD):
-                    break
-                if (group, elem) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF or pos + length > end:
-                    raise CorruptFileError(
-                        "the compressed pixel data is damaged or truncated (bad item)", path=self.name, keyword="PixelData"
-                    )
-                n_items += 1
-                if n_items > self.frames + 1 + 4 * self.frames * 64 + 1024:  # fragments per frame are bounded in practice
-                    raise CorruptFileError("too many pixel data fragments", path=self.name, keyword="PixelData")
-                pos += length
-                f.seek(pos)
+        f.seek(self.pixel_offset)
+        pos, end = self.pixel_offset, self.file_size
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                raise CorruptFileError(
+                    "the file is truncated inside the compressed pixel data", path=self.name, keyword="PixelData"
+                )
+            group, elem, length = struct.unpack(e + "HHI", head)
+            pos += 8
+            if (group, elem) == (0xFFFE, 0xE0DD):
+                break
+            if (group, elem) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF or pos + length > end:
+                raise CorruptFileError(
+                    "the compressed pixel data is damaged or truncated (bad item)", path=self.name, keyword="PixelData"
+                )
+            n_items += 1
+            if n_items > self.frames + 1 + 4 * self.frames * 64 + 1024:  # fragments per frame are bounded in practice
+                raise CorruptFileError("too many pixel data fragments", path=self.name, keyword="PixelData")
+            pos += length
+            f.seek(pos)
         if n_items < 2:  # the Basic Offset Table item plus at least one fragment
             raise CorruptFileError("the compressed pixel data holds no fragment", path=self.name, keyword="PixelData")
-        self._check_trailing(pos)
+        self._check_trailing(pos, f)
 
-    def _check_trailing(self, pos: int) -> None:
+    def _check_trailing(self, pos: int, f) -> None:
         """Walk the elements after PixelData (e.g. DataSetTrailingPadding) by their headers.
 
         Raises
@@ -476,32 +518,31 @@ class DicomHeader:
         """
         e = "<" if self.little_endian else ">"
         implicit = self.transfer_syntax == "1.2.840.10008.1.2"
-        with self.open_pixels() as f:
-            for _ in range(64):
-                if self.file_size - pos == 0:
-                    return
-                f.seek(pos)
-                head = f.read(12)
-                if len(head) < 8:
-                    if head.strip(b"\x00"):
-                        raise CorruptFileError("the file is truncated after the pixel data", path=self.name)
-                    return
-                if implicit:
-                    length = struct.unpack(e + "I", head[4:8])[0]
-                    start = pos + 8
-                elif head[4:6] in _LONG_VRS:
-                    if len(head) < 12:
-                        raise CorruptFileError("the file is truncated after the pixel data", path=self.name)
-                    length = struct.unpack(e + "I", head[8:12])[0]
-                    start = pos + 12
-                else:
-                    length = struct.unpack(e + "H", head[6:8])[0]
-                    start = pos + 8
-                if length == 0xFFFFFFFF:
-                    return  # an undefined-length trailing sequence: not walked
-                if start + length > self.file_size:
+        for _ in range(64):
+            if self.file_size - pos == 0:
+                return
+            f.seek(pos)
+            head = f.read(12)
+            if len(head) < 8:
+                if head.strip(b"\x00"):
                     raise CorruptFileError("the file is truncated after the pixel data", path=self.name)
-                pos = start + length
+                return
+            if implicit:
+                length = struct.unpack(e + "I", head[4:8])[0]
+                start = pos + 8
+            elif head[4:6] in _LONG_VRS:
+                if len(head) < 12:
+                    raise CorruptFileError("the file is truncated after the pixel data", path=self.name)
+                length = struct.unpack(e + "I", head[8:12])[0]
+                start = pos + 12
+            else:
+                length = struct.unpack(e + "H", head[6:8])[0]
+                start = pos + 8
+            if length == 0xFFFFFFFF:
+                return  # an undefined-length trailing sequence: not walked
+            if start + length > self.file_size:
+                raise CorruptFileError("the file is truncated after the pixel data", path=self.name)
+            pos = start + length
 
     def open_pixels(self):
         """Return a binary file object positioned at the PixelData value."""
@@ -628,6 +669,7 @@ def read_header(
     limits: Limits = DEFAULT_LIMITS,
     head: bytes | None = None,
     check_depth: bool = True,
+    fileobj: Any = None,
 ) -> DicomHeader:
     """Parse a DICOM file's header (no pixels) and locate its PixelData.
 
@@ -641,6 +683,9 @@ def read_header(
         Caps (file size, inflated size, sequence depth).
     head : bytes, optional
         The file's first bytes when the caller already read them.
+    fileobj : file object, optional
+        The file already opened by the caller (binary, seekable); it is used
+        and left open, so a folder scan opens each file once.
     check_depth : bool
         Walk every sequence to enforce ``limits.max_depth`` (about 1 ms for a
         large header; series reads skip it: sequences they do not touch are
@@ -661,11 +706,15 @@ def read_header(
         File or inflated data beyond ``limits``, or sequences nested too deep.
     """
     name = str(path) if name is None else name
-    try:
-        f = open(path, "rb")
-    except OSError:
-        raise MissingFileError("the file cannot be opened (missing or unreadable)", path=name) from None
-    with f:
+    if fileobj is not None:
+        fileobj.seek(0)
+        f = _Borrowed(fileobj)
+    else:
+        try:
+            f = open(path, "rb")
+        except OSError:
+            raise MissingFileError("the file cannot be opened (missing or unreadable)", path=name) from None
+    with f as f:  # a borrowed file yields the caller's object and is not closed
         try:
             size = os.fstat(f.fileno()).st_size
             limits.check_bytes(size, path=name)
@@ -724,6 +773,8 @@ def read_header(
             )
             if check_depth:
                 _check_depth(ds, limits, name)
+            if pixel_offset is not None:
+                header.check_structure(io.BytesIO(inflated) if inflated is not None else f)
             return header
         except MedmultiError:
             raise

@@ -112,15 +112,19 @@ def scan_folder(folder: Path, limits: Limits, *, display: str | None = None) -> 
             try:
                 if not path.is_file():
                     continue
-                with open(path, "rb") as f:
-                    head = f.read(2048)
+                f = open(path, "rb")
             except OSError:
                 raise MissingFileError("a file in the folder cannot be read", path=name) from None
-            fmt = sniff_bytes(head)
-            if fmt not in (FileFormat.DICOM, FileFormat.DICOM_RAW):
-                non_dicom += 1
-                continue
-            h = read_header(path, name=name, limits=limits, head=head, check_depth=False)
+            with f:
+                try:
+                    head = f.read(2048)
+                except OSError:
+                    raise MissingFileError("a file in the folder cannot be read", path=name) from None
+                fmt = sniff_bytes(head)
+                if fmt not in (FileFormat.DICOM, FileFormat.DICOM_RAW):
+                    non_dicom += 1
+                    continue
+                h = read_header(path, name=name, limits=limits, head=head, check_depth=False, fileobj=f)
             if h.is_non_image:
                 non_image += 1
                 continue
