@@ -30,6 +30,17 @@ __all__ = ["read_nifti", "NiftiHeaderInfo", "read_nifti_header"]
 _BLOCK = 1 << 22  # 4 MiB of decoded data per step
 
 
+def _inflater():
+    """A gzip/zlib decompressor: ISA-L's when installed (about 2.3x faster than
+    zlib here, which made .nii.gz reading slower than SimpleITK's zlib-ng), else zlib."""
+    try:
+        from isal import isal_zlib
+
+        return isal_zlib.decompressobj(wbits=47)
+    except ImportError:  # pragma: no cover - isal is a dependency
+        return zlib.decompressobj(wbits=47)
+
+
 class _Stream:
     """Sequential reader of a file's (possibly gzip-inflated) bytes."""
 
@@ -37,7 +48,7 @@ class _Stream:
         self.f = open(path, "rb")
         self.gz = gz
         self.name = name
-        self.d = zlib.decompressobj(wbits=47) if gz else None
+        self.d = _inflater() if gz else None
         self.pending = b""
         self.pushback = b""
 
@@ -71,7 +82,7 @@ class _Stream:
                 rest = self.d.unused_data or self.f.read(1 << 20)
                 if not rest:
                     break
-                self.d = zlib.decompressobj(wbits=47)
+                self.d = _inflater()
                 self.pending = rest
             if not self.pending:
                 self.pending = self.f.read(1 << 20)
