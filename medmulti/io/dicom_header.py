@@ -616,7 +616,8 @@ def _scan_meta(head: bytes) -> tuple[int, str, str] | None:
 
 
 def _at_pixels(tag, vr, length) -> bool:
-    return tag in (0x7FE00010, 0x7FE00008, 0x7FE00009)
+    # int() first: pydicom's BaseTag compares in Python, int compares in C
+    return 0x7FE00008 <= int(tag) <= 0x7FE00010
 
 
 def _parse(fp, path_name: str, *, force: bool, limits: Limits, head: bytes, strict: bool):

@@ -62,13 +62,6 @@ class SeriesPlan:
     warnings: list[str] = field(default_factory=list)
 
 
-def _relname(path: Path, folder: Path) -> str:
-    try:
-        return str(path.relative_to(folder))
-    except ValueError:  # pragma: no cover
-        return path.name
-
-
 def scan_folder(folder: Path, limits: Limits, *, display: str | None = None) -> tuple[list[DicomHeader], int, int]:
     """Parse the header of every DICOM image file under ``folder`` (recursively).
 
@@ -98,8 +91,10 @@ def scan_folder(folder: Path, limits: Limits, *, display: str | None = None) -> 
     headers: list[DicomHeader] = []
     non_image = non_dicom = 0
     count = 0
-    for root, dirs, files in os.walk(folder):
+    base = os.fspath(folder)
+    for root, dirs, files in os.walk(base):
         dirs.sort()
+        rel_root = os.path.relpath(root, base)
         for fname in sorted(files):
             count += 1
             if count > limits.max_files:
@@ -107,10 +102,10 @@ def scan_folder(folder: Path, limits: Limits, *, display: str | None = None) -> 
                     f"more than {limits.max_files:,} files under this folder", path=display or str(folder),
                     hint="point medmulti at one series folder, or raise Limits(max_files=...)",
                 )
-            path = Path(root) / fname
-            name = _relname(path, folder)
+            path = os.path.join(root, fname)
+            name = fname if rel_root == "." else os.path.join(rel_root, fname)
             try:
-                if not path.is_file():
+                if not os.path.isfile(path):
                     continue
                 f = open(path, "rb")
             except OSError:
@@ -124,7 +119,7 @@ def scan_folder(folder: Path, limits: Limits, *, display: str | None = None) -> 
                 if fmt not in (FileFormat.DICOM, FileFormat.DICOM_RAW):
                     non_dicom += 1
                     continue
-                h = read_header(path, name=name, limits=limits, head=head, check_depth=False, fileobj=f)
+                h = read_header(Path(path), name=name, limits=limits, head=head, check_depth=False, fileobj=f)
             if h.is_non_image:
                 non_image += 1
                 continue
