@@ -2,7 +2,7 @@
 
 - :func:`conv_branch` — a plain CNN for 3D volumes (Conv3D) or 2D images (Conv2D):
   ``depth`` blocks of convolution, normalisation, ReLU and 2x max pooling, the
-  number of filters doubling per block from ``width``, then global average pooling
+  number of filters doubling per block from ``width``, then global (max / average) pooling
   and a linear projection to ``embed_dim``.
 - :func:`backbone_branch` — a ``keras.applications`` 2D network built with
   ``weights=None`` (nothing is downloaded), global-average pooled and projected.
@@ -16,10 +16,14 @@ from typing import Any
 
 import keras
 
-__all__ = ["NORMALIZATIONS", "BACKBONES", "conv_branch", "backbone_branch"]
+__all__ = ["NORMALIZATIONS", "POOLINGS", "BACKBONES", "conv_branch", "backbone_branch"]
 
 #: normalisation layers accepted by :func:`conv_branch`
 NORMALIZATIONS = ("batch", "group", "layer", "none")
+
+#: global pooling at the end of :func:`conv_branch`: average, max (finds small focal
+#: findings, which averaging dilutes), or both concatenated
+POOLINGS = ("avg", "max", "avgmax")
 
 #: ``backbone=`` names -> ``keras.applications`` constructors (2D only, ``weights=None``)
 BACKBONES = {
@@ -51,6 +55,7 @@ def conv_branch(
     norm: str = "batch",
     dropout: float = 0.0,
     stem_stride: int = 1,
+    pooling: str = "max",
 ) -> Any:
     """A plain 2D or 3D CNN branch ending in a ``(batch, embed_dim)`` embedding.
 
@@ -75,6 +80,9 @@ def conv_branch(
     stem_stride : int
         Stride of the first convolution (2 quarters the 2D / eighths the 3D work of
         the following blocks on large inputs).
+    pooling : {"max", "avg", "avgmax"}
+        Global pooling of the last block: ``"max"`` suits small focal findings
+        (a lesion of a few voxels), ``"avg"`` diffuse ones, ``"avgmax"`` concatenates both.
 
     Returns
     -------
@@ -90,6 +98,8 @@ def conv_branch(
         raise ValueError(f"dims must be 2 or 3, got {dims!r}")
     if norm not in NORMALIZATIONS:
         raise ValueError(f"norm must be one of {NORMALIZATIONS}, got {norm!r}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     if width < 1 or depth < 1 or embed_dim < 1 or stem_stride < 1:
         raise ValueError("width, depth, embed_dim and stem_stride must be >= 1")
     spatial = [int(s) for s in inputs.shape[1:-1]]
@@ -102,6 +112,7 @@ def conv_branch(
     conv = keras.layers.Conv3D if dims == 3 else keras.layers.Conv2D
     pool = keras.layers.MaxPooling3D if dims == 3 else keras.layers.MaxPooling2D
     gap = keras.layers.GlobalAveragePooling3D if dims == 3 else keras.layers.GlobalAveragePooling2D
+    gmp = keras.layers.GlobalMaxPooling3D if dims == 3 else keras.layers.GlobalMaxPooling2D
     x = inputs
     size = smallest
     for i in range(depth):
@@ -121,7 +132,12 @@ def conv_branch(
         if i < depth - 1 and size >= 2:
             x = pool(2, name=f"{name}_pool{i + 1}")(x)
             size //= 2
-    x = gap(name=f"{name}_gap")(x)
+    if pooling == "avg":
+        x = gap(name=f"{name}_gap")(x)
+    elif pooling == "max":
+        x = gmp(name=f"{name}_gmp")(x)
+    else:
+        x = keras.layers.Concatenate(name=f"{name}_gapgmp")([gap(name=f"{name}_gap")(x), gmp(name=f"{name}_gmp")(x)])
     if dropout > 0:
         x = keras.layers.Dropout(dropout, name=f"{name}_dropout")(x)
     return keras.layers.Dense(embed_dim, name=f"{name}_embed")(x)

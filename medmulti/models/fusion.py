@@ -77,6 +77,7 @@ def build_fusion_model(
     backbone: str | None = None,
     norm: str = "batch",
     stem_stride: int | dict[str, int] = 1,
+    pooling: str = "max",
     attention_units: int = 32,
     seed: int | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
@@ -112,6 +113,8 @@ def build_fusion_model(
         Normalisation in the plain CNN branches.
     stem_stride : int or dict
         Stride of each branch's first convolution (one value, or modality name -> stride).
+    pooling : {"max", "avg", "avgmax"}
+        Global pooling of the plain CNN branches (see :func:`~medmulti.models.branches.conv_branch`).
     attention_units : int
         Hidden size of the attention scorer (``fusion="attention"``).
     seed : int, optional
@@ -187,6 +190,7 @@ def build_fusion_model(
                 norm=norm,
                 dropout=dropout,
                 stem_stride=stride,
+                pooling=pooling,
             )
         embeddings.append(emb)
     presents = []

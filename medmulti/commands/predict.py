@@ -1,0 +1,48 @@
+"""Apply a trained run to a manifest: a CSV of ``patient_id`` and ``p_<class>`` columns.
+
+Exit codes: 0 written, 1 data problem, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "write class probabilities per patient from a trained run (exit 0 written, 1 data problem, 2 usage error)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``predict`` arguments.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The subcommand parser.
+    """
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `medmulti train`")
+    parser.add_argument("manifest", metavar="MANIFEST", help="the manifest CSV of the patients to score")
+    parser.add_argument("--out", metavar="CSV", default=None, help="output CSV (default RUN_DIR/predictions.csv)")
+    parser.add_argument("--split", action="append", choices=["train", "val", "test"],
+                        help="only this split (repeatable; default: every row)")
+    parser.add_argument("--cache", metavar="DIR", default=None, help="preprocessing cache (default: the run's)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict and print where the CSV is.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments.
+
+    Returns
+    -------
+    int
+        0 written, 1 data problem (raised as MedmultiError).
+    """
+    from ..training import predict
+
+    path = predict(args.run_dir, args.manifest, out=args.out, splits=args.split, cache_dir=args.cache,
+                   progress=not args.no_progress)
+    print(f"predictions written to {path}")
+    return 0

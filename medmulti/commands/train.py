@@ -1,0 +1,140 @@
+"""Train a fusion model on a manifest and write a run folder.
+
+RUN_DIR receives the best checkpoint (``model.keras``), ``history.csv``,
+``metrics.json`` (test accuracy, ROC AUC per class, confusion matrix),
+``curves.png``, ``confusion_roc.png``, test predictions and ``run_card.json`` (spec,
+manifest sha256, versions, seed, data counts). Use ``--modalities ct`` for a
+single-modality model. Exit codes: 0 trained, 1 data problem, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+# kept here (not imported from medmulti.models) so `--help` does not import Keras; a test keeps them equal
+FUSION_CHOICES = ("concat", "attention", "gated")
+BACKBONE_CHOICES = ("densenet121", "efficientnet_b0", "mobilenet_v2", "resnet50")
+
+HELP = "train a fusion model on a manifest (exit 0 trained, 1 data problem, 2 usage error)"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the training/model options shared by ``train`` and ``demo``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The subcommand parser.
+    """
+    parser.add_argument("--epochs", type=_positive_int, default=20, help="maximum epochs (default 20)")
+    parser.add_argument("--batch-size", type=_positive_int, default=8, help="patients per batch (default 8)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--fusion", choices=FUSION_CHOICES, default="concat", help="fusion (default concat)")
+    parser.add_argument("--width", type=_positive_int, default=8, help="filters of the first CNN block (default 8)")
+    parser.add_argument("--depth", type=_positive_int, default=3, help="CNN blocks per branch (default 3)")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs (0: off)")
+    parser.add_argument("--dropout", type=_rate, default=0.2, help="dropout rate (default 0.2)")
+    parser.add_argument("--modality-dropout", type=_rate, default=0.0,
+                        help="probability of hiding a modality per sample in training (default 0)")
+    parser.add_argument("--backbone", choices=BACKBONE_CHOICES, default=None,
+                        help="keras.applications backbone for 2D inputs (random init, nothing downloaded)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``train`` arguments.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The subcommand parser.
+    """
+    parser.add_argument("manifest", metavar="MANIFEST", help="the manifest CSV")
+    parser.add_argument("--spec", required=True, metavar="SPEC", help="the study spec YAML")
+    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="the run folder (created; must be empty)")
+    parser.add_argument("--cache", metavar="DIR", default=None,
+                        help="preprocessing cache folder (recommended; see `medmulti preprocess`)")
+    parser.add_argument("--modalities", nargs="+", metavar="NAME", default=None,
+                        help="train on these modalities only (e.g. --modalities ct)")
+    parser.add_argument("--monitor", choices=["val_loss", "val_auc", "loss"], default="val_loss",
+                        help="what picks the best checkpoint (default val_loss)")
+    parser.add_argument("--overwrite", action="store_true", help="allow a non-empty RUN_DIR")
+    add_model_arguments(parser)
+
+
+def print_metrics(name: str, metrics: dict) -> None:
+    """Print one line of test metrics.
+
+    Parameters
+    ----------
+    name : str
+        Row label.
+    metrics : dict
+        As returned by :func:`medmulti.models.metrics.classification_metrics`.
+    """
+    if not metrics:
+        print(f"{name}: no test split")
+        return
+    auc = metrics.get("auc")
+    auc_text = "n/a" if auc is None else f"{auc:.3f}"
+    print(f"{name}: test ROC AUC {auc_text}, accuracy {metrics['accuracy']:.3f} (n={metrics['n']})")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train and print the test metrics.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments.
+
+    Returns
+    -------
+    int
+        0 trained, 1 data problem (raised as MedmultiError), 2 usage error.
+    """
+    from ..errors import MissingFileError, SpecError
+    from ..spec import StudySpec
+    from ..training import train
+
+    try:
+        spec = StudySpec.from_yaml(args.spec)
+    except (SpecError, MissingFileError) as exc:
+        print(f"medmulti train: spec: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = train(
+            args.manifest, spec, args.out, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+            fusion=args.fusion, modalities=args.modalities, cache_dir=args.cache, learning_rate=args.learning_rate,
+            patience=args.patience, monitor=args.monitor, width=args.width, depth=args.depth, dropout=args.dropout,
+            modality_dropout=args.modality_dropout, backbone=args.backbone, progress=not args.no_progress,
+            overwrite=args.overwrite,
+        )
+    except ValueError as exc:
+        print(f"medmulti train: {exc}", file=sys.stderr)
+        return 2
+    print_metrics("model", result.metrics)
+    print(f"best epoch {result.best_epoch}, {result.seconds:.0f} s; run folder: {result.run_dir}")
+    return 0
