@@ -27,7 +27,7 @@ from .detect import FileFormat, sniff_bytes
 from .dicom_file import base_meta, is_projection, read_dicom_file, single_slice_spacing
 from .dicom_header import DicomHeader, read_header
 from .limits import Limits
-from .pixels import PARALLEL_SYNTAXES, _decode_options, decode_compressed_file, decode_pool, default_workers, read_stored
+from .pixels import PARALLEL_SYNTAXES, _decode_options, decode_compressed_file, decode_pool, default_workers, read_stored, reset_pool
 from .values import apply_rescale_into, rescale_of, voi_meta
 
 __all__ = ["SeriesPlan", "scan_folder", "plan_series", "read_dicom_series"]
@@ -370,10 +370,19 @@ def read_dicom_series(
     rescales = [h.rescale() for h in hs]
     compressed = [h for h in hs if not h.is_native]
     nworkers = default_workers() if workers is None else max(1, int(workers))
-    try:
-        if compressed and len(compressed) == n and nworkers > 1 and n >= 4 and all(h.transfer_syntax in PARALLEL_SYNTAXES for h in hs):
+    parallel = compressed and len(compressed) == n and nworkers > 1 and n >= 4 and all(h.transfer_syntax in PARALLEL_SYNTAXES for h in hs)
+    if parallel:
+        try:
             _decode_parallel(hs, vol, rescales, nworkers)
-        else:
+        except MedmultiError:
+            raise
+        except Exception:  # the pool could not start or a worker died (e.g. a script
+            # without an ``if __name__ == "__main__":`` guard): decode here instead
+            logger.warning("parallel JPEG 2000 decoding failed; decoding in this process (workers=1)")
+            reset_pool()
+            parallel = False
+    try:
+        if not parallel:
             buf = None
             for k, h in enumerate(hs):
                 stored = read_stored(h, out=buf)

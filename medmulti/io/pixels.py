@@ -227,7 +227,10 @@ def decode_pool(workers: int) -> cf.ProcessPoolExecutor:
 
     The pool is created on first use (``forkserver`` start method, safe with
     threads already running, e.g. TensorFlow's) and reused; it is shut down at
-    interpreter exit.
+    interpreter exit. As with any multiprocessing code, a script that reads
+    JPEG 2000 series at module level needs an ``if __name__ == "__main__":``
+    guard (workers import the main module); without one the pool fails and the
+    series is decoded in the calling process.
 
     Parameters
     ----------
@@ -247,6 +250,15 @@ def decode_pool(workers: int) -> cf.ProcessPoolExecutor:
             _POOL = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method))
             _POOL_SIZE = workers
         return _POOL
+
+
+def reset_pool() -> None:
+    """Shut the shared decoding pool down (a broken pool is replaced on next use)."""
+    global _POOL, _POOL_SIZE
+    with _POOL_LOCK:
+        if _POOL is not None:
+            _POOL.shutdown(wait=False, cancel_futures=True)
+        _POOL, _POOL_SIZE = None, 0
 
 
 def default_workers() -> int:
