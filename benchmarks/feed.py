@@ -19,7 +19,7 @@ once per process); the median over ``--rounds`` rounds is printed with its ratio
 ``np.load`` in the same round. The cold cache fill is timed with 1 and all cores.
 
     python benchmarks/feed.py            # 128^3, 24 patients, 5 rounds
-    python benchmarks/feed.py --quick    # 64^3, 12 patients, 3 rounds, no cold fill on 1 core
+    python benchmarks/feed.py --quick    # 64^3, 16 patients, 3 rounds, no cold fill on 1 core
 """
 
 from __future__ import annotations
@@ -48,25 +48,29 @@ def _spec(size: int):
     return StudySpec(modalities=mods, labels=base.labels, name=f"feed-{size}")
 
 
-def _epoch_timer(fn) -> float:
-    t0 = time.perf_counter()
-    n = fn()
-    dt = time.perf_counter() - t0
-    return n / dt
+def _rate(fn, min_s: float) -> float:
+    """Batches/s of ``fn`` (one epoch per call, returning its batch count), repeated for ``min_s``."""
+    n, t0 = 0, time.perf_counter()
+    while True:
+        n += fn()
+        dt = time.perf_counter() - t0
+        if dt >= min_s:
+            return n / dt
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="64^3, 12 patients, 3 rounds")
+    parser.add_argument("--quick", action="store_true", help="64^3, 16 patients, batches of 2, 3 short rounds")
     parser.add_argument("--size", type=int, default=128, help="CT grid edge (voxels)")
     parser.add_argument("--patients", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--data", type=Path, default=None, help="cohort + cache folder (kept; default: temporary)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
+    parser.add_argument("--min-seconds", type=float, default=2.0, help="time each method at least this long")
     args = parser.parse_args(argv)
     if args.quick:
-        args.size, args.patients, args.rounds = 64, 12, 3
+        args.size, args.patients, args.rounds, args.batch_size, args.min_seconds = 64, 16, 3, 2, 0.5
 
     import numpy as np
 
@@ -93,24 +97,26 @@ def main(argv: list[str] | None = None) -> int:
     import dataclasses
 
     manifest.rows = [dataclasses.replace(r, split="train") for r in manifest.rows]
-    cache_dir = data / f"cache{args.size}"
+    cache_dir = data / f"cache{args.size}-{args.patients}"
     cores = os.cpu_count() or 1
     results: dict[str, object] = {"size": args.size, "patients": args.patients, "batch_size": args.batch_size,
                                   "cores": cores}
 
-    # ---- cold fill: all cores (and 1 core, unless quick)
-    fills = {}
-    for workers in ([cores] if args.quick else [1, cores]):
-        if workers == 1 or not any(PreprocessCache(cache_dir).keys()):
-            target = cache_dir if workers == cores else data / f"cache{args.size}-w1"
-            import shutil
+    # ---- cold fill with all cores (and with 1 core, unless quick), into fresh folders
+    import shutil
 
+    fills = {}
+    if not any(PreprocessCache(cache_dir).keys()):
+        for workers in ([cores] if args.quick else [cores, 1]):
+            target = cache_dir if workers == cores else data / f"cache{args.size}-w1"
             shutil.rmtree(target, ignore_errors=True)
             s = preprocess_manifest(manifest, spec, target, workers=workers, progress=False)
             assert s.ok, s.summary()
             fills[workers] = args.patients / s.seconds
             if target != cache_dir:
                 shutil.rmtree(target, ignore_errors=True)
+    else:
+        print("cache already filled (cold fill not timed)")
     results["cold_fill_patients_per_s"] = fills
     for w, r in fills.items():
         print(f"cold fill ({w} worker(s)): {r:.2f} patients/s")
@@ -194,9 +200,11 @@ def main(argv: list[str] | None = None) -> int:
             def on_epoch_end(self, epoch, logs=None):
                 t[epoch] = time.perf_counter() - t[epoch]
 
+        epochs = max(2, int(args.min_seconds * 4))
+
         def run():
-            model.fit(data_, epochs=2, verbose=0, callbacks=[Timer()], shuffle=False)
-            return n_batches / t[1]  # the second epoch: no tracing
+            model.fit(data_, epochs=epochs, verbose=0, callbacks=[Timer()], shuffle=False)
+            return n_batches * (epochs - 1) / sum(t[e] for e in range(1, epochs))  # no tracing epoch
 
         return run
 
@@ -213,18 +221,17 @@ def main(argv: list[str] | None = None) -> int:
     rates: dict[str, list[float]] = {k: [] for k in [*methods, *fits]}
     ratios: dict[str, list[float]] = {k: [] for k in rates}
     for r in range(args.rounds):
-        base = _epoch_timer(plain_load)
-        rates["np.load"].append(base)
+        base = _rate(plain_load, args.min_seconds)
         for name, fn in methods.items():
-            if name == "np.load":
-                continue
-            rates[name].append(_epoch_timer(fn))
+            if name != "np.load":
+                rates[name].append(_rate(fn, args.min_seconds))
         for name, fn in fits.items():
             rates[name].append(fn())
-        base2 = _epoch_timer(plain_load)  # bracket the round: the baseline before and after
-        base_mean = (base + base2) / 2
+        base2 = _rate(plain_load, args.min_seconds)  # bracket the round: the baseline before and after
+        rates["np.load"].append((base + base2) / 2)
         for name in rates:
-            ratios[name].append(rates[name][-1] / base_mean)
+            ratios[name].append(rates[name][-1] / rates["np.load"][-1])
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items()), flush=True)
 
     # a small 3D CNN's training consumption rate (in-memory batch: no input cost at all)
     x, y = seq0[0]
