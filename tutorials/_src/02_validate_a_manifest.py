@@ -80,6 +80,7 @@ fig, ax = plt.subplots(figsize=(7, 3))
 ax.barh(list(counts), list(counts.values()), color=["#c0392b" if any(p.check == c and p.is_error
                                                                    for p in report.problems) else "#f1c40f"
                                                     for c in counts])
+ax.xaxis.get_major_locator().set_params(integer=True)
 ax.set_xlabel("problems")
 ax.set_title("problems per check (red: errors, yellow: warnings)")
 plt.tight_layout()

@@ -36,7 +36,10 @@ from medmulti.models.plots import plot_confusion_roc
 
 import keras
 
-keras.utils.set_random_seed(0)  # same seed, same machine -> same run
+import tensorflow as tf
+
+keras.utils.set_random_seed(0)  # seeds Python, NumPy and TensorFlow
+tf.config.experimental.enable_op_determinism()  # same seed, same machine -> same run
 cohort = mm.make_sample_cohort("cohort_03", n_patients=24, seed=3, faults=False, overwrite=True, progress=False)
 print(cohort.manifest, "-", len(cohort.patient_ids), "patients")
 
@@ -92,7 +95,9 @@ print({name: batch.shape for name, batch in inputs.items()}, "labels", labels.sh
 # %%
 pid = train.patient_ids[0]
 arrays = train.get_patient(pid)
-panels = [("CT window 1", arrays["ct"][16, :, :, 0]), ("CT window 2", arrays["ct"][16, :, :, 1]),
+(c1, w1), (c2, w2) = spec.modality("ct").intensity["windows"]
+panels = [(f"CT, window {c1:g}/{w1:g} HU", arrays["ct"][16, :, :, 0]),
+          (f"CT, window {c2:g}/{w2:g} HU", arrays["ct"][16, :, :, 1]),
           ("MR (same grid)", arrays["mr"][16, :, :, 0]), ("X-ray", arrays["xray"][:, :, 0])]
 fig, axes = plt.subplots(1, 4, figsize=(12, 3.2))
 for ax, (title, img) in zip(axes, panels):
@@ -195,13 +200,17 @@ ax.bar(names, [np.nan if auc[n] is None else auc[n] for n in names],
 ax.axhline(0.5, ls="--", color="grey", lw=0.8)
 ax.set_ylim(0, 1)
 ax.set_ylabel("test ROC AUC")
-ax.set_title(f"{len(y_test)} test patients, 3 epochs: noisy, see the note at the top")
+ax.set_title(f"{len(y_test)} test patients, 3 epochs: an illustration, not evidence")
 plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# With a few patients and epochs these bars move with the seed; with the full cohort and real
-# training, the fusion model is the one that can see all three findings. To save and reuse a
+# With 5 test patients one patient more or less correctly ranked moves an AUC by about 0.17, and
+# 3 epochs on 14 patients are too few to learn a finding; so these bars change with the seed and
+# say nothing about which model is better. What the notebook shows is the procedure: same data,
+# same split, same builder, one branch or three. With the full cohort and real training
+# (`medmulti train --modalities ...` for each, 20+ epochs), compare the test AUCs the same way;
+# only the fusion model can see all three findings. To save and reuse a
 # model, `mm.train` writes a run folder (the best checkpoint `model.keras`, `history.csv`,
 # `metrics.json`, plots and a run card), and `mm.evaluate(run_dir)` / `mm.predict(run_dir, ...)`
 # score it later; see the [models page](../docs/models.md) of the guide.
