@@ -160,7 +160,9 @@ def decode_compressed_file(path: str, offset: int, transfer_syntax: str, options
         raise
     except MemoryError:
         raise ResourceLimitError("decoding the pixel data needs more memory than available", path=name, keyword="PixelData") from None
-    except Exception:
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException:  # also pyo3's PanicException (a Rust decoder such as pylibjpeg-rle panicked), not an Exception
         raise CorruptFileError("the compressed pixel data cannot be decoded", path=name, keyword="PixelData") from None
     rows, cols, frames = options["rows"], options["columns"], options["number_of_frames"]
     if arr.size != rows * cols * frames:
