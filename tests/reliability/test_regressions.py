@@ -30,6 +30,11 @@ REGRESSIONS = {
         CorruptFileError,
         "MR_small_RLE.dcm cut at 7648, inside the sequence delimiter: accepted",
     ),
+    "rle_bitflip_rust_panic.dcm": (
+        CorruptFileError,
+        "MR_small_RLE.dcm#3 of the long-tier campaign (seed 1000, bit flips in the RLE segment): pylibjpeg-rle "
+        "panicked (pyo3 PanicException, a BaseException) and the panic escaped read_image untyped",
+    ),
     "ct_cut_before_pixeldata.dcm": (
         CorruptFileError,
         "CT_small.dcm cut at 546, an element boundary before PixelData: reported as a non-image object "
