@@ -246,8 +246,30 @@ def _describe(parser: argparse.ArgumentParser) -> str:
     import textwrap
 
     doc = textwrap.dedent(parser.description or "").strip()
-    # module docstrings use reST double back-quotes; Markdown renders them as code too
-    return doc
+    # Module docstrings are reST: double back-quotes render as code in Markdown too, but a
+    # literal block ("Example::" and an indented block) becomes a fenced block here.
+    out: list[str] = []
+    lines = doc.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.rstrip().endswith("::") and i + 1 < len(lines):
+            out.append(line.rstrip()[:-1])  # "Example::" -> "Example:"
+            j = i + 1
+            while j < len(lines) and not lines[j].strip():
+                j += 1
+            block = []
+            while j < len(lines) and (lines[j].startswith((" ", "\t")) or not lines[j].strip()):
+                block.append(lines[j])
+                j += 1
+            while block and not block[-1].strip():
+                block.pop()
+            out += ["", "```text", textwrap.dedent("\n".join(block)), "```", ""]
+            i = j
+            continue
+        out.append(line)
+        i += 1
+    return "\n".join(out).strip()
 
 
 def _exit_codes(help_text: str, parser: argparse.ArgumentParser) -> str:
