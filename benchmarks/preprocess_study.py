@@ -132,24 +132,27 @@ def chain_medmulti(root: Path, info: dict, mode: str, grid=GRID) -> dict:
     spec = StudySpec.from_dict(d)
     sources = {"ct": root / "ct", "mr": root / "mr.nii.gz"}
     t0 = time.perf_counter()
+    c0 = _cpu_s()
     if mode == "medmulti-read":
         out = {"ct": read_image(sources["ct"]), "mr": read_image(sources["mr"], modality="MR")}
         shapes = {k: list(v.shape) for k, v in out.items()}
     elif mode == "medmulti-arrays":
         images = {"ct": read_image(sources["ct"]), "mr": read_image(sources["mr"], modality="MR")}
         t0 = time.perf_counter()
+        c0 = _cpu_s()
         out = preprocess_study(images, spec)
         shapes = {k: list(v.array.shape) for k, v in out.items()}
     else:
         out = preprocess_study(sources, spec)
         shapes = {k: list(v.array.shape) for k, v in out.items()}
-    return {"seconds": time.perf_counter() - t0, "shapes": shapes}
+    return {"seconds": time.perf_counter() - t0, "cpu_s": _cpu_s() - c0, "shapes": shapes}
 
 
 def chain_sitk(root: Path, info: dict, grid=GRID) -> dict:
     import SimpleITK as sitk
 
     t0 = time.perf_counter()
+    c0 = _cpu_s()
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(root / "ct")))
     ct = sitk.DICOMOrient(reader.Execute(), "LPS")
@@ -171,7 +174,8 @@ def chain_sitk(root: Path, info: dict, grid=GRID) -> dict:
     mr128 = sitk.GetArrayFromImage(sitk.Resample(mr, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32))
     lo, hi = np.percentile(mr128, [1, 99])
     mr_out = np.clip((mr128 - lo) / (hi - lo), 0, 1)[..., None]
-    return {"seconds": time.perf_counter() - t0, "shapes": {"ct": list(ct_out.shape), "mr": list(mr_out.shape)}}
+    return {"seconds": time.perf_counter() - t0, "cpu_s": _cpu_s() - c0,
+            "shapes": {"ct": list(ct_out.shape), "mr": list(mr_out.shape)}}
 
 
 MONAI_CODE = r"""
@@ -247,9 +251,7 @@ def run_one(mode: str, root: Path, info: dict) -> dict:
     except Exception:  # noqa: BLE001 - the warm-up only loads code; a tiny study may not register
         pass
     base = _hwm_mb()
-    cpu = _cpu_s()
     result = run(root, info)
-    result["cpu_s"] = _cpu_s() - cpu
     result["peak_mb"] = _hwm_mb()
     result["baseline_mb"] = base
     return result
@@ -273,6 +275,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=None, help="folder for the generated study (reused)")
     parser.add_argument("--monai-python", default=None, help="python of a venv with MONAI (optional)")
     parser.add_argument("--extra", action="store_true", help="also time read-only, arrays-only and rigid runs")
+    parser.add_argument("--modes", default=None,
+                        help="comma-separated chains to run (default medmulti,sitk[,monai][,extras]); sitk is always run")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -295,6 +299,8 @@ def main(argv=None) -> int:
     modes = ["medmulti", "sitk"] + (["monai"] if args.monai_python else [])
     if args.extra:
         modes += ["medmulti-read", "medmulti-arrays", "medmulti-rigid"]
+    if args.modes:
+        modes = ["sitk"] + [m for m in args.modes.split(",") if m and m != "sitk"]
     runs: dict[str, list[dict]] = {m: [] for m in modes}
     for r in range(repeats):
         order = modes if r % 2 == 0 else modes[::-1]  # alternate to spread drift and cache effects
