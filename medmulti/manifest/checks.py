@@ -34,6 +34,7 @@ from .schema import SPLITS, ManifestRow, check_fields
 
 __all__ = [
     "RowCheck",
+    "CHECKS",
     "check_row",
     "cross_row_checks",
     "sha256_of",
@@ -56,6 +57,33 @@ ERROR_CHECKS: dict[type, tuple[str, str]] = {
                                                "that medmulti reads"),
     ResourceLimitError: ("resource_limit", "the input is larger than the configured limits, or declares more data "
                                            "than it holds: check the file, or raise the limits"),
+}
+
+#: Every check name validation reports -> its severity (the names are stable: tools read them).
+CHECKS: dict[str, str] = {
+    "bad_split": "error",
+    "unknown_label": "error",
+    "bad_sha256": "error",
+    "unsafe_path": "error",
+    "missing_modality": "error",
+    "missing_file": "error",
+    "corrupt_file": "error",
+    "series_geometry": "error",
+    "unsupported_data": "error",
+    "resource_limit": "error",
+    "read_error": "error",
+    "modality_mismatch": "error",
+    "wrong_dims": "error",
+    "patient_identity": "error",
+    "sha256_mismatch": "error",
+    "duplicate_row": "error",
+    "patient_in_two_splits": "error",
+    "same_study_two_patients": "error",
+    "duplicate_image": "error",
+    "class_imbalance": "warning",
+    "tiny_split": "warning",
+    "anisotropic_spacing": "warning",
+    "reader_warning": "warning",
 }
 
 #: Spec kind -> DICOM Modality values accepted in the header.

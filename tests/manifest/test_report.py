@@ -61,3 +61,25 @@ def test_html_has_table_and_thumbnails(tmp_path):
 def test_bad_severity_refused():
     with pytest.raises(ValueError):
         Problem("p", None, None, "x", "fatal", "m")
+
+
+def test_every_check_is_registered_and_documented():
+    import ast
+    from pathlib import Path
+
+    from medmulti.manifest.checks import CHECKS, ERROR_CHECKS
+
+    pkg = Path(__file__).resolve().parents[2] / "medmulti" / "manifest"
+    used = {check for check, _ in ERROR_CHECKS.values()}
+    for f in pkg.glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Problem":
+                args = list(node.args)
+                if len(args) >= 5 and isinstance(args[3], ast.Constant):
+                    used.add(args[3].value)
+                    assert CHECKS[args[3].value] == args[4].value, args[3].value
+    # these two are built in a loop over (digest kind, check, hint) in cross_row_checks
+    assert used | {"same_study_two_patients", "duplicate_image"} == set(CHECKS)
+    docs = (pkg.parents[1] / "docs" / "manifest.md").read_text()
+    for name in CHECKS:
+        assert f"`{name}`" in docs, name
