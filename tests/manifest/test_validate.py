@@ -357,3 +357,16 @@ def test_cli_usage_errors(clean, tmp_path, capsys):
     assert main(["validate", str(broken), "--spec", str(clean.spec)]) == 2
     err = capsys.readouterr().err
     assert "required column is missing" in err
+
+
+def test_data_root_admits_paths_outside_the_manifest_folder(clean, tmp_path):
+    rows = _rows(clean)[:2]
+    for r in rows:
+        for m in ("ct", "mr", "xray"):
+            r[m] = f"../{r[m]}"
+    (clean.root / "manifests").mkdir(exist_ok=True)
+    m = _write(clean.root / "manifests", "m.csv", rows)
+    refused = validate_manifest(m, clean.spec, workers=1, progress=False)
+    assert errors(refused) == {(r["patient_id"], mod, "unsafe_path") for r in rows for mod in ("ct", "mr", "xray")}
+    assert main(["validate", str(m), "--spec", str(clean.spec), "--workers", "1", "--no-progress",
+                 "--data-root", str(clean.root)]) == 0
