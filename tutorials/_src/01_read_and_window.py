@@ -85,6 +85,7 @@ print("same affine :", np.allclose(ct.affine, affine_from_itk(itk.GetOrigin(), i
 # spacing and direction columns are in array order (z, y, x): ITK's (x, y, z) reversed
 print("same spacing:", np.allclose(ct.spacing[::-1], itk.GetSpacing(), atol=1e-4))
 print("same axes   :", np.allclose(ct.direction[:, ::-1], np.reshape(itk.GetDirection(), (3, 3)), atol=1e-5))
+assert np.array_equal(ct.array, sitk.GetArrayFromImage(itk))  # the convention holds (checked on every run)
 
 # the world position (LPS mm) of the last voxel, both ways
 last = np.array(ct.shape) - 1
@@ -186,6 +187,7 @@ point = mr.index_to_world([10, 20, 15])  # a voxel's position in LPS mm
 i_old = np.round(mr.world_to_index(point)).astype(int)
 i_new = np.round(mr_c.world_to_index(point)).astype(int)
 print("same voxel value at the same world point:", mr.array[tuple(i_old)] == mr_c.array[tuple(i_new)])
+assert mr.array[tuple(i_old)] == mr_c.array[tuple(i_new)]
 
 # %% [markdown]
 # Three orthogonal slices through the centre, in the radiological convention (patient left on

@@ -96,6 +96,7 @@ found = {(p.patient_id, p.check) for p in report.errors}
 print("injected faults:", len(injected))
 print("all found      :", injected <= found)
 print("other errors   :", sorted(found - injected))
+assert injected <= found
 
 # %% [markdown]
 # ## The same from the command line
@@ -116,6 +117,7 @@ def medmulti(*args):
 code = medmulti("validate", cohort.manifest, "--spec", cohort.spec, "--workers", 1, "--no-progress",
                 "--json", "report.json")
 print("exit code:", code)
+assert code == 1  # errors found
 print("records in report.json:", len(json.loads(Path("report.json").read_text())))
 
 # %% [markdown]
@@ -184,11 +186,13 @@ print(report2.summary())
 for line in report2.lines():
     print(line)
 print("\nready to train:", report2.ok)
+assert report2.ok
 
 # %%
 code = medmulti("validate", fixed_manifest, "--spec", cohort.root / "spec_fixed.yaml", "--workers", 1,
                 "--no-progress", "--html", "report_fixed.html")
 print("exit code:", code)
+assert code == 0
 
 # %% [markdown]
 # Exit code `0`: no errors (warnings, such as a tiny validation split, do not fail a run).

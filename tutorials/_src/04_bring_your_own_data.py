@@ -165,6 +165,7 @@ report = mm.validate_manifest(manifest_path, spec, workers=1, progress=False)
 print(report.summary())
 for line in report.lines():
     print(line)
+assert sorted(p.check for p in report.errors) == ["corrupt_file", "patient_identity", "series_geometry"]
 
 # %% [markdown]
 # Three patients have broken data (a truncated slice, a missing slice, a file of another
@@ -258,7 +259,9 @@ def medmulti(*args):
     return proc.returncode
 
 
-print("exit code:", medmulti("cache", "verify", work / "cache", "--no-progress"))
+code = medmulti("cache", "verify", work / "cache", "--no-progress")
+print("exit code:", code)
+assert code == 0
 
 # %% [markdown]
 # Simulate bit rot in one cached array, and verify again: the damaged entry is found (exit
@@ -269,7 +272,9 @@ victim = sorted((work / "cache").rglob("*.npy"))[0]
 data = bytearray(victim.read_bytes())
 data[-8:] = b"\xff" * 8
 victim.write_bytes(bytes(data))
-print("exit code:", medmulti("cache", "verify", work / "cache", "--no-progress", "--remove"))
+code = medmulti("cache", "verify", work / "cache", "--no-progress", "--remove")
+print("exit code:", code)
+assert code == 1  # the damaged entry was found (and removed)
 print(preprocess_manifest(manifest_path, spec, work / "cache", workers=1, progress=False).summary().splitlines()[0])
 
 # %% [markdown]
