@@ -233,9 +233,20 @@ def _clip(out: np.ndarray, opts: Mapping[str, Any]) -> np.ndarray:
 def _xray(name: str, img: Image, mspec: ModalitySpec) -> Preprocessed:
     opts = mspec.intensity
     voi = voi_from_meta(img.meta)
+    array, window, photometric = img.array, voi["window"], voi["photometric"]
+    value_range = img.meta.get("value_range")
+    if (img.meta.get("inverted") is True and window is not None and voi["lut"] is None
+            and isinstance(value_range, (list, tuple)) and len(value_range) == 2):
+        # The reader inverted MONOCHROME1 (v -> S - v) and mirrored the window centre. Undo both and
+        # window the stored-order values, then invert the result: exactly pydicom's apply_voi_lut
+        # followed by the display inversion (windowing the inverted values is off by one unit).
+        total = float(value_range[0]) + float(value_range[1])
+        array = np.float32(total) - np.asarray(array, np.float32)
+        window = (total - window[0], window[1])
+        photometric = "MONOCHROME1"
     values = normalize_xray(
-        img.array, method=opts["method"], window=voi["window"], function=voi["function"],
-        photometric=voi["photometric"], percentiles=opts["percentiles"], clahe=bool(opts["clahe"]), lut=voi["lut"],
+        array, method=opts["method"], window=window, function=voi["function"],
+        photometric=photometric, percentiles=opts["percentiles"], clahe=bool(opts["clahe"]), lut=voi["lut"],
     )
     out, info = fit_2d(values, mspec.shape)
     out = _clip(out[..., None], opts)

@@ -248,3 +248,29 @@ def test_a_volume_given_for_an_xray_is_refused():
     one = Image(np.arange(64.0).reshape(1, 8, 8), np.eye(4), (1.0, 0.5, 0.5), "DX")
     out = preprocess_study({"xray": one}, _spec())["xray"]
     assert out.array.shape == (32, 32, 1) and out.meta["voi"] == "none"
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
+def test_xray_file_matches_pydicom_voi_then_display_inversion(tmp_path, photometric):
+    io = pytest.importorskip("medmulti.io")
+    if not hasattr(io, "read_image"):
+        pytest.skip("medmulti.io.read_image not available yet")
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    from medmulti.synth import write_dicom_xray
+
+    rng = np.random.default_rng(3)
+    stored = rng.integers(0, 4096, (60, 80))
+    path = write_dicom_xray(stored, tmp_path / "cxr.dcm", modality="DX", photometric=photometric,
+                            window=(1800.0, 2500.0))
+    spec = StudySpec.from_dict({"labels": {"column": "dx", "classes": ["a", "b"]},
+                                "modalities": [{"name": "xray", "kind": "xray", "shape": [60, 80]}]})
+    out = preprocess_study({"xray": path}, spec)["xray"]
+    ds = pydicom.dcmread(path)
+    values = apply_modality_lut(ds.pixel_array, ds)
+    expected = apply_voi_lut(values, ds) / (2**ds.BitsStored - 1)  # pydicom's output range is [0, 4095]
+    if photometric == "MONOCHROME1":
+        expected = 1.0 - expected  # brighter = more attenuation
+    assert out.meta["voi"] == "window" and out.meta["resize"]["scale"] == 1.0
+    np.testing.assert_allclose(out.array[..., 0], expected, atol=1e-5)
