@@ -259,14 +259,18 @@ def _write_patient(root: Path, seed: int, ct_slices: int, i: int) -> tuple[dict[
                        study_uid=new_uid((seed, pid, "ct-study")), series_uid=new_uid((seed, pid, "ct-series")),
                        frame_of_reference_uid=new_uid((seed, pid, "for")),
                        extra={"WindowCenter": 40.0, "WindowWidth": 400.0, "KVP": 120.0,
-                              "ConvolutionKernel": "STANDARD", "BodyPartExamined": "ABDOMEN"})
+                              "ConvolutionKernel": "STANDARD", "BodyPartExamined": "ABDOMEN",
+                              "ImageType": ["ORIGINAL", "PRIMARY", "AXIAL"], "PatientPosition": "HFS",
+                              "SeriesDescription": "SYNTHETIC CT", "StudyDescription": "SYNTHETIC STUDY"})
     mr, maff = _render_mr(ph, prng)
     write_nifti(mr, pdir / "mr.nii.gz", affine=maff)
     xr = _render_xray(ph, prng)
     mono1 = i % 3 == 2  # every third X-ray is MONOCHROME1 (stored inverted)
     write_dicom_xray(4095 - xr if mono1 else xr, pdir / "xray.dcm", modality="CR" if i % 2 else "DX",
                      pixel_spacing=(XR_SPACING, XR_SPACING), photometric="MONOCHROME1" if mono1 else "MONOCHROME2",
-                     window=(2048.0, 4096.0), patient=identity, study_uid=new_uid((seed, pid, "xr-study")))
+                     window=(2048.0, 4096.0), patient=identity, study_uid=new_uid((seed, pid, "xr-study")),
+                     extra={"ImageType": ["ORIGINAL", "PRIMARY"], "PatientOrientation": ["L", "F"],
+                            "SeriesDescription": "SYNTHETIC CHEST PA"})
     label = "disease" if sum(ph["findings"]) >= 2 else "healthy"
     record = {"patient_id": pid, "diagnosis": label, "ct": f"{pid}/ct", "mr": f"{pid}/mr.nii.gz",
               "xray": f"{pid}/xray.dcm"}

@@ -65,7 +65,7 @@ def test_ct_series_is_real_dicom_in_hu(clean):
     ds = pydicom.dcmread(sorted(folder.iterdir())[0])
     for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID",
                "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "RescaleSlope",
-               "RescaleIntercept", "WindowCenter", "WindowWidth"):
+               "RescaleIntercept", "WindowCenter", "WindowWidth", "ImageType", "PatientPosition"):
         assert kw in ds, kw
     assert ds.Modality == "CT" and ds.PatientID == pid and ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
     # pydicom's modality LUT and SimpleITK agree, and the body centre is soft tissue
