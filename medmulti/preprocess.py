@@ -161,11 +161,11 @@ def _should_register(mode: str, ref: Image, ref_src: Source, img: Image, src: So
         return True, "register: rigid"
     if mode == "none":
         return False, "register: none"
+    if _is_nifti(ref, ref_src) or _is_nifti(img, src):  # checked first: no header reads needed
+        return True, "NIfTI source has no frame of reference"
     a, b = _frame_digest(ref, ref_src), _frame_digest(img, src)
     if a is not None and b is not None:
         return (a != b), ("frames of reference differ" if a != b else "same frame of reference")
-    if _is_nifti(ref, ref_src) or _is_nifti(img, src):
-        return True, "NIfTI source has no frame of reference"
     return False, "no frame of reference recorded; header alignment"
 
 

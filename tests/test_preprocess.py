@@ -144,9 +144,14 @@ def test_auto_registers_a_nifti_mr_against_a_dicom_ct(study):
     assert out["mr"].meta["alignment"].startswith("NIfTI")
     # already aligned: registration must not break it
     assert np.linalg.norm(_centroid_mm(out["mr"]) - _centroid_mm(out["ct"])) < 1.0
-    same = dict(mr.meta, frame_of_reference="abc")
-    out = preprocess_study({"ct": ct.copy(meta={"frame_of_reference": "abc"}), "mr": mr.copy(meta=same)},
-                           _spec("auto"))
+    # DICOM-like images: the frame-of-reference digests decide
+    ct_for = ct.copy(meta={"frame_of_reference": "abc"})
+    out = preprocess_study({"ct": ct_for, "mr": mr.copy(meta={"frame_of_reference": "abc"})}, _spec("auto"))
+    assert out["mr"].meta["registration"] is None and out["mr"].meta["alignment"] == "same frame of reference"
+    out = preprocess_study({"ct": ct_for, "mr": mr.copy(meta={"frame_of_reference": "xyz"})}, _spec("auto"))
+    assert out["mr"].meta["registration"] is not None
+    assert out["mr"].meta["alignment"] == "frames of reference differ"
+    out = preprocess_study({"ct": ct, "mr": mr.copy(meta={})}, _spec("auto"))  # no digests, no NIfTI
     assert out["mr"].meta["registration"] is None
 
 
