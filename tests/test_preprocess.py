@@ -279,3 +279,23 @@ def test_xray_file_matches_pydicom_voi_then_display_inversion(tmp_path, photomet
         expected = 1.0 - expected  # brighter = more attenuation
     assert out.meta["voi"] == "window" and out.meta["resize"]["scale"] == 1.0
     np.testing.assert_allclose(out.array[..., 0], expected, atol=1e-5)
+
+
+def test_auto_reads_frames_of_reference_from_dicom_paths(study, tmp_path):
+    io = pytest.importorskip("medmulti.io")
+    if not hasattr(io, "inspect_source"):
+        pytest.skip("medmulti.io.inspect_source not available yet")
+    import pydicom
+
+    ct_for = pydicom.dcmread(study["ct_files"][0], stop_before_pixels=True).FrameOfReferenceUID
+    _, mr = _read(study)
+    same = write_dicom_series(mr.array, tmp_path / "mr_same", affine=mr.affine, modality="MR",
+                              rescale_intercept=0.0, frame_of_reference_uid=ct_for)
+    other = write_dicom_series(mr.array, tmp_path / "mr_other", affine=mr.affine, modality="MR",
+                               rescale_intercept=0.0)
+    assert same and other
+    out = preprocess_study({"ct": study["ct_dir"], "mr": tmp_path / "mr_same"}, _spec("auto"))
+    assert out["mr"].meta["alignment"] == "same frame of reference" and out["mr"].meta["registration"] is None
+    out = preprocess_study({"ct": study["ct_dir"], "mr": tmp_path / "mr_other"}, _spec("auto"))
+    assert out["mr"].meta["alignment"] == "frames of reference differ"
+    assert out["mr"].meta["registration"] is not None
