@@ -219,7 +219,12 @@ class Image:
         """
         import SimpleITK as sitk
 
-        out = sitk.GetImageFromArray(np.ascontiguousarray(self.array))
+        arr = np.ascontiguousarray(self.array)
+        if not arr.dtype.isnative:  # e.g. nibabel's big-endian files
+            arr = arr.astype(arr.dtype.newbyteorder("="))
+        if arr.dtype == np.float16:  # SimpleITK has no half floats
+            arr = arr.astype(np.float32)
+        out = sitk.GetImageFromArray(arr)
         if self.array.ndim == 3 and self.affine is not None:
             origin, spacing, direction = itk_from_affine(self.affine)
             out.SetOrigin(origin)

@@ -31,6 +31,10 @@ Example YAML (``format: 1``)::
         shape: [128, 128]
         required: false
 
+Intensity keys for every kind also include ``clip: [low, high]`` (clip the final
+values) and, for MR, ``zscore_foreground: false`` (z-score over every voxel instead of
+the Otsu foreground).
+
 Multi-label specs give ``columns: [effusion, nodule]`` instead of ``column``: one
 0/1 manifest column per class; the class names are the column names.
 """

@@ -84,3 +84,11 @@ def test_projection_image_has_no_geometry():
 def test_image_refuses_bad_dimensions(bad):
     with pytest.raises(GeometryError):
         Image(bad, None, (1.0,) * bad.ndim, "CT")
+
+
+def test_to_sitk_accepts_big_endian_and_half_float_arrays():
+    be = np.arange(24, dtype=">i2").reshape(2, 3, 4)
+    img = Image(be, np.eye(4), (1.0, 1.0, 1.0), "MR")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(img.to_sitk()), be.astype(np.int16))
+    half = Image(be.astype(np.float16), np.eye(4), (1.0, 1.0, 1.0), "MR")
+    assert sitk.GetArrayFromImage(half.to_sitk()).dtype == np.float32
