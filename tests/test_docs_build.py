@@ -168,7 +168,8 @@ def test_cli_md_covers_every_subcommand_and_option():
             for n in names:
                 if f"`{n}`" not in body:
                     missing.append(f"{' '.join(('medmulti',) + path)}: {n}")
-    assert not missing, "docs/cli.md lacks:\n" + "\n".join(missing)
+    assert not missing, ("docs/cli.md lacks (regenerate it: python tests/test_docs_build.py --write-cli-md):\n"
+                         + "\n".join(missing))
 
 
 def test_cli_md_documents_exit_codes():
