@@ -1,18 +1,39 @@
-"""Read the real example files bundled with pydicom and nibabel and print what was read.
+"""The main job, end to end, on a freshly generated sample cohort.
 
-An interim demo (until the training demo replaces it): each DICOM file, DICOM series
-folder and NIfTI file below is read with ``medmulti.read_image`` and summarised as
-modality, array shape, spacing (mm), orientation code (the LPS direction of the
-x, y, z axes, e.g. ``LPS`` for a plain axial scan; ``-`` for projection X-rays) and
-value range. Nothing is downloaded.
-Exit codes: 0 all read, 1 a file could not be read.
+First reads the real example files bundled with pydicom and nibabel and prints what
+was read (``--files-only`` stops there). Then generates the sample cohort (real DICOM series, NIfTI and X-ray files; clean), validates
+it, preprocesses it into the cache, trains the fusion model and, the same way on the
+same split, one model per single modality, evaluates each on the test split and prints
+the comparison table. Writes ``DIR/demo_summary.json``:
+``{"fusion": {"test_auc", "test_accuracy"}, "ct": {...}, "mr": {...}, "xray": {...},
+"seconds": ...}``; each run folder holds the model, metrics, curves and ROC pictures.
+Exit codes: 0 done, 1 a problem (validation failed, a data error), 2 usage error.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import time
+from pathlib import Path
 
-HELP = "read the bundled real example files (pydicom/nibabel test data) and print a table (exit 0 ok, 1 error)"
+HELP = "run the main job on a generated sample cohort: validate, preprocess, train fusion and single-modality models"
+
+#: defaults tuned so the demo finishes in a few minutes on 2 CPU cores (see benchmarks/RESULTS.md)
+DEMO_PATIENTS = 200
+DEMO_EPOCHS = 12
+DEMO_BATCH = 16
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +44,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser : argparse.ArgumentParser
         The subcommand parser.
     """
-    parser.add_argument("--paths", action="store_true", help="also print each source's path")
+    parser.add_argument("--out", metavar="DIR", default="medmulti_demo",
+                        help="output folder (default ./medmulti_demo)")
+    parser.add_argument("--patients", type=_positive_int, default=DEMO_PATIENTS,
+                        help=f"sample cohort size (default {DEMO_PATIENTS})")
+    parser.add_argument("--epochs", type=_positive_int, default=DEMO_EPOCHS,
+                        help=f"maximum epochs per model (default {DEMO_EPOCHS})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the cohort and of training (default 0)")
+    parser.add_argument("--fusion", choices=["concat", "attention", "gated"], default="concat",
+                        help="fusion of the branch embeddings (default concat)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="processes for validation and preprocessing (default: all cores)")
+    parser.add_argument("--no-single", action="store_true", help="train only the fusion model")
+    parser.add_argument("--files-only", action="store_true",
+                        help="only read the bundled real example files and print the table (seconds)")
+    parser.add_argument("--paths", action="store_true", help="print each bundled file's path in the table")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def orientation_code(affine) -> str:
@@ -76,13 +112,19 @@ def _sources():
     ]
 
 
-def run(args: argparse.Namespace) -> int:
-    """Read every example source and print the table.
+def print_bundled_table(*, paths: bool = False, echo=print) -> int:
+    """Read every bundled real example file with ``read_image`` and print a table.
+
+    Each DICOM file, DICOM series folder and NIfTI file bundled with pydicom and
+    nibabel is summarised as modality, array shape, spacing (mm), orientation code
+    and value range. Nothing is downloaded.
 
     Parameters
     ----------
-    args : argparse.Namespace
-        Parsed arguments.
+    paths : bool
+        Also print each source's path.
+    echo : callable
+        Where the lines go.
 
     Returns
     -------
@@ -106,8 +148,151 @@ def run(args: argparse.Namespace) -> int:
         vrange = f"{float(img.array.min()):.6g} .. {float(img.array.max()):.6g}"
         rows.append((label, img.modality, shape, spacing, orientation_code(img.affine), vrange, str(path)))
     header = ("source", "modality", "shape", "spacing (mm)", "orient.", "value range", "path")
-    ncol = 7 if args.paths else 6
+    ncol = 7 if paths else 6
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(ncol)]
     for r in [header] + rows:
-        print("  ".join(str(r[i]).ljust(widths[i]) for i in range(ncol)).rstrip())
+        echo("  ".join(str(r[i]).ljust(widths[i]) for i in range(ncol)).rstrip())
     return status
+
+
+def run_demo(out: str | Path = "medmulti_demo", *, patients: int = DEMO_PATIENTS, epochs: int = DEMO_EPOCHS,
+             seed: int = 0, fusion: str = "concat", workers: int | None = None, single: bool = True,
+             progress: bool = True, model_options: dict | None = None, echo=print) -> dict:
+    """Run the demo and return the summary written to ``out/demo_summary.json``.
+
+    Parameters
+    ----------
+    out : str or Path
+        Output folder: ``cohort/``, ``cache/``, ``runs/<model>/``, ``demo_summary.json``.
+    patients : int
+        Sample cohort size.
+    epochs : int
+        Maximum epochs per model (early stopping may stop sooner).
+    seed : int
+        Seed of the cohort, the weights and the shuffling.
+    fusion : {"concat", "attention", "gated"}
+        Fusion of the fusion model.
+    workers : int, optional
+        Processes for validation and preprocessing.
+    single : bool
+        Also train one model per modality.
+    progress : bool
+        Show progress bars.
+    model_options : dict, optional
+        Overrides of :data:`DEMO_MODEL` (keyword arguments of :func:`medmulti.train`).
+    echo : callable
+        Where the human-readable lines go.
+
+    Returns
+    -------
+    dict
+        ``{"fusion": {"test_auc", "test_accuracy", "run_dir"}, <modality>: {...}, "seconds", ...}``.
+
+    Raises
+    ------
+    MedmultiError
+        Validation found errors, or a data error while training.
+    """
+    from ..data.preprocess_all import preprocess_manifest
+    from ..errors import ManifestError
+    from ..manifest import validate_manifest
+    from ..sample_data import make_sample_cohort
+    from ..spec import StudySpec
+    from ..training import _write_json, train
+
+    t0 = time.perf_counter()
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    cohort_dir = root / "cohort"
+    stamp_path = root / "cohort.json"
+    stamp = {"patients": patients, "seed": seed, "faults": False}
+    reuse = (stamp_path.is_file() and (cohort_dir / "manifest.csv").is_file()
+             and json.loads(stamp_path.read_text(encoding="utf-8")) == stamp)
+    echo(f"[1/5] sample cohort: {patients} patients (CT DICOM series, MR NIfTI, X-ray DICOM) in {cohort_dir}"
+         + (" (reused)" if reuse else ""))
+    if reuse:
+        manifest, spec_path = cohort_dir / "manifest.csv", cohort_dir / "spec.yaml"
+    else:
+        stamp_path.unlink(missing_ok=True)
+        cohort = make_sample_cohort(cohort_dir, n_patients=patients, seed=seed, faults=False, progress=progress,
+                                    overwrite=True)
+        manifest, spec_path = cohort.manifest, cohort.spec
+        stamp_path.write_text(json.dumps(stamp) + "\n", encoding="utf-8")
+    spec = StudySpec.from_yaml(spec_path)
+
+    echo("[2/5] validating the manifest and every file it names")
+    report = validate_manifest(manifest, spec, workers=workers, progress=progress)
+    report.to_json(root / "validation.json")
+    report.to_html(root / "validation.html")
+    echo("      " + report.summary().replace("\n", "\n      "))
+    if not report.ok:
+        raise ManifestError("validation found errors; see the report", path=root / "validation.html")
+
+    echo("[3/5] preprocessing into the cache (co-registration, windowing, normalisation)")
+    cache_dir = root / "cache"
+    summary = preprocess_manifest(manifest, spec, cache_dir, workers=workers, progress=progress)
+    echo("      " + summary.summary().replace("\n", "\n      "))
+
+    models = [("fusion", None)] + ([(m, [m]) for m in spec.names] if single else [])
+    results: dict = {}
+    for k, (name, modalities) in enumerate(models, start=1):
+        what = f"fusion of {', '.join(spec.names)} ({fusion})" if modalities is None else f"{name} only"
+        echo(f"[4/5] training model {k}/{len(models)}: {what}")
+        res = train(manifest, spec, root / "runs" / name, epochs=epochs, seed=seed,
+                    fusion=fusion, modalities=modalities, cache_dir=cache_dir, progress=progress, overwrite=True,
+                    **{**DEMO_MODEL, **(model_options or {})})
+        results[name] = {"test_auc": res.test_auc, "test_accuracy": res.test_accuracy,
+                         "best_epoch": res.best_epoch, "seconds": round(res.seconds, 1),
+                         "run_dir": str(res.run_dir)}
+
+    seconds = time.perf_counter() - t0
+    summary_doc = {**results, "seconds": round(seconds, 1), "patients": patients, "seed": seed,
+                   "epochs": epochs, "fusion_method": fusion,
+                   "test_patients": len([r for r in _test_rows(manifest, spec)])}
+    _write_json(root / "demo_summary.json", summary_doc)
+
+    echo("[5/5] results on the test split (same patients for every model)")
+    echo(f"      {'model':<10} {'ROC AUC':>8} {'accuracy':>9} {'epochs':>7} {'seconds':>8}")
+    for name, r in results.items():
+        auc = "n/a" if r["test_auc"] is None else f"{r['test_auc']:.3f}"
+        echo(f"      {name:<10} {auc:>8} {r['test_accuracy']:>9.3f} {r['best_epoch']:>7d} {r['seconds']:>8.0f}")
+    echo(f"      total {seconds:.0f} s")
+    echo(f"summary: {root / 'demo_summary.json'}")
+    echo(f"report and pictures: {root / 'runs' / 'fusion'} (metrics.json, curves.png, confusion_roc.png), "
+         f"validation report {root / 'validation.html'}")
+    return summary_doc
+
+
+#: model options of the demo (small CNNs: the sample inputs are 32^3 and 64^2)
+DEMO_MODEL = {"batch_size": DEMO_BATCH, "width": 8, "depth": 3, "embed_dim": 16, "dropout": 0.1, "patience": 4, "learning_rate": 2e-3}
+
+
+def _test_rows(manifest: Path, spec) -> list:
+    from ..manifest import load_manifest
+
+    return load_manifest(manifest, spec).split("test")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments.
+
+    Returns
+    -------
+    int
+        0 done; 1 a bundled file could not be read; a :class:`~medmulti.errors.MedmultiError`
+        gives 1 (via the CLI).
+    """
+    if args.files_only:
+        return print_bundled_table(paths=args.paths)
+    print("[0/5] reading the real example files bundled with pydicom and nibabel")
+    if print_bundled_table(paths=args.paths, echo=lambda line: print("      " + line)) != 0:
+        print("medmulti demo: a bundled example file could not be read (see the table)", file=sys.stderr)
+        return 1
+    run_demo(args.out, patients=args.patients, epochs=args.epochs, seed=args.seed, fusion=args.fusion,
+             workers=args.workers, single=not args.no_single, progress=not args.no_progress)
+    return 0
