@@ -132,7 +132,7 @@ def read_image(
         header = read_header(p, name=name, limits=limits)
         return read_dicom_file(header, modality, limits)
     except MedmultiError as err:
-        raise err.with_context(modality=modality)
+        raise err.with_context(path=name, modality=modality)
     except RecursionError:
         raise ResourceLimitError("the file is nested too deeply to read", path=name, modality=modality) from None
     except MemoryError:

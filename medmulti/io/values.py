@@ -65,7 +65,22 @@ def apply_rescale_into(stored: np.ndarray, out: np.ndarray, slope: float, interc
     -------
     numpy.ndarray
         ``out``.
+
+    Raises
+    ------
+    CorruptFileError
+        If the transform can map a stored value outside the finite float32 range
+        (e.g. ``RescaleIntercept = 1e308``), checked before computing.
     """
+    kind = stored.dtype.kind
+    maxabs = float(max(-int(np.iinfo(stored.dtype).min), int(np.iinfo(stored.dtype).max))) if kind in "iu" \
+        else float(np.max(np.abs(stored), initial=0.0))
+    bound = abs(float(slope)) * maxabs + abs(float(intercept))
+    if not np.isfinite(bound) or bound > float(np.finfo(np.float32).max):
+        from ..errors import CorruptFileError
+
+        raise CorruptFileError("RescaleSlope/RescaleIntercept map stored values beyond the float32 range",
+                               keyword="RescaleIntercept")
     if slope == 1.0:
         # one pass: int + float32 scalar computes in float32 straight into out
         np.add(stored, np.float32(intercept), out=out, casting="unsafe")
