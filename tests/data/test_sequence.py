@@ -60,8 +60,6 @@ def test_batches_shapes_dtypes_keys_labels(clean_cohort, spec, warm_cache):
 
 
 def test_integer_labels(clean_cohort, spec, warm_cache):
-    import dataclasses
-
     from medmulti.spec import LabelSpec, StudySpec
 
     spec_int = StudySpec(modalities=spec.modalities, labels=LabelSpec(classes=spec.labels.classes,
@@ -71,7 +69,6 @@ def test_integer_labels(clean_cohort, spec, warm_cache):
     _, y = seq[0]
     assert y.dtype == np.int64 and y.shape == (min(4, seq.num_patients),)
     assert list(y) == [spec.labels.classes.index(csv_rows[p]["diagnosis"]) for p in seq.patient_ids[:len(y)]]
-    assert dataclasses.is_dataclass(spec_int)
 
 
 def test_same_seed_same_batches_every_patient_once_per_epoch(clean_cohort, spec, warm_cache):
@@ -92,8 +89,9 @@ def test_same_seed_same_batches_every_patient_once_per_epoch(clean_cohort, spec,
         a.on_epoch_end()
         b.on_epoch_end()
     assert len({tuple(o) for o in orders}) > 1  # reshuffled per epoch
-    assert c.patient_ids != _seq(clean_cohort, spec, warm_cache, seed=7).patient_ids or \
-        not np.array_equal(c[0][0]["ct"], _seq(clean_cohort, spec, warm_cache, batch_size=2, seed=7, augment=True)[0][0]["ct"])
+    # another seed: another order or other augmentation draws
+    fresh = _seq(clean_cohort, spec, warm_cache, batch_size=2, seed=7, augment=True)
+    assert c.patient_ids != fresh.patient_ids or not np.array_equal(c[0][0]["ct"], fresh[0][0]["ct"])
     # augmentation changes the arrays but not the labels
     plain = _seq(clean_cohort, spec, warm_cache, batch_size=2, seed=7)
     xa, ya = _seq(clean_cohort, spec, warm_cache, batch_size=2, seed=7, augment=True)[0]
