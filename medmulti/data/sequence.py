@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from collections import Counter
 from os import PathLike
 from pathlib import Path
@@ -36,6 +37,7 @@ from ..errors import (
 from ..spec import StudySpec
 from .augment import Augmenter
 from .context import name_error
+from .rowcheck import row_error_records
 from .cache import PreprocessCache, _version, entry_keys, fingerprint_source
 
 __all__ = ["PatientSequence", "MultiModalSequence", "POLICIES"]
@@ -61,6 +63,10 @@ _CHECK_ERRORS: dict[str, type[MedmultiError]] = {
     "resource_limit": ResourceLimitError,
     "unsafe_path": UnsafePathError,
 }
+
+
+#: rows to check above which the header checks run in parallel processes
+PARALLEL_CHECK_MIN = 16
 
 
 def _error_from_problem(problem: Any) -> MedmultiError:
@@ -242,9 +248,8 @@ class PatientSequence(keras.utils.PyDataset):
         for r in self.manifest.rows:
             if r.split != self.split:
                 other_splits.setdefault(r.patient_id, set()).add(r.split)
-        for row in tqdm(rows, desc=f"checking {self.split} patients", unit="patient", disable=not progress,
-                        leave=False):
-            errors = self._row_errors(row, check_row)
+        found = self._check_rows(rows, check_row, progress)
+        for row, errors in zip(rows, found):
             if row.patient_id in other_splits:  # leakage between splits
                 errors.insert(0, Problem(row.key, None, None, "patient_in_two_splits", "error",
                                          f"line {row.line}: the patient is also in split(s) "
@@ -295,31 +300,61 @@ class PatientSequence(keras.utils.PyDataset):
             log.warning("%s split: %d inputs will be fed as zeros (see seq.zeroed)", self.split, len(self.zeroed))
         return kept, present
 
-    def _row_errors(self, row: Any, check_row: Any) -> list:
-        """Header-level error problems of a row, remembered in the cache while its files are unchanged."""
+    def _check_key(self, row: Any) -> str:
+        doc = {
+            "medmulti": _version(),
+            "spec": self.spec.to_dict(),
+            "row": [row.patient_id, row.study_id, row.split, row.labels, row.paths, row.sha256, row.refused],
+            "sources": {n: fingerprint_source(row.sources.get(n), root=self.manifest.root) for n in self.spec.names},
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+    def _check_rows(self, rows: list, check_row: Any, progress: bool) -> list[list]:
+        """Header-level error problems per row.
+
+        Results are remembered in the cache (``records/checks``) while a row's files keep
+        their sizes and mtimes. Rows not remembered are checked in parallel processes when
+        there are more than ``PARALLEL_CHECK_MIN`` of them.
+        """
+        from tqdm.auto import tqdm
+
         from ..manifest import Problem
 
-        key = None
+        out: list[list | None] = [None] * len(rows)
+        keys: list[str | None] = [None] * len(rows)
         if self.cache is not None:
-            doc = {
-                "medmulti": _version(),
-                "spec": self.spec.to_dict(),
-                "row": [row.patient_id, row.study_id, row.split, row.labels, row.paths, row.sha256, row.refused],
-                "sources": {n: fingerprint_source(row.sources.get(n), root=self.manifest.root)
-                            for n in self.spec.names},
-            }
-            key = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode("utf-8")).hexdigest()
-            stored = self.cache.get_record("checks", key)
-            if isinstance(stored, list):
-                try:
-                    return [Problem(**d) for d in stored]
-                except TypeError:
-                    pass
-        result = check_row(row, self.spec, deep=False)
-        errors = [p for p in result.problems if p.severity == "error"]
-        if key is not None:
-            self.cache.put_record("checks", key, [p.to_dict() for p in errors])
-        return errors
+            for i, row in enumerate(rows):
+                keys[i] = self._check_key(row)
+                stored = self.cache.get_record("checks", keys[i])
+                if isinstance(stored, list):
+                    try:
+                        out[i] = [Problem(**d) for d in stored]
+                    except TypeError:
+                        out[i] = None
+        todo = [i for i in range(len(rows)) if out[i] is None]
+        bar = tqdm(total=len(todo), desc=f"checking {self.split} patients", unit="patient",
+                   disable=not progress or not todo, leave=False)
+        n_proc = min(os.cpu_count() or 1, 8, len(todo))
+        if len(todo) > PARALLEL_CHECK_MIN and n_proc > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(n_proc, mp_context=mp.get_context("spawn")) as pool:
+                futures = {pool.submit(row_error_records, rows[i], self.spec): i for i in todo}
+                from concurrent.futures import as_completed
+
+                for fut in as_completed(futures):
+                    out[futures[fut]] = [Problem(**d) for d in fut.result()]
+                    bar.update(1)
+        else:
+            for i in todo:
+                out[i] = [Problem(**d) for d in row_error_records(rows[i], self.spec, check_row)]
+                bar.update(1)
+        bar.close()
+        for i in todo:
+            if keys[i] is not None:
+                self.cache.put_record("checks", keys[i], [p.to_dict() for p in out[i]])
+        return out  # type: ignore[return-value]
 
     def _probe_shapes(self) -> None:
         """Learn each modality's (spatial, channels) shape from the first patient that has it."""

@@ -286,3 +286,13 @@ def test_without_cache_equals_with_cache(clean_cohort, spec, warm_cache):
     xb, yb = b[0]
     for n in xa:
         np.testing.assert_array_equal(xa[n], xb[n])
+
+
+def test_header_checks_in_parallel_processes_match_the_serial_ones(fault_cohort, spec, tmp_path, monkeypatch):
+    import medmulti.data.sequence as sequence_module
+
+    serial = _seq(fault_cohort, spec, tmp_path / "a", on_missing="skip", on_corrupt="skip")
+    monkeypatch.setattr(sequence_module, "PARALLEL_CHECK_MIN", 0)
+    parallel = _seq(fault_cohort, spec, tmp_path / "b", on_missing="skip", on_corrupt="skip")
+    assert parallel.skipped == serial.skipped and parallel.patient_ids == serial.patient_ids
+    assert list((tmp_path / "b" / "records" / "checks").glob("*.json"))
