@@ -143,6 +143,54 @@ class _StrictReader:
         pass
 
 
+_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7}
+
+
+def codestream_dims(data: bytes) -> tuple[int, int] | None:
+    """(rows, columns) declared inside a JPEG / JPEG-LS / JPEG 2000 codestream.
+
+    Reads the SIZ marker (JPEG 2000, ISO/IEC 15444-1 A.5.1), the ``ihdr`` box of a
+    JP2 file, or the SOF marker (JPEG / JPEG-LS). Checked against Rows/Columns
+    before decoding, so a header whose sizes were changed cannot make a decoder
+    allocate an image of another size. None when not recognised (RLE, other).
+
+    Parameters
+    ----------
+    data : bytes
+        The first bytes of the first fragment.
+
+    Returns
+    -------
+    (int, int) or None
+    """
+    if data[:4] == b"\xff\x4f\xff\x51" and len(data) >= 24:  # SOC + SIZ
+        xsiz, ysiz, xo, yo = struct.unpack(">IIII", data[8:24])
+        return (ysiz - yo, xsiz - xo)
+    if data[4:8] == b"jP  ":
+        i = data.find(b"ihdr")
+        if i >= 0 and len(data) >= i + 12:
+            h, w = struct.unpack(">II", data[i + 4 : i + 12])
+            return (h, w)
+        return None
+    if data[:2] == b"\xff\xd8":  # JPEG SOI: walk the marker segments to the SOF
+        pos = 2
+        while pos + 4 <= len(data):
+            if data[pos] != 0xFF:
+                return None
+            marker = data[pos + 1]
+            if marker == 0xFF:
+                pos += 1
+                continue
+            seg = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+            if marker in _SOF_MARKERS:
+                if pos + 9 > len(data):
+                    return None
+                y, x = struct.unpack(">HH", data[pos + 5 : pos + 9])
+                return (y, x) if y else None  # Y may be 0 (set by a later DNL marker)
+            pos += 2 + seg
+    return None
+
+
 class _Borrowed:
     """A caller's open file used in a ``with`` block without being closed."""
 
@@ -502,6 +550,12 @@ class DicomHeader:
             n_items += 1
             if n_items > self.frames + 1 + 4 * self.frames * 64 + 1024:  # fragments per frame are bounded in practice
                 raise CorruptFileError("too many pixel data fragments", path=self.name, keyword="PixelData")
+            if n_items == 2 and length:
+                dims = codestream_dims(f.read(min(length, 4096)))
+                if dims is not None and dims != (self.rows, self.columns):
+                    raise CorruptFileError(
+                        "the compressed image's own size disagrees with Rows/Columns", path=self.name, keyword="Rows"
+                    )
             pos += length
             f.seek(pos)
         if n_items < 2:  # the Basic Offset Table item plus at least one fragment

@@ -166,3 +166,17 @@ def test_header_values_never_reach_logs_or_warnings(tmp_path, caplog, recwarn):
         inspect_source(path)
     assert "CANARY" not in caplog.text
     assert not any("CANARY" in str(w.message) for w in recwarn)
+
+
+@pytest.mark.parametrize("name", ["MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm"])
+def test_rows_changed_in_compressed_header_refused_before_decoding(tmp_path, name):
+    # the codestream says 64 x 64; a header claiming 4096 rows must not reach the decoder
+    ds = pydicom.dcmread(bundled(name))
+    ds.Rows = 4096
+    path = tmp_path / "lying.dcm"
+    ds.save_as(path)
+    with pytest.raises(CorruptFileError) as info:
+        inspect_source(path)
+    assert info.value.keyword == "Rows"
+    with pytest.raises(CorruptFileError):
+        read_image(path)
