@@ -610,7 +610,12 @@ class DicomHeader:
 
 def _inflate(fp, path_name: str, limits: Limits) -> bytes:
     """Inflate a deflated dataset in bounded steps (a deflate bomb stops at the cap)."""
-    d = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:  # ISA-L when installed (about 2.3x faster), else zlib
+        from isal import isal_zlib
+
+        d = isal_zlib.decompressobj(wbits=-15)
+    except ImportError:  # pragma: no cover - isal is a dependency
+        d = zlib.decompressobj(-zlib.MAX_WBITS)
     chunks, total = [], 0
     step = 1 << 20
     while not d.eof:
