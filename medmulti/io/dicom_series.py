@@ -28,7 +28,7 @@ from .dicom_file import base_meta, is_projection, read_dicom_file, single_slice_
 from .dicom_header import DicomHeader, read_header
 from .limits import Limits
 from .pixels import PARALLEL_SYNTAXES, _decode_options, decode_compressed_file, decode_pool, default_workers, read_stored, reset_pool
-from .values import apply_rescale_into, rescale_of, voi_meta
+from .values import apply_rescale_into, voi_meta
 
 __all__ = ["SeriesPlan", "scan_folder", "plan_series", "read_dicom_series"]
 

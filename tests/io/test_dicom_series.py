@@ -12,7 +12,7 @@ import pytest
 from io_helpers import dicomdir_root, sitk_series
 from pydicom.pixels import apply_modality_lut
 
-from medmulti import CorruptFileError, MissingFileError, SeriesGeometryError, UnsupportedDataError, read_image, synth
+from medmulti import CorruptFileError, MissingFileError, SeriesGeometryError, read_image, synth
 from medmulti.io import inspect_source
 
 
