@@ -340,6 +340,7 @@ def train(
     backbone: str | None = None,
     norm: str = "batch",
     stem_stride: int | dict[str, int] = 1,
+    pooling: str = "max",
     augment: bool = False,
     class_balance: bool = False,
     on_missing: str = "error",
@@ -379,7 +380,7 @@ def train(
         Epochs without improvement of ``monitor`` before stopping (0 disables early stopping).
     monitor : {"val_loss", "val_auc", "loss"}
         What picks the best checkpoint; without a ``val`` split, ``"loss"`` is used.
-    width, depth, embed_dim, dropout, modality_dropout, backbone, norm, stem_stride
+    width, depth, embed_dim, dropout, modality_dropout, backbone, norm, stem_stride, pooling
         Model options, see :func:`~medmulti.models.build_fusion_model`.
     augment, class_balance, on_missing, on_corrupt
         Sequence options, see :class:`~medmulti.data.sequence.PatientSequence`.
@@ -444,7 +445,7 @@ def train(
     model = build_fusion_model(
         spec, modalities=names, optional_modalities=optional, fusion=fusion, width=width, depth=depth,
         embed_dim=embed_dim, dropout=dropout, modality_dropout=modality_dropout, backbone=backbone, norm=norm,
-        stem_stride=stem_stride, seed=seed, input_shapes={n: shapes[n] for n in names},
+        stem_stride=stem_stride, pooling=pooling, seed=seed, input_shapes={n: shapes[n] for n in names},
         name="medmulti_" + ("fusion" if len(names) > 1 else names[0]),
     )
     loss, metrics = _loss_and_metrics(spec)
@@ -517,7 +518,7 @@ def train(
             "epochs": epochs, "batch_size": batch_size, "fusion": fusion, "learning_rate": learning_rate,
             "patience": patience, "monitor": watch, "width": width, "depth": depth, "embed_dim": embed_dim,
             "dropout": dropout, "modality_dropout": modality_dropout, "backbone": backbone, "norm": norm,
-            "stem_stride": stem_stride, **options,
+            "stem_stride": stem_stride, "pooling": pooling, **options,
         },
         "counts": counts,
         "best_epoch": best_epoch,

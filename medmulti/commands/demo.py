@@ -22,7 +22,7 @@ HELP = "run the main job on a generated sample cohort: validate, preprocess, tra
 
 #: defaults tuned so the demo finishes in a few minutes on 2 CPU cores (see benchmarks/RESULTS.md)
 DEMO_PATIENTS = 200
-DEMO_EPOCHS = 12
+DEMO_EPOCHS = 15
 DEMO_BATCH = 16
 
 
@@ -233,6 +233,9 @@ def run_demo(out: str | Path = "medmulti_demo", *, patients: int = DEMO_PATIENTS
     summary = preprocess_manifest(manifest, spec, cache_dir, workers=workers, progress=progress)
     echo("      " + summary.summary().replace("\n", "\n      "))
 
+    options = {**DEMO_MODEL, **(model_options or {})}
+    if isinstance(options.get("stem_stride"), int):  # strided stem for the 3D branches only
+        options["stem_stride"] = {m.name: options["stem_stride"] for m in spec.modalities if m.dims == 3}
     models = [("fusion", None)] + ([(m, [m]) for m in spec.names] if single else [])
     results: dict = {}
     for k, (name, modalities) in enumerate(models, start=1):
@@ -240,7 +243,7 @@ def run_demo(out: str | Path = "medmulti_demo", *, patients: int = DEMO_PATIENTS
         echo(f"[4/5] training model {k}/{len(models)}: {what}")
         res = train(manifest, spec, root / "runs" / name, epochs=epochs, seed=seed,
                     fusion=fusion, modalities=modalities, cache_dir=cache_dir, progress=progress, overwrite=True,
-                    **{**DEMO_MODEL, **(model_options or {})})
+                    **options)
         results[name] = {"test_auc": res.test_auc, "test_accuracy": res.test_accuracy,
                          "best_epoch": res.best_epoch, "seconds": round(res.seconds, 1),
                          "run_dir": str(res.run_dir)}
@@ -263,8 +266,11 @@ def run_demo(out: str | Path = "medmulti_demo", *, patients: int = DEMO_PATIENTS
     return summary_doc
 
 
-#: model options of the demo (small CNNs: the sample inputs are 32^3 and 64^2)
-DEMO_MODEL = {"batch_size": DEMO_BATCH, "width": 8, "depth": 3, "embed_dim": 16, "dropout": 0.1, "patience": 4, "learning_rate": 2e-3}
+#: model options of the demo (small CNNs: the sample inputs are 32^3 and 64^2); group
+#: normalisation (batch statistics of 16 patients are too noisy) and global max pooling
+#: (the findings are small focal lesions); 3D branches start with a stride-2 convolution
+DEMO_MODEL = {"batch_size": DEMO_BATCH, "width": 8, "depth": 3, "embed_dim": 16, "dropout": 0.1, "patience": 5,
+              "learning_rate": 3e-3, "norm": "group", "pooling": "max", "stem_stride": 2}
 
 
 def _test_rows(manifest: Path, spec) -> list:
