@@ -1,5 +1,7 @@
 """Strict readers: DICOM files, DICOM series folders and NIfTI into :class:`~medmulti.Image`.
 
+Examples
+--------
 >>> import medmulti.io as mio
 >>> sorted(mio.__all__)[:3]
 ['DEFAULT_LIMITS', 'Limits', 'SourceInfo']

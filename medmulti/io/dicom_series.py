@@ -286,11 +286,21 @@ def plan_series(
         if len(groups) > 1:
             warnings.append(f"{len(groups) - 1} other image series ignored (series= given)")
     elif len(groups) > 1:
+        numbers = [g[0].series_number for g in groups]
+        hint = "pass series=<SeriesNumber> (CLI: --series) to choose one, or give each series its own folder"
+        if len(set(numbers)) < len(numbers):  # series= cannot tell them apart: point at the stray files
+            smallest = min(groups, key=len)
+            names = ", ".join(h.name for h in smallest[:5]) + (" ..." if len(smallest) > 5 else "")
+            hint = (
+                "several series share one SeriesNumber, so series= cannot choose; the smallest "
+                f"({len(smallest)} file(s): {names}) is likely a stray file from another study: "
+                "remove it or move each series to its own folder"
+            )
         raise SeriesGeometryError(
             f"this folder holds {len(groups)} image series: {_describe(groups)}",
             path=where,
             keyword="SeriesInstanceUID",
-            hint="pass series=<SeriesNumber> (CLI: --series) to choose one, or give each series its own folder",
+            hint=hint,
         )
     else:
         hs = groups[0]

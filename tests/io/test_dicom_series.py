@@ -280,3 +280,17 @@ def test_real_enhanced_mr_geometry_equals_nibabel(tmp_path):
     # ascending along the normal row x column
     d = img.index_to_world(np.c_[np.arange(n), np.zeros(n), np.zeros(n)]) @ np.cross(img.direction[:, 2], img.direction[:, 1])
     assert np.all(np.diff(d) > 0)
+
+
+def test_stray_file_sharing_a_series_number_is_named_in_the_hint(tmp_path):
+    import numpy as np
+
+    import medmulti as mm
+    from medmulti.synth import write_dicom_series
+
+    vol = np.zeros((6, 8, 8), np.float32)
+    write_dicom_series(vol, tmp_path, series_number=1)
+    write_dicom_series(vol[:1], tmp_path / "stray", series_number=1, filename="STRAY{index}.dcm")
+    with pytest.raises(mm.SeriesGeometryError) as info:
+        mm.read_image(tmp_path)
+    assert "STRAY0" in info.value.hint and "SeriesNumber" in info.value.hint
