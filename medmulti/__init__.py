@@ -56,6 +56,7 @@ _LAZY = {
     "make_sample_cohort": "medmulti.sample_data",
     "PatientSequence": "medmulti.data.sequence",
     "MultiModalSequence": "medmulti.data.sequence",
+    "PreprocessCache": "medmulti.data.cache",
     "build_fusion_model": "medmulti.models",
     "train": "medmulti.training",
     "evaluate": "medmulti.training",
