@@ -237,6 +237,14 @@ def _itk_geometry(path: Path, name: str, header: Any = None):
     """
     import SimpleITK as sitk
 
+    if header is not None:  # SimpleITK loops for minutes on a NaN/inf sform or quaternion: refuse them first
+        keys = [k for k in ("pixdim", "quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z",
+                            "srow_x", "srow_y", "srow_z") if k in header]
+        values = np.concatenate([np.ravel(np.asarray(header[k], np.float64))[:4] if k == "pixdim"
+                                 else np.ravel(np.asarray(header[k], np.float64)) for k in keys])
+        if not np.all(np.isfinite(values)):
+            raise CorruptFileError("the NIfTI geometry (pixdim/quaternion/sform) holds NaN or infinite values",
+                                   path=name, keyword="srow_x")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
