@@ -48,6 +48,11 @@ REGRESSIONS = {
         CorruptFileError,
         "series_implicit#2002 (seed 1000): one slice of a series folder with RescaleIntercept 1e308",
     ),
+    "nifti_sform_inf_simpleitk_hang.nii": (
+        CorruptFileError,
+        "reoriented_anat_moved.nii mutated by the long-tier campaign (seed 1000): srow_y holds -inf; SimpleITK's "
+        "ReadImageInformation looped for more than 10 minutes (a hang, found by the per-input budget)",
+    ),
     "ct_cut_before_pixeldata.dcm": (
         CorruptFileError,
         "CT_small.dcm cut at 546, an element boundary before PixelData: reported as a non-image object "
