@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.medmulti-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test docs stress bench clean
+.PHONY: demo test docs stress bench tutorials cli-docs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,21 @@ test: $(STAMP)
 
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+# Quick smoke run of every benchmark (full runs: drop --quick; figures in benchmarks/RESULTS.md).
+bench: $(STAMP)
+	$(PY) benchmarks/read_series.py --quick
+	$(PY) benchmarks/preprocess_study.py --quick
+	$(PY) benchmarks/validate.py --quick
+	$(PY) benchmarks/feed.py --quick
+
+# Rebuild the tutorial notebooks from tutorials/_src and execute them.
+tutorials: $(STAMP)
+	$(PY) tutorials/_build.py && $(PY) -m pytest tests/test_tutorials.py -q
+
+# Regenerate docs/cli.md from the argparse parsers.
+cli-docs: $(STAMP)
+	$(PY) tests/test_docs_build.py --write-cli-md
 
 clean:
 	rm -rf $(VENV) site .pytest_cache
