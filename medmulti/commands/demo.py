@@ -255,7 +255,7 @@ def run_demo(out: str | Path = "medmulti_demo", *, patients: int = DEMO_PATIENTS
     _write_json(root / "demo_summary.json", summary_doc)
 
     echo("[5/5] results on the test split (same patients for every model)")
-    echo(f"      {'model':<10} {'ROC AUC':>8} {'accuracy':>9} {'epochs':>7} {'seconds':>8}")
+    echo(f"      {'model':<10} {'ROC AUC':>8} {'accuracy':>9} {'best ep':>7} {'seconds':>8}")
     for name, r in results.items():
         auc = "n/a" if r["test_auc"] is None else f"{r['test_auc']:.3f}"
         echo(f"      {name:<10} {auc:>8} {r['test_accuracy']:>9.3f} {r['best_epoch']:>7d} {r['seconds']:>8.0f}")
