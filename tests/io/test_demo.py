@@ -1,4 +1,4 @@
-"""The interim ``medmulti demo``: reads the bundled files and prints a table."""
+"""``medmulti demo --files-only``: reads the bundled real files and prints a table."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from medmulti.synth import affine_from_geometry
 
 
 def test_demo_reads_every_bundled_source(capsys):
-    assert main(["demo"]) == 0
+    assert main(["demo", "--files-only"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:2] == ["source", "modality"]
     assert len(out) == 11 and not any(" error " in line for line in out)
