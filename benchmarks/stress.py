@@ -160,13 +160,15 @@ def _kills(work: Path, n_ops: int, n_random: int, seed: int) -> dict:
     args = ["preprocess", str(cohort.manifest), "--spec", str(cohort.spec), "--workers", "1", "--no-progress"]
     killpoint = [sys.executable, "-m", "medmulti.testing.killpoint"]
     clean = work / "clean"
+    t_run = time.perf_counter()
     done = subprocess.run(killpoint + ["0", *args, "--cache", str(clean)], capture_output=True, text=True)
+    t_run = time.perf_counter() - t_run
     total_ops = int(done.stderr.rsplit("killpoint-ops=", 1)[1].split()[0])
     reference = _snapshot(clean)
     rng = random.Random(seed)
     res = {"kills": 0, "survived": 0, "broken_entries": 0, "rerun_failures": 0, "not_identical": 0,
            "temp_files_left_after_rerun": 0, "committed_at_kill": [], "total_ops": total_ops}
-    plan = [("op", rng.randint(1, total_ops)) for _ in range(n_ops)] + [("time", rng.uniform(0.5, 6.0))
+    plan = [("op", rng.randint(1, total_ops)) for _ in range(n_ops)] + [("time", rng.uniform(0.3, 0.9) * t_run)
                                                                         for _ in range(n_random)]
     for i, (kind, at) in enumerate(plan):
         cache = work / f"k{i}"
@@ -178,7 +180,8 @@ def _kills(work: Path, n_ops: int, n_random: int, seed: int) -> dict:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             time.sleep(at)
             killed = child.poll() is None
-            os.killpg(child.pid, signal.SIGKILL)
+            if killed:
+                os.killpg(child.pid, signal.SIGKILL)
             child.wait()
         res["kills"] += killed
         report = PreprocessCache(cache).verify() if cache.exists() else None
