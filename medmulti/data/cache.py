@@ -359,7 +359,8 @@ def _fsync_dir(path: Path) -> None:
 
 def _atomic_write(path: Path, write) -> None:
     """Write via ``write(fh)`` to a temp file beside ``path``, fsync, rename over it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX, suffix=path.suffix)
+    # the writer's PID in the name lets a later run remove what a killed writer left behind
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{_TMP_PREFIX}{os.getpid()}-", suffix=path.suffix)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -372,6 +373,23 @@ def _atomic_write(path: Path, write) -> None:
         except OSError:
             pass
         raise
+
+
+def _writer_is_dead(name: str) -> bool:
+    """True when a temporary file's name carries the PID of a process that no longer runs."""
+    pid_text = name[len(_TMP_PREFIX):].split("-", 1)[0]
+    if not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists but belongs to someone else
+        return False
+    return False
 
 
 def _payload_crc(array: np.ndarray) -> int:
@@ -784,6 +802,31 @@ class PreprocessCache:
                 pass
         return total
 
+    def remove_orphan_temps(self) -> int:
+        """Remove temporary files left by writers that were killed (their PID no longer runs).
+
+        Temporary files of live writers are left alone, so this is safe while other
+        processes fill the cache. :func:`~medmulti.data.preprocess_all.preprocess_manifest`
+        calls it before filling, so a rerun after a kill leaves no debris.
+
+        Returns
+        -------
+        int
+            The number of files removed.
+        """
+        removed = 0
+        for sub in self.root.glob("??"):
+            if not sub.is_dir():
+                continue
+            for p in sub.glob(f"{_TMP_PREFIX}*"):
+                if _writer_is_dead(p.name):
+                    try:
+                        p.unlink()
+                        removed += 1
+                    except OSError:
+                        pass
+        return removed
+
     def prune(self, keep: set[str] | None = None, *, grace_s: float = 600.0, dry_run: bool = False) -> CacheReport:
         """Remove entries not in ``keep``, unreferenced array files and stale temporary files.
 
@@ -794,7 +837,8 @@ class PreprocessCache:
             keeps every committed entry and only removes debris.
         grace_s : float
             Temporary and unreferenced files younger than this many seconds are left
-            alone (a concurrent writer may be about to commit them).
+            alone (a concurrent writer may be about to commit them), except temporary
+            files whose writer process no longer runs.
         dry_run : bool
             Count what would be removed without removing it.
 
@@ -843,7 +887,8 @@ class PreprocessCache:
                 if p.name in referenced:
                     continue
                 try:
-                    if now - p.stat().st_mtime >= grace_s:
+                    dead_writer = p.name.startswith(_TMP_PREFIX) and _writer_is_dead(p.name)
+                    if dead_writer or now - p.stat().st_mtime >= grace_s:
                         doomed.append(p)
                 except OSError:
                     pass

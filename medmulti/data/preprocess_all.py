@@ -206,6 +206,7 @@ def preprocess_manifest(
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest, spec, strict=False)
     cache = cache_dir if isinstance(cache_dir, PreprocessCache) else PreprocessCache(cache_dir, dtype=dtype)
+    cache.remove_orphan_temps()  # debris of a killed earlier run
     wanted = None if splits is None else set(splits)
     rows = [r for r in manifest.rows if wanted is None or r.split in wanted]
     n_workers = (os.cpu_count() or 1) if workers is None else max(0, int(workers))

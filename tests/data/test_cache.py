@@ -323,3 +323,22 @@ def test_concurrent_threads_writing_and_reading_one_key(tmp_path):
         t.join()
     assert not errors
     assert PreprocessCache(tmp_path).verify().ok == 1
+
+
+def test_orphan_temporary_files_of_dead_writers_are_removed_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from medmulti.data.cache import PreprocessCache
+
+    cache = PreprocessCache(tmp_path / "c")
+    sub = cache.root / "ab"
+    sub.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    orphan = sub / f".tmp-{dead_pid}-xyz.npy"
+    live = sub / f".tmp-{os.getppid()}-abc.npy"  # a running process (our parent)
+    orphan.write_bytes(b"partial")
+    live.write_bytes(b"in progress")
+    assert cache.remove_orphan_temps() == 1
+    assert not orphan.exists() and live.exists()

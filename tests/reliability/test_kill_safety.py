@@ -133,8 +133,6 @@ def test_sigkill_at_twenty_moments(cohort, tmp_path):
     assert min(committed) == 0 and max(committed) > 0, outcomes
 
 
-@pytest.mark.xfail(strict=True, reason="medmulti.data.cache keeps .tmp-* files younger than prune()'s 600 s grace, "
-                                       "and nothing removes a killed writer's temporary file on the next run")
 def test_no_temporary_file_left_after_kill_and_rerun(cohort, tmp_path):
     """Killed between a payload's write and its rename, then rerun: no temporary file remains."""
     clean = tmp_path / "clean"
