@@ -9,7 +9,8 @@ outside. After each kill ``medmulti cache verify`` finds 0 broken entries; a
 plain rerun completes; no temporary file is left; and the final cache is
 byte-identical to a clean run's (sidecars compared without their
 ``created_utc`` timestamp). That the rerun also leaves no temporary file is
-checked separately (test_no_temporary_file_left_after_kill_and_rerun).
+checked separately (test_no_temporary_file_left_after_kill_and_rerun; it was an
+expected failure until the cache removed killed writers' temporary files, b9d0f29).
 """
 
 from __future__ import annotations
