@@ -13,17 +13,9 @@ import argparse
 import json
 import sys
 
+from ._args import non_negative_int
+
 HELP = "preprocess a manifest into the cache (exit 0 all cached, 1 failures, 2 usage error)"
-
-
-def _workers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", metavar="MANIFEST", help="the manifest CSV")
     parser.add_argument("--spec", required=True, metavar="SPEC", help="the study spec YAML")
     parser.add_argument("--cache", required=True, metavar="DIR", help="the cache folder (created if absent)")
-    parser.add_argument("--workers", type=_workers, default=None, metavar="N",
+    parser.add_argument("--workers", type=non_negative_int, default=None, metavar="N",
                         help="worker processes (default: all cores; 0 or 1: in this process)")
     parser.add_argument("--split", action="append", choices=["train", "val", "test"],
                         help="only this split (repeatable; default: every row)")

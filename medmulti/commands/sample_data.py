@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._args import positive_int
+
 HELP = "write the generated sample cohort (CT/MR/X-ray files, manifest, spec, faults)"
 
 
@@ -21,14 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser : argparse.ArgumentParser
         The subcommand parser.
     """
-    from .validate import _positive_int
-
     parser.add_argument("out", metavar="OUT", help="output folder (created; must be empty unless --overwrite)")
-    parser.add_argument("--patients", type=_positive_int, default=40, metavar="N", help="number of patients (40)")
+    parser.add_argument("--patients", type=positive_int, default=40, metavar="N", help="number of patients (40)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (0)")
     parser.add_argument("--faults", action=argparse.BooleanOptionalAction, default=True,
                         help="inject the faults validate must find, listed in OUT/faults.json (default: on)")
-    parser.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+    parser.add_argument("--workers", type=positive_int, default=1, metavar="N",
                         help="processes writing patients in parallel (1); the output does not depend on it")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

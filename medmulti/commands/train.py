@@ -16,17 +16,9 @@ import sys
 FUSION_CHOICES = ("concat", "attention", "gated")
 BACKBONE_CHOICES = ("densenet121", "efficientnet_b0", "mobilenet_v2", "resnet50")
 
+from ._args import positive_int
+
 HELP = "train a fusion model on a manifest (exit 0 trained, 1 data problem, 2 usage error)"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _rate(text: str) -> float:
@@ -47,12 +39,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser : argparse.ArgumentParser
         The subcommand parser.
     """
-    parser.add_argument("--epochs", type=_positive_int, default=20, help="maximum epochs (default 20)")
-    parser.add_argument("--batch-size", type=_positive_int, default=8, help="patients per batch (default 8)")
+    parser.add_argument("--epochs", type=positive_int, default=20, help="maximum epochs (default 20)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="patients per batch (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--fusion", choices=FUSION_CHOICES, default="concat", help="fusion (default concat)")
-    parser.add_argument("--width", type=_positive_int, default=8, help="filters of the first CNN block (default 8)")
-    parser.add_argument("--depth", type=_positive_int, default=3, help="CNN blocks per branch (default 3)")
+    parser.add_argument("--width", type=positive_int, default=8, help="filters of the first CNN block (default 8)")
+    parser.add_argument("--depth", type=positive_int, default=3, help="CNN blocks per branch (default 3)")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     parser.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs (0: off)")
     parser.add_argument("--dropout", type=_rate, default=0.2, help="dropout rate (default 0.2)")

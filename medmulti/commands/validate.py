@@ -11,17 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._args import positive_int
+
 HELP = "check a manifest and its files before training (exit 0 clean, 1 problems, 2 usage error)"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", required=True, metavar="SPEC", help="the study spec YAML")
     parser.add_argument("--json", metavar="FILE", help="write the problems as a JSON list of records")
     parser.add_argument("--html", metavar="FILE", help="write an HTML report with a thumbnail per patient")
-    parser.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--workers", type=positive_int, default=None, metavar="N",
                         help="worker processes (default: all cores)")
     parser.add_argument("--deep", action="store_true", help="also decode every pixel (slower)")
     parser.add_argument("--data-root", metavar="DIR",
