@@ -30,6 +30,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/validate.py --quick
 	$(PY) benchmarks/feed.py --quick
 
+# Long reliability tier: >= 5,000 fuzzed inputs per reader, truncation sweep, bombs, 50 kills.
+stress: $(STAMP)
+	$(PY) benchmarks/stress.py --json stress-results.json
+
 # Rebuild the tutorial notebooks from tutorials/_src and execute them.
 tutorials: $(STAMP)
 	$(PY) tutorials/_build.py && $(PY) -m pytest tests/test_tutorials.py -q
