@@ -5,10 +5,18 @@ Each patient is a phantom in LPS millimetres: an ellipsoid body of soft tissue
 size and position. Three independent findings, each present with probability 1/2
 and each visible in exactly one modality:
 
-1. CT: a hyperdense blob (+60 HU over tissue, radius 8-11 mm), visible in a
-   soft-tissue window, absent from the MR and the X-ray.
-2. MR: a hyperintense lesion elsewhere (radius 8-11 mm), absent from the CT.
-3. X-ray: a round opacity (radius 8-12 mm) on the projection only.
+1. CT: an enhancing round lesion (150 HU, radius 15-20 mm: 2.5-3.3 voxels of the
+   6 mm model grid), bright in the lesion window (60-140 HU) where tissue and the
+   organ are dark; bone is bright there too but also bright in the bone window,
+   where the lesion is not. Absent from the MR and the X-ray.
+2. MR: a hyperintense lesion elsewhere (radius 15-20 mm, about 2.4x the tissue
+   signal), absent from the CT; the spec z-scores the MR over the body so the
+   lesion stays distinct from the organ.
+3. X-ray: a round opacity (radius 14-20 mm) on the projection only.
+
+The findings are sized for the model grid (CT and MR 32^3 at 6 mm, X-ray 64^2 at
+3 mm): each is several voxels across, so a small CNN with global max pooling
+finds it from a few hundred patients.
 
 ``diagnosis`` is ``disease`` when at least two findings are present, else
 ``healthy``: no single modality carries the whole signal (a perfect
@@ -57,7 +65,8 @@ FAULT_KINDS: dict[str, tuple[str | None, str]] = {
     "path_escapes_root": ("ct", "unsafe_path"),
 }
 
-TISSUE_HU, ORGAN_HU, BONE_HU, AIR_HU, BLOB_HU = 40.0, 60.0, 700.0, -1000.0, 100.0
+TISSUE_HU, ORGAN_HU, BONE_HU, AIR_HU, BLOB_HU = 40.0, 60.0, 700.0, -1000.0, 150.0
+MR_LESION = 900.0
 CT_SHAPE = (40, 64, 64)
 MR_SHAPE = (48, 56, 56)
 MR_SPACING = 3.5
@@ -71,8 +80,10 @@ def sample_spec() -> StudySpec:
     Returns
     -------
     StudySpec
-        ``ct`` (reference, 3D, windows [40, 80] and [60, 160] HU), ``mr`` (3D,
-        header registration: ``register: none``), ``xray`` (2D, 64x64); label
+        ``ct`` (reference, 3D, 32^3 at 6 mm, windows (centre, width) [100, 80]
+        (lesion window) and [400, 1000] (bone window) HU), ``mr`` (3D, header
+        registration: ``register: none``, z-score over the body clipped to
+        [-5, 10]), ``xray`` (2D, 64x64); label
         column ``diagnosis`` with classes ``healthy``, ``disease``. All required.
     """
     return StudySpec(
@@ -80,8 +91,9 @@ def sample_spec() -> StudySpec:
         labels=LabelSpec(column="diagnosis", classes=["healthy", "disease"]),
         modalities=[
             ModalitySpec(name="ct", kind="ct", reference=True, spacing_mm=(6.0, 6.0, 6.0), shape=(32, 32, 32),
-                         intensity={"windows": [[40, 80], [60, 160]]}),
-            ModalitySpec(name="mr", kind="mr", register="none"),
+                         intensity={"windows": [[100, 80], [400, 1000]]}),
+            ModalitySpec(name="mr", kind="mr", register="none",
+                         intensity={"method": "zscore", "clip": [-5.0, 10.0]}),
             ModalitySpec(name="xray", kind="xray", shape=(64, 64)),
         ],
     )
@@ -146,7 +158,7 @@ def _phantom(rng: np.random.Generator) -> dict[str, Any]:
                 continue
             if np.linalg.norm((p - bone_c)[:2]) < bone_r + 12:
                 continue
-            if all(np.linalg.norm(p - q) > 25 for q in avoid):
+            if all(np.linalg.norm(p - q) > 30 for q in avoid):
                 return p
         raise RuntimeError("could not place a lesion")  # pragma: no cover - limits are generous
 
@@ -155,9 +167,9 @@ def _phantom(rng: np.random.Generator) -> dict[str, Any]:
     f = rng.random(3) < 0.5
     return {
         "center": center, "axes": axes, "organ_c": organ_c, "organ_a": organ_a, "bone_c": bone_c,
-        "bone_r": bone_r, "blob": blob, "blob_r": rng.uniform(8, 11), "lesion": lesion,
-        "lesion_r": rng.uniform(8, 11), "opacity": rng.uniform(0.15, 0.4, 2) * rng.choice([-1, 1], 2),
-        "opacity_r": rng.uniform(8, 12), "findings": [bool(v) for v in f],
+        "bone_r": bone_r, "blob": blob, "blob_r": rng.uniform(15, 20), "lesion": lesion,
+        "lesion_r": rng.uniform(15, 20), "opacity": rng.uniform(0.15, 0.4, 2) * rng.choice([-1, 1], 2),
+        "opacity_r": rng.uniform(14, 20), "findings": [bool(v) for v in f],
     }
 
 
@@ -185,7 +197,7 @@ def _render_ct(ph: dict[str, Any], rng: np.random.Generator, n_slices: int = CT_
     bone = (np.linalg.norm((w - ph["bone_c"])[..., :2], axis=-1) <= ph["bone_r"]) & body
     vol[bone] = BONE_HU
     if ph["findings"][0]:
-        vol[np.linalg.norm(w - ph["blob"], axis=-1) <= ph["blob_r"]] = BLOB_HU
+        vol[(np.linalg.norm(w - ph["blob"], axis=-1) <= ph["blob_r"]) & body] = BLOB_HU
     vol += rng.normal(0, 8, shape)
     return vol, affine
 
@@ -205,7 +217,7 @@ def _render_mr(ph: dict[str, Any], rng: np.random.Generator) -> tuple[np.ndarray
     vol[_inside(w, ph["organ_c"], ph["organ_a"]) & body] = 380.0
     vol[(np.linalg.norm((w - ph["bone_c"])[..., :2], axis=-1) <= ph["bone_r"]) & body] = 80.0
     if ph["findings"][1]:
-        vol[np.linalg.norm(w - ph["lesion"], axis=-1) <= ph["lesion_r"]] = 650.0
+        vol[(np.linalg.norm(w - ph["lesion"], axis=-1) <= ph["lesion_r"]) & body] = MR_LESION
     grad = rng.normal(0, 1, 3)
     grad /= np.linalg.norm(grad)
     bias = 1.0 + 0.2 * ((w - ph["center"]) @ grad) / 100.0
@@ -228,7 +240,7 @@ def _render_xray(ph: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
     if ph["findings"][2]:
         oc = c[[0, 2]] + ph["opacity"] * a[[0, 2]]
         d2 = ((xx - oc[0]) ** 2 + (zz - oc[1]) ** 2) / ph["opacity_r"] ** 2
-        path = path + 45.0 * np.sqrt(np.clip(1 - d2, 0, None))
+        path = path + 80.0 * np.sqrt(np.clip(1 - d2, 0, None))
     value = 200 + 3600 * (1 - np.exp(-path / 90.0)) + rng.normal(0, 20, XR_SHAPE)
     return np.clip(value, 0, 4095)
 
