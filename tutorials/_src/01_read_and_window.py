@@ -149,7 +149,7 @@ plt.show()
 # %%
 from medmulti.intensity import window_channels
 
-channels = window_channels(hu, [[40, 80], [60, 160]])  # the sample spec's two CT windows
+channels = window_channels(hu, [[40, 80], [60, 160]])  # two soft-tissue windows stacked as channels
 print(channels.shape, channels.dtype, float(channels.min()), float(channels.max()))
 center, width = 40, 80
 print("below the window ->", mm.apply_window(np.array([center - width]), center, width)[0],
