@@ -19,22 +19,14 @@ import sys
 import time
 from pathlib import Path
 
+from ._args import positive_int
+
 HELP = "run the main job on a generated sample cohort: validate, preprocess, train fusion and single-modality models"
 
 #: defaults tuned so the demo finishes in a few minutes on 2 CPU cores (see benchmarks/RESULTS.md)
 DEMO_PATIENTS = 200
 DEMO_EPOCHS = 25
 DEMO_BATCH = 8
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,9 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """
     parser.add_argument("--out", metavar="DIR", default="medmulti_demo",
                         help="output folder (default ./medmulti_demo)")
-    parser.add_argument("--patients", type=_positive_int, default=DEMO_PATIENTS,
+    parser.add_argument("--patients", type=positive_int, default=DEMO_PATIENTS,
                         help=f"sample cohort size (default {DEMO_PATIENTS})")
-    parser.add_argument("--epochs", type=_positive_int, default=DEMO_EPOCHS,
+    parser.add_argument("--epochs", type=positive_int, default=DEMO_EPOCHS,
                         help=f"maximum epochs per model (default {DEMO_EPOCHS})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the cohort and of training (default 0)")
     parser.add_argument("--fusion", choices=["concat", "attention", "gated"], default="concat",
