@@ -134,25 +134,12 @@ def _bombs(work: Path) -> dict:
     return out
 
 
-def _snapshot(cache: Path) -> dict:
-    snap = {}
-    for p in sorted(cache.rglob("*")):
-        if p.is_file() and not p.name.startswith(".tmp"):
-            data = p.read_bytes()
-            if p.suffix == ".json":
-                doc = json.loads(data)
-                if isinstance(doc, dict):
-                    doc.pop("created_utc", None)
-                data = json.dumps(doc, sort_keys=True).encode()
-            snap[str(p.relative_to(cache))] = data
-    return snap
-
-
 def _kills(work: Path, n_ops: int, n_random: int, seed: int) -> dict:
     from medmulti import StudySpec
     from medmulti.data.cache import PreprocessCache
     from medmulti.data.preprocess_all import preprocess_manifest
     from medmulti.sample_data import make_sample_cohort
+    from medmulti.testing.snapshot import cache_snapshot
 
     cohort = make_sample_cohort(work / "cohort", n_patients=4, faults=False, progress=False, overwrite=True,
                                 ct_slices=12)
@@ -164,7 +151,7 @@ def _kills(work: Path, n_ops: int, n_random: int, seed: int) -> dict:
     done = subprocess.run(killpoint + ["0", *args, "--cache", str(clean)], capture_output=True, text=True)
     t_run = time.perf_counter() - t_run
     total_ops = int(done.stderr.rsplit("killpoint-ops=", 1)[1].split()[0])
-    reference = _snapshot(clean)
+    reference = cache_snapshot(clean)
     rng = random.Random(seed)
     res = {"kills": 0, "survived": 0, "broken_entries": 0, "rerun_failures": 0, "not_identical": 0,
            "temp_files_left_after_rerun": 0, "committed_at_kill": [], "total_ops": total_ops}
@@ -190,7 +177,7 @@ def _kills(work: Path, n_ops: int, n_random: int, seed: int) -> dict:
         summary = preprocess_manifest(cohort.manifest, spec, cache, workers=1, progress=False)
         res["rerun_failures"] += len(getattr(summary, "failed", []) or [])
         res["temp_files_left_after_rerun"] += len(list(cache.rglob(".tmp*")))
-        same = _snapshot(cache) == reference
+        same = cache_snapshot(cache) == reference
         res["not_identical"] += not same
         res["survived"] += bool(killed and (report is None or not report.problems) and same)
         shutil.rmtree(cache, ignore_errors=True)

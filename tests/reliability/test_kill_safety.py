@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medmulti.testing.snapshot import cache_snapshot
+
 KILLS_AT_OPS = 16
 KILLS_AT_RANDOM_TIMES = 4
 
@@ -48,22 +50,6 @@ def _cli(*args: str, killpoint: int | None = None, **kw) -> subprocess.Completed
 def _preprocess_args(cohort, cache: Path) -> list[str]:
     return ["preprocess", str(cohort.manifest), "--spec", str(cohort.spec), "--cache", str(cache),
             "--workers", "1", "--no-progress"]
-
-
-def _snapshot(cache: Path) -> dict[str, bytes]:
-    """Every file's bytes (sidecars without their creation timestamp)."""
-    out = {}
-    for p in sorted(cache.rglob("*")):
-        if not p.is_file() or p.name.startswith(".tmp"):  # temporary files: see test_no_temporary_file_left
-            continue
-        data = p.read_bytes()
-        if p.suffix == ".json":
-            doc = json.loads(data)
-            if isinstance(doc, dict):
-                doc.pop("created_utc", None)
-            data = json.dumps(doc, sort_keys=True).encode()
-        out[str(p.relative_to(cache))] = data
-    return out
 
 
 def _temps(cache: Path) -> list[str]:
@@ -89,7 +75,7 @@ def _after_kill(cohort, cache: Path, reference: dict, label) -> int:
     summary = preprocess_manifest(cohort.manifest, StudySpec.from_yaml(cohort.spec), cache, workers=1,
                                   progress=False)  # a plain rerun, no cleanup
     assert not getattr(summary, "failed", []), (label, summary)
-    assert _snapshot(cache) == reference, label
+    assert cache_snapshot(cache) == reference, label
     return committed
 
 
@@ -101,7 +87,7 @@ def test_sigkill_at_twenty_moments(cohort, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     total_ops = int(done.stderr.rsplit("killpoint-ops=", 1)[1].split()[0])
     assert total_ops >= 3 * 4  # 3 patients x 3 modalities, several ops each
-    reference = _snapshot(clean)
+    reference = cache_snapshot(clean)
     assert any(k.endswith(".npy") for k in reference)
     assert _verify(clean)["problems"] == []  # the CLI agrees with the in-process verify
 
