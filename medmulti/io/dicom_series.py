@@ -3,7 +3,9 @@
 All files under the folder (recursively) are recognised by content; non-image
 objects (SR, RT, presentation states, DICOMDIR, waveforms) and non-DICOM files are
 ignored; image files are grouped by SeriesInstanceUID. Exactly one image series
-is expected unless ``series=`` (a SeriesNumber) picks one. The chosen series is
+is expected unless ``series=`` picks one: by SeriesNumber, by SeriesInstanceUID,
+or by the path of one of its files (as SimpleITK users pick a series ID from
+``ImageSeriesReader.GetGDCMSeriesIDs``). The chosen series is
 checked (same Rows/Columns/PixelSpacing/orientation, then
 :func:`~medmulti.io.assembly.assemble_stack`) before any pixel is read; pixels are
 then read into one preallocated float32 volume, slice by slice, applying each
@@ -13,7 +15,9 @@ slice's own modality LUT.
 from __future__ import annotations
 
 import logging
+import numbers
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,15 +28,18 @@ from ..errors import CorruptFileError, MedmultiError, MissingFileError, SeriesGe
 from ..image import Image, affine_from_itk
 from .assembly import ORIENTATION_TOLERANCE, Stack, assemble_stack
 from .detect import FileFormat, sniff_bytes
-from .dicom_file import base_meta, is_projection, read_dicom_file, single_slice_spacing
+from .dicom_file import base_meta, is_projection, no_volume_choice, read_dicom_file, single_slice_spacing
 from .dicom_header import DicomHeader, read_header
 from .limits import Limits
 from .pixels import PARALLEL_SYNTAXES, _decode_options, decode_compressed_file, decode_pool, default_workers, read_stored, reset_pool
 from .values import apply_rescale_into, voi_meta
 
-__all__ = ["SeriesPlan", "scan_folder", "plan_series", "read_dicom_series"]
+__all__ = ["SeriesPlan", "scan_folder", "plan_series", "read_dicom_series", "parse_series_choice"]
 
 logger = logging.getLogger("medmulti.io")
+
+_UID = re.compile(r"[0-9]+(\.[0-9]+)+")
+_NUMBER = re.compile(r"[0-9]+")
 
 
 @dataclass
@@ -134,13 +141,134 @@ def scan_folder(folder: Path, limits: Limits, *, display: str | None = None) -> 
 
 
 def _describe(groups: list[list[DicomHeader]]) -> str:
+    """List the series (SeriesNumber, Modality, counts; no UIDs, no header text).
+
+    When SeriesNumbers collide (or are missing), each entry also names one of its
+    files relative to the folder, which ``series=`` accepts.
+    """
+    numbers_ = [g[0].series_number for g in groups]
+    examples = len(set(numbers_)) < len(numbers_) or None in numbers_
     parts = []
     for hs in groups:
         num = hs[0].series_number
         label = f"series {num}" if num is not None else "series without a number"
         n = sum(h.frames for h in hs)
-        parts.append(f"{label} ({hs[0].modality}, {len(hs)} file(s), {n} image(s))")
+        example = f", e.g. {hs[0].name!r}" if examples else ""
+        parts.append(f"{label} ({hs[0].modality}, {len(hs)} file(s), {n} image(s){example})")
     return "; ".join(parts)
+
+
+def parse_series_choice(series: int | str | os.PathLike[str]) -> tuple[str, int | str]:
+    """Tell what a ``series=`` argument names.
+
+    Parameters
+    ----------
+    series : int, str or os.PathLike
+        An int or a string of digits is a SeriesNumber; a string of digits and
+        dots (with at least one dot) is a SeriesInstanceUID; any other string
+        or path is a file of the wanted series.
+
+    Returns
+    -------
+    (kind, value)
+        ``("number", int)``, ``("uid", str)`` or ``("file", str)``.
+
+    Raises
+    ------
+    TypeError
+        Any other type (``bool`` and ``float`` included).
+    """
+    if isinstance(series, bool):
+        raise TypeError("series= must be a SeriesNumber (int), a SeriesInstanceUID or a file path, not bool")
+    if isinstance(series, numbers.Integral):
+        return "number", int(series)
+    if isinstance(series, os.PathLike):
+        return "file", os.fspath(series)
+    if isinstance(series, str):
+        text = series.strip()
+        if _NUMBER.fullmatch(text):
+            return "number", int(text)
+        if _UID.fullmatch(text):
+            return "uid", text
+        return "file", series
+    raise TypeError(
+        f"series= must be a SeriesNumber (int), a SeriesInstanceUID or a file path, not {type(series).__name__}"
+    )
+
+
+def _file_key(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _series_of_file(groups: list[list[DicomHeader]], target: str, folder: Path) -> list[DicomHeader] | None | str:
+    """The group holding ``target`` (absolute, relative to the folder, or to the working
+    directory); ``"missing"`` when no such file exists, None when it is not an image of the folder."""
+    candidates = [target] if os.path.isabs(target) else [os.path.join(folder, target), target]
+    found = [c for c in candidates if os.path.isfile(c)]
+    if not found:
+        return "missing"
+    real_folder = os.path.realpath(folder)
+    for c in found:  # fast path: the name relative to the folder, as the scan recorded it
+        rel = os.path.normpath(os.path.relpath(os.path.realpath(c), real_folder))
+        for g in groups:
+            for h in g:
+                if os.path.normpath(h.name) == rel:
+                    return g
+    keys = {_file_key(c) for c in found} - {None}
+    for g in groups:  # links and other spellings: compare the files themselves
+        for h in g:
+            if _file_key(os.fspath(h.path)) in keys:
+                return g
+    return None
+
+
+def _choose(
+    groups: list[list[DicomHeader]], series: int | str | os.PathLike[str], folder: Path, where: str
+) -> list[DicomHeader]:
+    kind, value = parse_series_choice(series)
+    holds = f"it holds: {_describe(groups)}"
+    if kind == "number":
+        chosen = [g for g in groups if g[0].series_number == value]
+        if len(chosen) == 1:
+            return chosen[0]
+        if not chosen:
+            raise SeriesGeometryError(
+                f"no image series with number {value} in this folder; {holds}", path=where, keyword="SeriesNumber"
+            )
+        raise SeriesGeometryError(
+            f"several image series with number {value} in this folder; {holds}",
+            path=where,
+            keyword="SeriesNumber",
+            hint="choose one with series=<path of one of its files> (relative to the folder, e.g. "
+            f"series={chosen[0][0].name!r}) or with its SeriesInstanceUID",
+        )
+    if kind == "uid":
+        chosen = [g for g in groups if g[0].series_uid == value]
+        if chosen:
+            return chosen[0]
+        found = _series_of_file(groups, str(series), folder)  # a file named like a UID?
+        if isinstance(found, list):
+            return found
+        raise SeriesGeometryError(
+            f"no image series with the SeriesInstanceUID given in this folder; {holds}",
+            path=where,
+            keyword="SeriesInstanceUID",
+            hint="series= takes a SeriesNumber, a SeriesInstanceUID or the path of one file of the series",
+        )
+    found = _series_of_file(groups, value, folder)
+    if isinstance(found, list):
+        return found
+    what = "no such file" if found == "missing" else "not one of this folder's DICOM image files"
+    raise SeriesGeometryError(
+        f"series={value!r}: {what} (paths are taken relative to the folder, or as given); {holds}",
+        path=where,
+        keyword="SeriesInstanceUID",
+        hint="series= takes a SeriesNumber, a SeriesInstanceUID or the path of one file of the series",
+    )
 
 
 def _group(headers: list[DicomHeader]) -> list[list[DicomHeader]]:
@@ -221,7 +349,7 @@ def _check_series(hs: list[DicomHeader], where: str, limits: Limits) -> Stack | 
 
 
 def plan_series(
-    folder: Path, *, series: int | None = None, limits: Limits, display: str | None = None
+    folder: Path, *, series: int | str | os.PathLike[str] | None = None, limits: Limits, display: str | None = None
 ) -> SeriesPlan:
     """Scan a folder, choose the series and check it (headers only).
 
@@ -229,8 +357,11 @@ def plan_series(
     ----------
     folder : pathlib.Path
         The folder.
-    series : int, optional
-        SeriesNumber to read when the folder holds several image series.
+    series : int, str or os.PathLike, optional
+        The series to read when the folder holds several image series: a
+        SeriesNumber (int, or a string of digits), a SeriesInstanceUID (a
+        string of digits and dots), or the path of one of its files (absolute,
+        relative to the folder, or relative to the working directory).
     limits : Limits
         Caps.
     display : str, optional
@@ -247,10 +378,13 @@ def plan_series(
     UnsupportedDataError
         Only non-image DICOM objects in the folder.
     SeriesGeometryError
-        Several series without ``series=``, unknown ``series``, or a series that
-        does not assemble.
+        Several series without ``series=``, a ``series`` that names no series
+        (or several series sharing a SeriesNumber), or a series that does not
+        assemble.
     CorruptFileError, UnsupportedDataError, ResourceLimitError
         As for single files.
+    TypeError
+        ``series`` of another type.
     """
     where = display or str(folder)
     headers, non_image, non_dicom = scan_folder(folder, limits, display=where)
@@ -274,27 +408,25 @@ def plan_series(
         )
     groups = _group(headers)
     if series is not None:
-        chosen = [g for g in groups if g[0].series_number == int(series)]
-        if len(chosen) != 1:
-            what = "no image series" if not chosen else "several image series"
-            raise SeriesGeometryError(
-                f"{what} with number {int(series)} in this folder; it holds: {_describe(groups)}",
-                path=where,
-                keyword="SeriesNumber",
-            )
-        hs = chosen[0]
+        hs = _choose(groups, series, folder, where)
         if len(groups) > 1:
             warnings.append(f"{len(groups) - 1} other image series ignored (series= given)")
     elif len(groups) > 1:
-        numbers = [g[0].series_number for g in groups]
-        hint = "pass series=<SeriesNumber> (CLI: --series) to choose one, or give each series its own folder"
-        if len(set(numbers)) < len(numbers):  # series= cannot tell them apart: point at the stray files
-            smallest = min(groups, key=len)
+        numbers_ = [g[0].series_number for g in groups]
+        hint = (
+            "pass series=<SeriesNumber> to choose one (or its SeriesInstanceUID, or the path of one of its "
+            "files), or give each series its own folder"
+        )
+        if len(set(numbers_)) < len(numbers_) or None in numbers_:  # numbers cannot tell them apart
+            colliding = [g for g, num in zip(groups, numbers_) if num is None or numbers_.count(num) > 1]
+            smallest = min(colliding, key=len)
             names = ", ".join(h.name for h in smallest[:5]) + (" ..." if len(smallest) > 5 else "")
             hint = (
-                "several series share one SeriesNumber, so series= cannot choose; the smallest "
-                f"({len(smallest)} file(s): {names}) is likely a stray file from another study: "
-                "remove it or move each series to its own folder"
+                "several series share one SeriesNumber (or have none), so series=<SeriesNumber> cannot tell them "
+                "apart: pass series=<path of one of its files> (relative to the folder, e.g. "
+                f"series={groups[0][0].name!r}; each series above names one) or its SeriesInstanceUID. "
+                f"The smallest ({len(smallest)} file(s): {names}) may be a stray file from another study: "
+                "remove it, or move each series to its own folder"
             )
         raise SeriesGeometryError(
             f"this folder holds {len(groups)} image series: {_describe(groups)}",
@@ -329,7 +461,8 @@ def read_dicom_series(
     folder: Path,
     modality: str | None = None,
     *,
-    series: int | None = None,
+    series: int | str | os.PathLike[str] | None = None,
+    volume: int | None = None,
     limits: Limits,
     workers: int | None = None,
     display: str | None = None,
@@ -343,8 +476,12 @@ def read_dicom_series(
         The folder (searched recursively).
     modality : str, optional
         Modality recorded when the headers have none.
-    series : int, optional
-        SeriesNumber to choose among several series.
+    series : int, str or os.PathLike, optional
+        The series to choose among several: SeriesNumber, SeriesInstanceUID or
+        the path of one of its files (see :func:`plan_series`).
+    volume : int, optional
+        0-based volume when the chosen series is one multi-stack enhanced
+        multi-frame file; refused for other series.
     limits : Limits
         Caps.
     workers : int, optional
@@ -369,9 +506,10 @@ def read_dicom_series(
     if plan is None:
         plan = plan_series(folder, series=series, limits=limits, display=where)
     if plan.single_file:
-        img = read_dicom_file(plan.headers[0], modality, limits)
+        img = read_dicom_file(plan.headers[0], modality, limits, volume=volume)
         img.meta["n_files"] = 1
         return img
+    no_volume_choice(volume, "a DICOM series of single-frame files", where)
     hs, stack = plan.headers, plan.stack
     first = hs[0]
     mod = first.modality if first.ds.get("Modality", None) else (modality or "OT").upper()

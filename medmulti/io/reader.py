@@ -9,9 +9,9 @@ from pathlib import Path
 from ..errors import CorruptFileError, MedmultiError, MissingFileError, ResourceLimitError, UnsupportedDataError
 from ..image import Image
 from .detect import FileFormat, detect_format
-from .dicom_file import read_dicom_file
+from .dicom_file import check_volume_argument, read_dicom_file
 from .dicom_header import read_header
-from .dicom_series import read_dicom_series
+from .dicom_series import parse_series_choice, read_dicom_series
 from .limits import DEFAULT_LIMITS, Limits
 from .nifti import read_nifti
 from .quiet import quiet_pydicom
@@ -65,7 +65,7 @@ def read_image(
     path: str | PathLike[str],
     modality: str | None = None,
     *,
-    series: int | None = None,
+    series: int | str | PathLike[str] | None = None,
     volume: int | None = None,
     limits: Limits | None = None,
     workers: int | None = None,
@@ -81,10 +81,20 @@ def read_image(
     modality : str, optional
         Modality recorded when the file has none (NIfTI: default ``"MR"``);
         also named in error messages. DICOM files keep their own Modality.
-    series : int, optional
-        SeriesNumber to read when a folder holds several image series.
+    series : int, str or PathLike, optional
+        The series to read when a folder holds several image series (folders
+        only), as SimpleITK users pick a series ID: a SeriesNumber (int, or a
+        string of digits only); a SeriesInstanceUID (a string of digits and
+        dots); or the path of one file of the wanted series (absolute, relative
+        to the folder, or relative to the working directory). Use a file path
+        when several series share one SeriesNumber: the error listing them
+        names one file of each.
     volume : int, optional
-        0-based index of the volume to read from a 4D NIfTI file.
+        0-based index of the volume to read from a 4D NIfTI file, or from an
+        enhanced multi-frame DICOM file holding several volumes (stacks,
+        temporal positions or orientations; ordered by StackID, then
+        TemporalPositionIndex, then orientation in first-frame order). Refused
+        for sources holding one volume.
     limits : Limits, optional
         Caps on sizes (default :data:`~medmulti.io.limits.DEFAULT_LIMITS`).
     workers : int, optional
@@ -106,10 +116,16 @@ def read_image(
     CorruptFileError
         Truncated, unparseable or undecodable data (pixels are decoded here).
     UnsupportedDataError
-        Non-image DICOM objects, colour images, 4D NIfTI without ``volume=``...
+        Non-image DICOM objects, colour images, 4D NIfTI or multi-stack enhanced
+        DICOM without ``volume=``, ``volume=`` out of range or given for a
+        single volume, ``series=`` given for a file...
     SeriesGeometryError
-        Several series without ``series=``; gaps, duplicates, mixed orientations,
-        differing sizes or spacings, non-uniform spacing, gantry tilt.
+        Several series without ``series=``, a ``series=`` that names none of the
+        folder's series (or several sharing a SeriesNumber); gaps, duplicates,
+        mixed orientations, differing sizes or spacings, non-uniform spacing,
+        gantry tilt.
+    TypeError
+        ``series=`` or ``volume=`` of the wrong type (e.g. a float).
     ResourceLimitError
         Declared sizes beyond the data present or beyond ``limits``.
 
@@ -119,18 +135,37 @@ def read_image(
     >>> img = read_image(get_testdata_file("CT_small.dcm"))
     >>> img.shape, img.modality, img.array.dtype.name
     ((1, 128, 128), 'CT', 'float32')
+
+    Choosing a series in a folder by the path of one of its files:
+
+    >>> from pathlib import Path
+    >>> folder = Path(get_testdata_file("CT_small.dcm")).parent / "dicomdirtests" / "77654033"
+    >>> read_image(folder, series="CR1/6154").modality
+    'CR'
     """
     limits = DEFAULT_LIMITS if limits is None else limits
     name = str(path)
     p = Path(path)
+    if series is not None:
+        parse_series_choice(series)  # TypeError for a wrong type, before anything is read
+    check_volume_argument(volume)
     try:
         if p.is_dir():
-            return read_dicom_series(p, modality, series=series, limits=limits, workers=workers, display=name)
+            return read_dicom_series(
+                p, modality, series=series, volume=volume, limits=limits, workers=workers, display=name
+            )
+        if series is not None and p.exists():
+            raise UnsupportedDataError(
+                "series= chooses among the series of a folder, but this path is a file",
+                path=name,
+                keyword="SeriesInstanceUID",
+                hint="pass the folder with series=, or the file without it",
+            )
         fmt = resolve_format(p, name)
         if fmt in (FileFormat.NIFTI, FileFormat.NIFTI_GZ):
             return read_nifti(p, modality, volume=volume, limits=limits, gz=fmt == FileFormat.NIFTI_GZ, name=name)
         header = read_header(p, name=name, limits=limits)
-        return read_dicom_file(header, modality, limits)
+        return read_dicom_file(header, modality, limits, volume=volume)
     except MedmultiError as err:
         raise err.with_context(path=name, modality=modality)
     except RecursionError:

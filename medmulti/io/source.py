@@ -24,9 +24,9 @@ import numpy as np
 from ..errors import CorruptFileError, MedmultiError, MissingFileError, ResourceLimitError, UnsupportedDataError
 from ..image import affine_from_itk
 from .detect import FileFormat
-from .dicom_file import enhanced_geometry, is_projection, single_slice_spacing
+from .dicom_file import check_volume_argument, enhanced_geometry, is_projection, no_volume_choice, single_slice_spacing
 from .dicom_header import DicomHeader, read_header
-from .dicom_series import plan_series
+from .dicom_series import parse_series_choice, plan_series
 from .limits import DEFAULT_LIMITS, Limits
 from .nifti import _checked_affine, _itk_geometry, _Stream, read_nifti_header
 from .reader import read_image, resolve_format
@@ -120,24 +120,28 @@ def _pixel_digest(headers: list[DicomHeader]) -> str:
     return sha.hexdigest()[:DIGEST_HEX]
 
 
-def _inspect_dicom_file(h: DicomHeader, name: str, limits: Limits) -> SourceInfo:
+def _inspect_dicom_file(h: DicomHeader, name: str, limits: Limits, volume: int | None = None) -> SourceInfo:
     h.check_image(limits)
     digests = _identity_digests(h)
     if is_projection(h):
         if h.frames != 1:
             raise UnsupportedDataError("multi-frame projection images are not supported", path=name, keyword="NumberOfFrames")
+        no_volume_choice(volume, "a projection image", name)
         ps = h.pixel_spacing()
         if ps is None:
             ps = h._floats("ImagerPixelSpacing", 2)
         ps = np.array([1.0, 1.0]) if ps is None else ps
         return SourceInfo("dicom-file", h.modality, (h.rows, h.columns), (float(ps[0]), float(ps[1])), [h.path], 1, digests)
+    n_frames = h.frames
     if h.is_enhanced:
-        stack, ps, _ = enhanced_geometry(h)
+        stack, ps, _ = enhanced_geometry(h, volume=volume)
         dz = stack.slice_spacing
         origin, direction = stack.origin, stack.direction
+        n_frames = len(stack.order)
     else:
         if h.frames != 1:
             raise UnsupportedDataError("multi-frame objects without functional groups are not supported", path=name, keyword="NumberOfFrames")
+        no_volume_choice(volume, "a single-frame DICOM file", name)
         from .assembly import check_orientation
 
         ipp, iop, ps = h.position(), h.orientation(), h.pixel_spacing()
@@ -148,7 +152,7 @@ def _inspect_dicom_file(h: DicomHeader, name: str, limits: Limits) -> SourceInfo
         dz, origin, direction = single_slice_spacing(h), ipp, np.column_stack([row, col, normal])
     affine = affine_from_itk(origin, (ps[1], ps[0], dz), direction.ravel())
     return SourceInfo(
-        "dicom-file", h.modality, (h.frames, h.rows, h.columns), (dz, float(ps[0]), float(ps[1])), [h.path], 1, digests, [], affine
+        "dicom-file", h.modality, (n_frames, h.rows, h.columns), (dz, float(ps[0]), float(ps[1])), [h.path], 1, digests, [], affine
     )
 
 
@@ -202,7 +206,7 @@ def inspect_source(
     *,
     modality: str | None = None,
     deep: bool = False,
-    series: int | None = None,
+    series: int | str | PathLike[str] | None = None,
     volume: int | None = None,
     limits: Limits | None = None,
 ) -> SourceInfo:
@@ -217,10 +221,13 @@ def inspect_source(
     deep : bool
         Also decode every pixel (as :func:`read_image` does) and digest the raw
         pixel bytes.
-    series : int, optional
-        SeriesNumber to choose among several series in a folder.
+    series : int, str or PathLike, optional
+        The series to choose among several in a folder: SeriesNumber,
+        SeriesInstanceUID or the path of one of its files (as
+        :func:`read_image`).
     volume : int, optional
-        Volume of a 4D NIfTI file.
+        Volume of a 4D NIfTI file or of a multi-stack enhanced DICOM file (as
+        :func:`read_image`).
     limits : Limits, optional
         Caps (default :data:`~medmulti.io.limits.DEFAULT_LIMITS`).
 
@@ -244,15 +251,19 @@ def inspect_source(
     limits = DEFAULT_LIMITS if limits is None else limits
     name = str(path)
     p = Path(path)
+    if series is not None:
+        parse_series_choice(series)  # TypeError for a wrong type
+    check_volume_argument(volume)
     try:
         if p.is_dir():
             plan = plan_series(p, series=series, limits=limits, display=name)
             if plan.single_file:
-                info = _inspect_dicom_file(plan.headers[0], plan.headers[0].name, limits)
+                info = _inspect_dicom_file(plan.headers[0], plan.headers[0].name, limits, volume)
                 info.kind = "dicom-series"
                 info.warnings = list(plan.warnings)
                 headers = plan.headers
             else:
+                no_volume_choice(volume, "a DICOM series of single-frame files", name)
                 headers = plan.headers
                 first, stack = headers[0], plan.stack
                 ps = first.pixel_spacing()
@@ -272,9 +283,16 @@ def inspect_source(
                     affine_from_itk(stack.origin, (ps[1], ps[0], stack.slice_spacing), stack.direction.ravel()),
                 )
             if deep:
-                read_image(p, modality, series=series, limits=limits)
+                read_image(p, modality, series=series, volume=volume, limits=limits)
                 info.digests["pixels"] = _pixel_digest(headers)
             return info
+        if series is not None and p.exists():
+            raise UnsupportedDataError(
+                "series= chooses among the series of a folder, but this path is a file",
+                path=name,
+                keyword="SeriesInstanceUID",
+                hint="pass the folder with series=, or the file without it",
+            )
         fmt = resolve_format(p, name)
         if fmt in (FileFormat.NIFTI, FileFormat.NIFTI_GZ):
             info = _inspect_nifti(p, name, fmt == FileFormat.NIFTI_GZ, modality, volume, limits)
@@ -283,9 +301,9 @@ def inspect_source(
                 info.digests["pixels"] = hashlib.sha256(img.array.tobytes()).hexdigest()[:DIGEST_HEX]
             return info
         h = read_header(p, name=name, limits=limits)
-        info = _inspect_dicom_file(h, name, limits)
+        info = _inspect_dicom_file(h, name, limits, volume)
         if deep:
-            read_image(p, modality, limits=limits)
+            read_image(p, modality, volume=volume, limits=limits)
             info.digests["pixels"] = _pixel_digest([h])
         return info
     except MedmultiError as err:
