@@ -18,7 +18,8 @@ Each method runs one untimed warm-up epoch first (the cache checks each entry's 
 once per process); the median over ``--rounds`` rounds is printed with its ratio to
 ``np.load`` in the same round. The cold cache fill is timed with 1 and all cores.
 
-    python benchmarks/feed.py            # 128^3, 24 patients, 5 rounds
+    python benchmarks/feed.py            # 128^3, 96 patients, 5 rounds
+    python benchmarks/feed.py --no-pool  # the same, allocating every batch afresh (ablation)
     python benchmarks/feed.py --quick    # 64^3, 16 patients, 3 rounds, no cold fill on 1 core
 """
 
@@ -62,11 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="64^3, 16 patients, batches of 2, 3 short rounds")
     parser.add_argument("--size", type=int, default=128, help="CT grid edge (voxels)")
-    parser.add_argument("--patients", type=int, default=24)
+    parser.add_argument("--patients", type=int, default=96,
+                        help="cohort size (default 96: 24 batches per epoch; with only a few batches per epoch, "
+                             "the per-epoch start-up of Keras' enqueuer and tf.data dominates the rate)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--data", type=Path, default=None, help="cohort + cache folder (kept; default: temporary)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
+    parser.add_argument("--no-pool", action="store_true",
+                        help="ablation: allocate every batch afresh (disable medmulti.data.buffers' pool)")
     parser.add_argument("--min-seconds", type=float, default=2.0, help="time each method at least this long")
     args = parser.parse_args(argv)
     if args.quick:
@@ -74,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
+    if args.no_pool:
+        from medmulti.data import buffers
+
+        buffers.MAX_POOL_BYTES = 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 

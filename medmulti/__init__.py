@@ -57,6 +57,7 @@ _LAZY = {
     "PatientSequence": "medmulti.data.sequence",
     "MultiModalSequence": "medmulti.data.sequence",
     "PreprocessCache": "medmulti.data.cache",
+    "typed_errors": "medmulti.data.tfdata",
     "build_fusion_model": "medmulti.models",
     "train": "medmulti.training",
     "evaluate": "medmulti.training",

@@ -17,6 +17,8 @@ _LAZY = {
     "MultiModalSequence": "medmulti.data.sequence",
     "Augmenter": "medmulti.data.augment",
     "as_tf_dataset": "medmulti.data.tfdata",
+    "typed_errors": "medmulti.data.tfdata",
+    "typed_error_of": "medmulti.data.tfdata",
     "preprocess_manifest": "medmulti.data.preprocess_all",
     "PreprocessSummary": "medmulti.data.preprocess_all",
 }

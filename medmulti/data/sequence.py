@@ -35,6 +35,7 @@ from ..errors import (
     UnsupportedDataError,
 )
 from ..spec import StudySpec
+from .buffers import pooled_empty
 from .augment import Augmenter
 from .context import name_error
 from .rowcheck import row_error_records
@@ -73,20 +74,6 @@ def _error_from_problem(problem: Any) -> MedmultiError:
     cls = _CHECK_ERRORS.get(problem.check, ManifestError)
     return cls(f"{problem.message} [{problem.check}]", path=problem.path, modality=problem.modality,
                patient_id=problem.patient_id, hint=problem.hint or None)
-
-
-def _aligned_empty(shape: tuple[int, ...], align: int = 64) -> np.ndarray:
-    """An uninitialised float32 array whose data starts on an ``align``-byte boundary.
-
-    TensorFlow adopts an aligned NumPy buffer as a tensor without copying it (in
-    ``tf.numpy_function`` and ``Dataset.from_generator``, which ``model.fit`` uses for
-    a PyDataset); large NumPy allocations are only 16-byte aligned, which forces a
-    copy of every batch (measured: half the tf.data rate).
-    """
-    n = int(np.prod(shape)) * 4
-    buf = np.empty(n + align, np.uint8)
-    off = (-buf.ctypes.data) % align
-    return buf[off:off + n].view(np.float32).reshape(shape)
 
 
 class PatientSequence(keras.utils.PyDataset):
@@ -553,7 +540,7 @@ class PatientSequence(keras.utils.PyDataset):
         b = len(rows)
         inputs: dict[str, np.ndarray] = {}
         for n in self.spec.names:
-            inputs[n] = _aligned_empty((b, *self._shapes[n]))
+            inputs[n] = pooled_empty((b, *self._shapes[n]))
         for n in self.optional_modalities:
             inputs[f"{n}_present"] = np.zeros((b, 1), np.float32)
         for j, i in enumerate(rows):

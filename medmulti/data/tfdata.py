@@ -9,11 +9,93 @@ the first iteration serves the sequence's current epoch.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import itertools
+import re
 import threading
-from typing import Any
+from typing import Any, Iterator
 
-__all__ = ["as_tf_dataset", "element_spec"]
+from ..errors import MedmultiError
+
+__all__ = ["as_tf_dataset", "element_spec", "typed_errors", "typed_error_of"]
+
+# Typed errors raised while tf.data reads a batch. TensorFlow turns a Python
+# exception inside ``tf.numpy_function`` into ``tf.errors.UnknownError`` carrying
+# only its text; the error object is kept here under a token written into that
+# text, so :func:`typed_errors` can raise the original again. Bounded: only the
+# most recent errors are kept (they hold no header values, only paths and keys).
+_KEPT = 256
+_ERRORS: collections.OrderedDict[int, MedmultiError] = collections.OrderedDict()
+_ERRORS_LOCK = threading.Lock()
+_TOKENS = itertools.count(1)
+_TOKEN_RE = re.compile(r"\[medmulti-error:(\d+)\]")
+
+
+def _carry(exc: MedmultiError) -> RuntimeError:
+    """Keep ``exc`` and return the exception whose text carries its token."""
+    with _ERRORS_LOCK:
+        token = next(_TOKENS)
+        _ERRORS[token] = exc
+        while len(_ERRORS) > _KEPT:
+            _ERRORS.popitem(last=False)
+    return RuntimeError(f"{type(exc).__name__}: {exc} [medmulti-error:{token}]")
+
+
+def typed_error_of(exc: BaseException) -> MedmultiError | None:
+    """Return the medmulti error a TensorFlow error stands for, if any.
+
+    Parameters
+    ----------
+    exc : BaseException
+        An exception raised while iterating a dataset from :func:`as_tf_dataset`
+        (usually ``tf.errors.UnknownError``), or anything else.
+
+    Returns
+    -------
+    MedmultiError or None
+        The typed error raised while reading the batch (same class, message,
+        patient, modality and path), or None when ``exc`` does not carry one.
+    """
+    if isinstance(exc, MedmultiError):
+        return exc
+    for token in reversed(_TOKEN_RE.findall(str(exc))):
+        with _ERRORS_LOCK:
+            found = _ERRORS.get(int(token))
+        if found is not None:
+            return found
+    return None
+
+
+@contextlib.contextmanager
+def typed_errors() -> Iterator[None]:
+    """Re-raise typed medmulti errors that TensorFlow re-wrapped.
+
+    Inside the block, an error from iterating an :func:`as_tf_dataset` dataset
+    (directly or through ``model.fit``) that was raised as a medmulti error while
+    reading a batch is raised again as that error (``CorruptFileError`` naming
+    patient, modality and file...) instead of ``tf.errors.UnknownError``. Other
+    exceptions pass unchanged.
+
+    Raises
+    ------
+    MedmultiError
+        The original error of a failed batch.
+
+    Examples
+    --------
+    >>> with medmulti.typed_errors():  # doctest: +SKIP
+    ...     model.fit(seq.as_tf_dataset(), epochs=10)
+    """
+    try:
+        yield
+    except MedmultiError:
+        raise
+    except Exception as exc:
+        typed = typed_error_of(exc)
+        if typed is None:
+            raise
+        raise typed from None
 
 
 def element_spec(seq: Any) -> tuple:
@@ -67,8 +149,8 @@ def as_tf_dataset(seq: Any, *, num_parallel_calls: int | None = None, prefetch: 
     Batches are read by ``tf.numpy_function`` in TensorFlow's thread pool; the
     reading releases the GIL during file I/O. A typed medmulti error raised while
     reading surfaces as ``tf.errors.UnknownError`` whose message holds the
-    medmulti message (TensorFlow re-wraps Python exceptions); iterate the
-    sequence itself to get the typed error.
+    medmulti message (TensorFlow re-wraps Python exceptions); inside a
+    :func:`typed_errors` block it is raised again as the original typed error.
     """
     import numpy as np
     import tensorflow as tf
@@ -86,7 +168,10 @@ def as_tf_dataset(seq: Any, *, num_parallel_calls: int | None = None, prefetch: 
             yield epoch, i
 
     def read(epoch, index):
-        batch = seq.batch(int(epoch), int(index))
+        try:
+            batch = seq.batch(int(epoch), int(index))
+        except MedmultiError as exc:
+            raise _carry(exc) from None
         return [np.asarray(a, s.dtype.as_numpy_dtype) for a, s in zip(tf.nest.flatten(batch), flat_spec)]
 
     def to_tensors(epoch, index):

@@ -74,3 +74,42 @@ def test_as_tf_dataset_feeds_fit(clean_cohort, spec, warm_cache):
     seq = PatientSequence(clean_cohort.manifest, spec, "train", batch_size=4, cache_dir=warm_cache, progress=False)
     hist = _tiny_model(seq).fit(seq.as_tf_dataset(), epochs=2, verbose=0, shuffle=False)
     assert len(hist.history["loss"]) == 2 and all(np.isfinite(hist.history["loss"]))
+
+
+def test_tf_dataset_errors_come_back_typed_inside_typed_errors(cohort_copy, spec):
+    import tensorflow as tf
+
+    import medmulti as mm
+    from medmulti.data.tfdata import typed_error_of
+
+    root, cache = cohort_copy
+    seq = PatientSequence(root / "manifest.csv", spec, "train", batch_size=64, cache_dir=cache,
+                          progress=False, shuffle=False)
+    pid = seq.patient_ids[-1]
+    victim = sorted((root / pid / "ct").iterdir())[2]
+    victim.write_bytes(victim.read_bytes()[:300])  # breaks after construction
+    ds = seq.as_tf_dataset()
+    # without the block: TensorFlow's own error type, carrying the message
+    with pytest.raises(tf.errors.OpError) as raw:
+        list(ds)
+    assert not isinstance(raw.value, CorruptFileError)
+    assert "CorruptFileError" in str(raw.value) and pid in str(raw.value)
+    carried = typed_error_of(raw.value)
+    assert isinstance(carried, CorruptFileError) and carried.patient_id == pid
+    # inside it: the typed error, from direct iteration and from model.fit
+    with pytest.raises(CorruptFileError) as info, mm.typed_errors():
+        list(ds)
+    assert info.value.patient_id == pid and info.value.modality == "ct"
+    assert victim.name in str(info.value.path)
+    with pytest.raises(CorruptFileError) as info, mm.typed_errors():
+        _tiny_model(seq).fit(ds, epochs=1, verbose=0, shuffle=False)
+    assert info.value.patient_id == pid and info.value.modality == "ct"
+
+
+def test_typed_errors_lets_other_errors_through():
+    import medmulti as mm
+    from medmulti.data.tfdata import typed_error_of
+
+    with pytest.raises(ValueError, match="unrelated"), mm.typed_errors():
+        raise ValueError("unrelated [medmulti-error:999999999]")  # unknown token: not ours
+    assert typed_error_of(KeyError("x")) is None
