@@ -51,6 +51,7 @@ _LAZY = {
     "ValidationReport": "medmulti.manifest",
     "check_row": "medmulti.manifest",
     "inspect_source": "medmulti.io",
+    "list_series": "medmulti.io",
     "SourceInfo": "medmulti.io",
     "Preprocessed": "medmulti.preprocess",
     "make_sample_cohort": "medmulti.sample_data",

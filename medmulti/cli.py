@@ -24,6 +24,7 @@ COMMANDS = {
     "sample-data": "medmulti.commands.sample_data",
     "validate": "medmulti.commands.validate",
     "inspect": "medmulti.commands.inspect",
+    "info": "medmulti.commands.info",
     "preprocess": "medmulti.commands.preprocess",
     "cache": "medmulti.commands.cache",
     "train": "medmulti.commands.train",

@@ -3,14 +3,15 @@
 Examples
 --------
 >>> import medmulti.io as mio
->>> sorted(mio.__all__)[:3]
-['DEFAULT_LIMITS', 'Limits', 'SourceInfo']
+>>> "read_image" in mio.__all__ and "list_series" in mio.__all__
+True
 """
 
 from __future__ import annotations
 
 from .limits import DEFAULT_LIMITS, Limits
 from .reader import read_image
+from .series_list import SeriesSummary, list_series
 from .source import SourceInfo, inspect_source
 
-__all__ = ["read_image", "inspect_source", "SourceInfo", "Limits", "DEFAULT_LIMITS"]
+__all__ = ["read_image", "inspect_source", "SourceInfo", "list_series", "SeriesSummary", "Limits", "DEFAULT_LIMITS"]

@@ -1,0 +1,150 @@
+"""List the image series in a DICOM folder, from the headers only.
+
+What a person needs before choosing a series with ``series=``: each series'
+number, modality, file and image counts, size, plane, whether it assembles into a
+volume (and why not), and what to pass to ``series=`` to read it. Nothing
+identifying is listed: no UIDs, no descriptions, no header text.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import MedmultiError, MissingFileError
+from .dicom_file import is_projection
+from .dicom_header import DicomHeader
+from .dicom_series import _check_series, _group, scan_folder
+from .limits import DEFAULT_LIMITS, Limits
+
+__all__ = ["SeriesSummary", "list_series"]
+
+
+@dataclass
+class SeriesSummary:
+    """One image series of a folder (header-level, no identifying values).
+
+    Attributes
+    ----------
+    number : int or None
+        SeriesNumber.
+    modality : str
+        DICOM Modality.
+    n_files : int
+        Files of the series.
+    n_images : int
+        Images (frames) in those files.
+    rows, columns : int
+        Image size of the first file.
+    plane : str
+        ``"axial"``, ``"coronal"``, ``"sagittal"``, ``"oblique"`` (from the first
+        file's ImageOrientationPatient), ``"projection"`` for radiographs, or
+        ``"unknown"``.
+    example : str
+        One of its files, relative to the folder.
+    readable : bool
+        The series passes the header-level checks ``read_image`` makes before
+        decoding (sizes, orientations, gaps, duplicates).
+    problem : str or None
+        Why not: the error class and message (no header values).
+    select : str
+        What to pass as ``series=`` (CLI ``--series``) to read this series: its
+        number when that is unique in the folder, else ``example``.
+    """
+
+    number: int | None
+    modality: str
+    n_files: int
+    n_images: int
+    rows: int
+    columns: int
+    plane: str
+    example: str
+    readable: bool
+    problem: str | None
+    select: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict."""
+        return asdict(self)
+
+
+def _plane(h: DicomHeader) -> str:
+    if is_projection(h):
+        return "projection"
+    try:
+        iop = h.orientation()
+    except MedmultiError:
+        iop = None
+    if iop is None or len(iop) != 6:
+        return "unknown"
+    normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
+    norm = float(np.linalg.norm(normal))
+    if norm < 1e-6:
+        return "unknown"
+    normal = np.abs(normal) / norm
+    k = int(np.argmax(normal))
+    if normal[k] < 0.9:
+        return "oblique"
+    return ("sagittal", "coronal", "axial")[k]
+
+
+def list_series(folder: str | os.PathLike[str], *, limits: Limits | None = None) -> list[SeriesSummary]:
+    """List the image series under a folder (recursively), headers only.
+
+    Parameters
+    ----------
+    folder : str or PathLike
+        A folder of DICOM files.
+    limits : Limits, optional
+        Caps (default :data:`~medmulti.io.limits.DEFAULT_LIMITS`).
+
+    Returns
+    -------
+    list of SeriesSummary
+        Sorted by SeriesNumber (series without a number last). Empty when the
+        folder holds no DICOM image.
+
+    Raises
+    ------
+    MissingFileError
+        ``folder`` does not exist or is not a folder.
+    CorruptFileError
+        A DICOM file whose header cannot be parsed.
+    ResourceLimitError
+        More files than ``limits.max_files``.
+    """
+    limits = limits or DEFAULT_LIMITS
+    p = Path(folder)
+    if not p.is_dir():
+        raise MissingFileError("no such folder", path=str(folder))
+    headers, _, _ = scan_folder(p, limits, display=str(folder))
+    groups = _group(headers)
+    numbers = [g[0].series_number for g in groups]
+    out = []
+    for hs in groups:
+        first = hs[0]
+        problem = None
+        try:
+            _check_series(hs, str(folder), limits)
+        except MedmultiError as exc:
+            problem = f"{type(exc).__name__}: {exc.message}"
+        unique = first.series_number is not None and numbers.count(first.series_number) == 1
+        out.append(SeriesSummary(
+            number=first.series_number,
+            modality=first.modality,
+            n_files=len(hs),
+            n_images=sum(h.frames for h in hs),
+            rows=first.rows,
+            columns=first.columns,
+            plane=_plane(first),
+            example=first.name,
+            readable=problem is None,
+            problem=problem,
+            select=str(first.series_number) if unique else first.name,
+        ))
+    return out
