@@ -228,15 +228,37 @@ def preprocess_manifest(
         else:
             import multiprocessing as mp
 
+            from concurrent.futures.process import BrokenProcessPool
+
             ctx = mp.get_context("spawn")  # no fork after TensorFlow/ITK threads started
-            with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker) as pool:
-                futures = {pool.submit(_task, (row, spec, cache, manifest.root)): row for row in rows}
-                for fut in as_completed(futures):
-                    try:
-                        add(fut.result())
-                    except Exception as exc:  # noqa: BLE001 - a crashed worker: record, go on
-                        add({"computed": 0, "cached": 0, "absent": 0,
-                             "failures": [_failure(futures[fut], None, exc)]})
+            done = 0
+            pending: list[Any] = []
+            try:
+                with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker) as pool:
+                    futures = {pool.submit(_task, (row, spec, cache, manifest.root)): row for row in rows}
+                    for fut in as_completed(futures):
+                        try:
+                            res = fut.result()
+                        except BrokenProcessPool:
+                            if done == 0:  # the pool never worked: redo everything here
+                                raise
+                            res = {"computed": 0, "cached": 0, "absent": 0,
+                                   "failures": [_failure(futures[fut], None, RuntimeError())]}
+                        except Exception as exc:  # noqa: BLE001 - a crashed worker: record, go on
+                            res = {"computed": 0, "cached": 0, "absent": 0,
+                                   "failures": [_failure(futures[fut], None, exc)]}
+                        done += 1
+                        add(res)
+            except (BrokenProcessPool, RuntimeError, OSError):
+                if getattr(mp.current_process(), "_inheriting", False):
+                    raise  # we are a spawned child importing an unguarded main module: let it fail
+                # the pool could not start (e.g. a script without an ``if __name__ ==
+                # "__main__":`` guard, which spawned workers re-import): work here instead
+                log.warning("worker processes could not start; preprocessing in this process "
+                            "(guard the script's entry point with `if __name__ == \"__main__\":`)")
+                pending = rows
+            for row in pending:
+                add(preprocess_row(row, spec, cache, manifest.root))
     finally:
         bar.close()
     summary.failures.sort(key=lambda f: (str(f["patient_id"]), str(f["modality"])))

@@ -326,15 +326,25 @@ class PatientSequence(keras.utils.PyDataset):
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
 
-            with ProcessPoolExecutor(n_proc, mp_context=mp.get_context("spawn")) as pool:
-                futures = {pool.submit(row_error_records, rows[i], self.spec): i for i in todo}
-                from concurrent.futures import as_completed
+            from concurrent.futures import as_completed
+            from concurrent.futures.process import BrokenProcessPool
 
-                for fut in as_completed(futures):
-                    out[futures[fut]] = [Problem(**d) for d in fut.result()]
-                    bar.update(1)
-        else:
-            for i in todo:
+            try:
+                with ProcessPoolExecutor(n_proc, mp_context=mp.get_context("spawn")) as pool:
+                    futures = {pool.submit(row_error_records, rows[i], self.spec): i for i in todo}
+                    for fut in as_completed(futures):
+                        out[futures[fut]] = [Problem(**d) for d in fut.result()]
+                        bar.update(1)
+            except (BrokenProcessPool, RuntimeError, OSError):
+                if getattr(mp.current_process(), "_inheriting", False):
+                    raise  # we are a spawned child importing an unguarded main module: let it fail
+                # the pool could not start or its workers died (e.g. a script without an
+                # ``if __name__ == "__main__":`` guard, which spawned workers re-import):
+                # check the remaining rows here instead
+                log.warning("parallel patient checks failed; checking in this process "
+                            "(guard the script's entry point with `if __name__ == \"__main__\":`)")
+        for i in todo:
+            if out[i] is None:
                 out[i] = [Problem(**d) for d in row_error_records(rows[i], self.spec, check_row)]
                 bar.update(1)
         bar.close()
