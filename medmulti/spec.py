@@ -217,7 +217,9 @@ class ModalitySpec:
         Parameters
         ----------
         data : Mapping
-            Keys as in the dataclass fields.
+            Keys as in the dataclass fields: ``name`` and ``kind`` required, the
+            others optional (class defaults). Values are passed to the
+            constructor, which checks and normalises them.
 
         Returns
         -------
@@ -226,7 +228,8 @@ class ModalitySpec:
         Raises
         ------
         SpecError
-            Unknown keys, a missing ``name``/``kind`` or a bad value.
+            ``data`` is not a mapping, has unknown keys or lacks ``name`` or
+            ``kind``, or a value the class refuses (see :class:`ModalitySpec`).
         """
         if not isinstance(data, Mapping):
             raise SpecError(f"each modality must be a mapping, got {type(data).__name__}")
@@ -346,7 +349,26 @@ class LabelSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LabelSpec":
-        """Build from a mapping, refusing unknown keys (see class doc)."""
+        """Build from a mapping, refusing unknown keys (see class doc).
+
+        Parameters
+        ----------
+        data : Mapping
+            Keys ``classes``, ``column``, ``columns``, ``encoding`` (all
+            optional here; the class checks their combination).
+
+        Returns
+        -------
+        LabelSpec
+
+        Raises
+        ------
+        SpecError
+            ``data`` is not a mapping or has unknown keys; neither or both of
+            ``column`` and ``columns``; an empty ``columns``; ``classes`` not
+            equal to ``columns`` (multi-label); fewer than two classes
+            (single-label); duplicate classes; or an unknown ``encoding``.
+        """
         if not isinstance(data, Mapping):
             raise SpecError("labels must be a mapping", keyword="labels")
         _check_keys(data, ["classes", "column", "columns", "encoding"], "labels")
@@ -400,10 +422,20 @@ class StudySpec:
     def modality(self, name: str) -> ModalitySpec:
         """Return the modality called ``name``.
 
+        Parameters
+        ----------
+        name : str
+            Modality name (Keras input name / manifest column).
+
+        Returns
+        -------
+        ModalitySpec
+            The spec's own object (not a copy).
+
         Raises
         ------
         SpecError
-            If there is none.
+            If there is none; the message lists the spec's modality names.
         """
         for m in self.modalities:
             if m.name == name:
@@ -439,7 +471,10 @@ class StudySpec:
         Parameters
         ----------
         data : Mapping
-            Keys ``format``, ``name``, ``labels``, ``modalities``.
+            Keys ``labels`` (a mapping, see :meth:`LabelSpec.from_dict`) and
+            ``modalities`` (a list of mappings, see
+            :meth:`ModalitySpec.from_dict`), both required; ``name`` (default
+            ``""``, converted to str) and ``format`` (default 1), optional.
 
         Returns
         -------
@@ -448,7 +483,21 @@ class StudySpec:
         Raises
         ------
         SpecError
-            Unknown keys or bad values, naming the key.
+            Unknown keys or bad values, naming the key: ``data`` is not a
+            mapping, has unknown top-level keys or lacks ``labels`` or
+            ``modalities``; ``modalities`` is not a list; a modality or the
+            labels are refused (see :meth:`ModalitySpec.from_dict` and
+            :meth:`LabelSpec.from_dict`); or the
+            whole is inconsistent (``format`` other than 1, no modality,
+            duplicate modality names, label columns named like modalities, more
+            than one reference).
+
+        Examples
+        --------
+        >>> spec = StudySpec.from_dict({"labels": {"column": "dx", "classes": ["a", "b"]},
+        ...                             "modalities": [{"name": "ct", "kind": "ct"}]})
+        >>> spec.names, spec.reference.name, spec.modality("ct").channels
+        (['ct'], 'ct', 1)
         """
         if not isinstance(data, Mapping):
             raise SpecError("a spec must be a mapping at the top level")

@@ -42,7 +42,26 @@ def apply_affine(affine: np.ndarray, points) -> np.ndarray:
 
 
 def voxel_sizes(affine: np.ndarray) -> np.ndarray:
-    """Voxel size along each array axis (column norms of the 3x3 part), mm."""
+    """Voxel size along each array axis, in mm.
+
+    The size along array axis ``i`` is the Euclidean norm of column ``i`` of the
+    affine's 3x3 part: the world distance of one index step along that axis.
+
+    Parameters
+    ----------
+    affine : numpy.ndarray
+        4x4 array-order LPS affine (only ``affine[:3, :3]`` is used).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, shape ``(3,)``: voxel sizes in array axis order ``(z, y, x)``, mm.
+
+    Examples
+    --------
+    >>> voxel_sizes(np.diag([2.0, 0.5, 0.5, 1.0])).tolist()
+    [2.0, 0.5, 0.5]
+    """
     a = np.asarray(affine, dtype=np.float64)
     return np.linalg.norm(a[:3, :3], axis=0)
 
@@ -84,6 +103,21 @@ def rigid_matrix(rotation_rad: Sequence[float] = (0.0, 0.0, 0.0), translation_mm
 def rotation_angle_deg(matrix: np.ndarray) -> float:
     """Angle (degrees) of the rotation part of a rigid 3x3 or 4x4 matrix.
 
+    The angle of the axis-angle form, ``arccos((trace(R) - 1) / 2)``, with the
+    cosine clipped to ``[-1, 1]`` so rounding errors cannot give NaN.
+
+    Parameters
+    ----------
+    matrix : numpy.ndarray
+        3x3 rotation or 4x4 rigid matrix; only ``matrix[:3, :3]`` is used. It is
+        assumed to be a rotation (not checked): a matrix with scaling or shear
+        gives a meaningless angle.
+
+    Returns
+    -------
+    float
+        Rotation angle in degrees, in ``[0, 180]``; the translation is ignored.
+
     Examples
     --------
     >>> round(rotation_angle_deg(rigid_matrix((0, 0, np.pi / 6))), 6)
@@ -95,12 +129,53 @@ def rotation_angle_deg(matrix: np.ndarray) -> float:
 
 
 def grid_center(affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """LPS position (mm) of the centre of a grid (midpoint of the corner voxel centres)."""
+    """LPS position (mm) of the centre of a grid (midpoint of the corner voxel centres).
+
+    Parameters
+    ----------
+    affine : numpy.ndarray
+        4x4 array-order LPS affine of the grid.
+    shape : sequence of int
+        Grid shape ``(z, y, x)`` (three entries).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, shape ``(3,)``: the affine applied to the continuous index
+        ``(shape - 1) / 2``, LPS mm.
+
+    Examples
+    --------
+    >>> grid_center(np.eye(4), (3, 5, 7)).tolist()
+    [1.0, 2.0, 3.0]
+    """
     return apply_affine(affine, (np.asarray(shape, dtype=np.float64) - 1.0) / 2.0)
 
 
 def grid_corners(affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """LPS positions (mm) of the 8 corner voxel centres of a 3D grid, shape ``(8, 3)``."""
+    """LPS positions (mm) of the 8 corner voxel centres of a 3D grid.
+
+    Parameters
+    ----------
+    affine : numpy.ndarray
+        4x4 array-order LPS affine of the grid.
+    shape : sequence of int
+        Grid shape ``(z, y, x)`` (three entries).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, shape ``(8, 3)``, LPS mm: the corner indices ``(i, j, k)`` with
+        each of ``i``, ``j``, ``k`` either 0 or ``shape - 1``, in the order
+        ``(0, 0, 0), (0, 0, nx-1), (0, ny-1, 0), ..., (nz-1, ny-1, nx-1)``
+        (``i`` varies slowest, ``k`` fastest). These are voxel centres, not the
+        outer edges of the voxels.
+
+    Examples
+    --------
+    >>> grid_corners(np.eye(4), (2, 3, 4))[[0, 1, 7]].tolist()
+    [[0.0, 0.0, 0.0], [0.0, 0.0, 3.0], [1.0, 2.0, 3.0]]
+    """
     n = np.asarray(shape, dtype=np.float64) - 1.0
     idx = np.array([[i, j, k] for i in (0, n[0]) for j in (0, n[1]) for k in (0, n[2])])
     return apply_affine(affine, idx)

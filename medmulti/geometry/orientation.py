@@ -94,7 +94,35 @@ def canonical_transform(affine: np.ndarray, shape) -> tuple[tuple[int, int, int]
 
 
 def is_canonical(affine: np.ndarray) -> bool:
-    """True when the array axes already point S, P, L (no permutation or flip needed)."""
+    """True when the array axes already point S, P, L (no permutation or flip needed).
+
+    Each array axis is matched to the world axis it is closest to (see
+    :func:`orientation_codes`), so a slightly oblique axial image whose axes run
+    roughly towards S, P, L counts as canonical.
+
+    Parameters
+    ----------
+    affine : numpy.ndarray
+        4x4 array-order LPS affine.
+
+    Returns
+    -------
+    bool
+        ``orientation_codes(affine) == "SPL"``: :func:`reorient_canonical` would
+        leave the array as it is.
+
+    Raises
+    ------
+    GeometryError
+        If the affine is degenerate (an array axis has no direction).
+
+    Examples
+    --------
+    >>> is_canonical(np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1.0]]))
+    True
+    >>> is_canonical(np.eye(4))  # axis 0 runs towards L: codes "LPS"
+    False
+    """
     return orientation_codes(affine) == "SPL"
 
 

@@ -130,15 +130,80 @@ def rigid_registration(
 ) -> RegistrationResult:
     """Rigidly register ``moving`` to ``fixed``; see :func:`register_rigid`.
 
+    Same method as :func:`register_rigid` (which returns only ``.matrix``), with
+    every setting exposed and the diagnostics returned.
+
+    Parameters
+    ----------
+    fixed : Image
+        3D image with an affine that defines the space; the rotation centre is
+        the centre of its grid.
+    moving : Image
+        3D image with an affine to align to ``fixed``.
+    modality : str, optional
+        Name used in errors and in the debug log (default ``moving.modality``).
+    initialization : {"header", "moments"} or Initialization
+        ``"header"``: start from the identity (the headers' world alignment);
+        ``"moments"``: start from SimpleITK's ``CenteredTransformInitializer``
+        in ``MOMENTS`` mode (centres of mass aligned).
+    initial : numpy.ndarray, optional
+        4x4 starting matrix (fixed LPS -> moving LPS), overriding
+        ``initialization``; its 3x3 part must be a rotation (SimpleITK's
+        ``Euler3DTransform.SetMatrix`` accepts it to a tolerance of 1e-4).
+    bins : int
+        Histogram bins of the Mattes mutual information metric.
+    iterations : int
+        Maximum optimiser iterations per resolution level (regular-step
+        gradient descent).
+    shrink : sequence of int
+        Shrink factor of each pyramid level, coarse to fine. Levels that would
+        leave fewer than 8 voxels along the shortest axis of the working fixed
+        image are dropped (factor 1 is always kept), and a full-resolution level
+        (factor 1, no smoothing) is appended when the last kept one is not 1.
+    smoothing_mm : sequence of float
+        Gaussian smoothing sigma of each level, mm (paired with ``shrink``).
+    seed : int
+        Seed of the metric's sample jitter (any int >= 0; ITK gets ``seed + 1``
+        because it reads 0 as "use the wall clock").
+    threads : int
+        Threads of the registration method; 1 (default) makes results
+        reproducible (to floating-point summation order).
+    max_rotation_deg : float
+        A result rotating by more than this (degrees) is an error.
+    max_shift_mm : float
+        A result moving the centre of ``fixed``'s grid by more than this (mm) is
+        an error.
+    divergence_tol : float
+        When the final mutual information is worse than the starting one by at
+        most this fraction of the starting value, the starting transform is kept
+        (``improved=False``); worse by more is an error.
+    max_voxels : int
+        Before the pyramid, ``fixed`` is average-shrunk (SimpleITK ``BinShrink``,
+        the same integer factor on every axis) to at most this many voxels; 0
+        disables that. ``moving`` is then average-shrunk per axis by
+        ``floor(working fixed spacing / moving spacing)`` where that is 2 or
+        more, to about the same spacing.
+
     Returns
     -------
     RegistrationResult
-        The matrix and diagnostics.
+        The matrix (fixed LPS -> moving LPS) and diagnostics. The metric values
+        are evaluated on the working (shrunk) images with the finest level's
+        sampling; ``settings`` records ``bins``, ``prescale`` (``[k, [kx, ky,
+        kz]]``: the fixed and moving shrink factors), the kept ``shrink`` and
+        ``smoothing_mm`` levels, the ``sampling`` fraction per level, ``seed``
+        and ``initialization`` (``"given"`` when ``initial`` was passed).
 
     Raises
     ------
     RegistrationError
-        See :func:`register_rigid`.
+        If either image is not 3D or has no affine; ``initialization`` is not
+        ``"header"`` or ``"moments"``; SimpleITK fails while evaluating the
+        metric or optimising (e.g. too few samples overlap); the mutual
+        information ends worse than at the start by more than
+        ``divergence_tol``; the matrix or final metric is not finite; or the
+        result rotates more than ``max_rotation_deg`` or shifts more than
+        ``max_shift_mm``. The error names ``modality``.
     """
     import SimpleITK as sitk
 

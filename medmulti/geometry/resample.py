@@ -80,10 +80,22 @@ class Grid:
     def of(cls, image: "Image | Grid") -> "Grid":
         """The grid an image lies on (or ``image`` itself when it is a Grid).
 
+        Parameters
+        ----------
+        image : Image or Grid
+            A 3D image with an affine, or a grid.
+
+        Returns
+        -------
+        Grid
+            ``image`` itself when it is a Grid; else a new Grid of
+            ``image.shape`` and ``image.affine``.
+
         Raises
         ------
         GeometryError
-            For images without 3D geometry.
+            For images without 3D geometry (not 3D, or no affine: projection
+            radiographs).
         """
         if isinstance(image, Grid):
             return image
@@ -101,6 +113,21 @@ def as_sitk(image: Image, dtype=None):
 
     ``Image.to_sitk`` hands the array to SimpleITK as is, which refuses
     big-endian arrays (nibabel keeps a file's byte order) and float16.
+
+    Parameters
+    ----------
+    image : Image
+        Any image; 3D images with an affine keep their geometry.
+    dtype : numpy.dtype or str, optional
+        Cast the voxel values to this type first (no copy when they already
+        have it). Without it, float16 becomes float32 and other types are kept.
+
+    Returns
+    -------
+    SimpleITK.Image
+        As :meth:`~medmulti.image.Image.to_sitk` gives it: origin, spacing and
+        direction from ``image.affine`` for 3D images, only the spacing for 2D
+        ones. Non-native byte order is swapped to native first.
     """
     a = image.array
     if dtype is not None:
@@ -193,7 +220,28 @@ def _sitk_interpolator(interpolation: Interpolation | str):
 
 
 def affine_transform_sitk(matrix: np.ndarray):
-    """A SimpleITK ``AffineTransform`` equal to a 4x4 point mapping (LPS mm -> LPS mm)."""
+    """A SimpleITK ``AffineTransform`` equal to a 4x4 point mapping (LPS mm -> LPS mm).
+
+    Parameters
+    ----------
+    matrix : numpy.ndarray
+        4x4 matrix mapping LPS points to LPS points, mm (e.g. the fixed -> moving
+        matrix of :func:`~medmulti.geometry.register_rigid`).
+
+    Returns
+    -------
+    SimpleITK.AffineTransform
+        3D transform with matrix ``matrix[:3, :3]``, translation
+        ``matrix[:3, 3]`` and centre 0, so ``TransformPoint(p)`` equals
+        :func:`~medmulti.geometry.apply_affine` ``(matrix, p)``.
+
+    Examples
+    --------
+    >>> m = np.diag([2.0, 1.0, 1.0, 1.0])
+    >>> m[:3, 3] = (1.0, 2.0, 3.0)
+    >>> affine_transform_sitk(m).TransformPoint((1.0, 1.0, 1.0))
+    (3.0, 3.0, 4.0)
+    """
     import SimpleITK as sitk
 
     m = np.asarray(matrix, dtype=np.float64)
@@ -224,7 +272,20 @@ def _source_box(image: Image, grid: Grid, transform: np.ndarray | None):
 
 
 def grid_corners_all(grid: Grid) -> np.ndarray:
-    """LPS positions of the 8 corner voxel centres of a grid, shape ``(8, 3)``."""
+    """LPS positions of the 8 corner voxel centres of a grid.
+
+    Parameters
+    ----------
+    grid : Grid
+        The grid.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, shape ``(8, 3)``, LPS mm, in the order of
+        :func:`~medmulti.geometry.grid_corners` (``grid_corners(grid.affine,
+        grid.shape)``).
+    """
     from .affines import grid_corners
 
     return grid_corners(grid.affine, grid.shape)

@@ -55,7 +55,30 @@ def is_projection(h: DicomHeader) -> bool:
 
 
 def base_meta(h: DicomHeader) -> dict[str, Any]:
-    """Non-identifying metadata shared by every DICOM reader (numbers and codes only)."""
+    """Non-identifying metadata shared by every DICOM reader (numbers and codes only).
+
+    Parameters
+    ----------
+    h : DicomHeader
+        The parsed header of the (first) file.
+
+    Returns
+    -------
+    dict
+        ``{"source": "dicom", "photometric": str, "bits_stored": int,
+        "bits_allocated": int, "signed": bool, "compressed": bool}``:
+        PhotometricInterpretation (``"MONOCHROME2"`` when absent), BitsStored
+        (BitsAllocated when absent or 0), BitsAllocated, PixelRepresentation == 1,
+        and True unless the transfer syntax stores native pixels (implicit or
+        explicit VR little endian, explicit VR big endian, deflated explicit VR
+        little endian). Readers add their own keys to it.
+
+    Raises
+    ------
+    CorruptFileError
+        If BitsAllocated, BitsStored or PixelRepresentation cannot be parsed as
+        an integer.
+    """
     return {
         "source": "dicom",
         "photometric": h.photometric,
@@ -67,7 +90,22 @@ def base_meta(h: DicomHeader) -> dict[str, Any]:
 
 
 def single_slice_spacing(h: DicomHeader) -> float:
-    """Slice spacing SimpleITK gives a one-slice volume: SpacingBetweenSlices, else 1 mm."""
+    """Slice spacing SimpleITK gives a one-slice volume: SpacingBetweenSlices, else 1 mm.
+
+    SliceThickness is not used (SimpleITK does not use it either).
+
+    Parameters
+    ----------
+    h : DicomHeader
+        The slice's parsed header.
+
+    Returns
+    -------
+    float
+        SpacingBetweenSlices in mm (its first value if multi-valued) when it is
+        present, parseable, finite and positive; else 1.0. Never raises for a
+        bad value.
+    """
     try:
         value = h.get("SpacingBetweenSlices")
         value = float(value[0] if isinstance(value, list) else (value or 0.0))

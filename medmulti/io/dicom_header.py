@@ -244,7 +244,27 @@ class DicomHeader:
 
     # -- typed accessors (never return header text to messages) -------------
     def get(self, keyword: str) -> Any:
-        """Attribute value (fast path for common attributes); None when absent."""
+        """Attribute value (fast path for common attributes); None when absent.
+
+        Parameters
+        ----------
+        keyword : str
+            DICOM keyword of a top-level attribute (e.g. ``"SpacingBetweenSlices"``).
+
+        Returns
+        -------
+        Any
+            For the common Image Pixel / geometry attributes read from raw
+            bytes: an int for US, stripped text for CS/UI, text for IS/DS (a
+            list of texts when multi-valued; not converted to numbers). For
+            other keywords, or elements pydicom has already converted, pydicom's
+            value. None when the attribute is absent.
+
+        Notes
+        -----
+        The value comes from the header and may identify the patient: use it
+        for computation, never in messages.
+        """
         return fast_get(self.ds, keyword)
 
     def _int(self, keyword: str, default: int | None = None) -> int | None:
@@ -497,6 +517,27 @@ class DicomHeader:
 
         Called by :func:`read_header` while the file is open (so each file is
         opened once); the outcome is kept and raised by :meth:`check_image`.
+
+        Native pixel data: the elements after PixelData are walked by their
+        headers (only when the declared PixelData fits in the file; otherwise
+        :meth:`check_image` reports the truncation). Encapsulated pixel data:
+        the items are walked up to the Sequence Delimitation Item (the first
+        fragment's codestream size is compared with Rows/Columns), then the
+        trailing elements. Nothing is done for objects without PixelData.
+
+        Parameters
+        ----------
+        f : binary file object
+            Seekable file holding the dataset this header was parsed from (the
+            file itself, or the inflated bytes of a deflated dataset).
+
+        Returns
+        -------
+        None
+            Never raises: a problem found is stored (the
+            :class:`~medmulti.errors.MedmultiError` the walk raised, or a
+            ``CorruptFileError`` "the pixel data structure cannot be read" for
+            any other exception) and raised later by :meth:`check_image`.
         """
         try:
             if self.pixel_offset is None:

@@ -159,19 +159,43 @@ class NiftiHeaderInfo:
 def read_nifti_header(stream: _Stream, name: str, limits: Limits) -> tuple[NiftiHeaderInfo, int]:
     """Read and check a NIfTI header from the start of ``stream``.
 
+    ``sizeof_hdr`` (read little-endian, else big-endian) of 540 means NIfTI-2;
+    anything else is parsed as NIfTI-1 by nibabel with its checks on.
+
+    Parameters
+    ----------
+    stream : _Stream
+        The file's bytes (gzip-inflated for ``.nii.gz``), positioned at the start.
+    name : str
+        File name used in errors.
+    limits : Limits
+        Caps on the declared voxels and bytes.
+
     Returns
     -------
-    (NiftiHeaderInfo, int)
-        The header and the number of bytes consumed.
+    info : NiftiHeaderInfo
+        Shape in NIfTI order ``(x, y, z[, t])`` with trailing unit dimensions
+        beyond the third dropped, on-disk dtype, ``vox_offset`` (0 read as 352
+        for NIfTI-1, 544 for NIfTI-2), ``slope``/``inter`` (1 and 0 when unset
+        or not finite) and ``version``; nibabel's header object is attached as
+        ``info.header``.
+    consumed : int
+        Bytes of the header consumed: 348 (NIfTI-1) or 540 (NIfTI-2). Bytes
+        read beyond it are pushed back, so the stream is left right after the
+        header.
 
     Raises
     ------
     CorruptFileError
-        Unparseable header, bad dimensions or offset.
+        Fewer bytes than a header, a header nibabel cannot parse or whose
+        checks fail, a dimension that is not positive, or a ``vox_offset``
+        inside the header or beyond ``limits.max_bytes``.
     UnsupportedDataError
-        Complex/RGB data, fewer than 3 or more than 4 dimensions.
+        Fewer than 3 or more than 4 dimensions, or complex/RGB (not integer or
+        float) data.
     ResourceLimitError
-        Declared size beyond ``limits``.
+        Spatial voxels (the first three axes) beyond ``limits.max_voxels``, or
+        data bytes (all volumes) beyond ``limits.max_bytes``.
     """
     import io
 

@@ -18,7 +18,27 @@ FUSIONS = tuple(FUSION_LAYERS)
 
 
 def present_input_name(modality: str) -> str:
-    """Name of the presence input of ``modality`` (``"<name>_present"``)."""
+    """Name of the presence input of ``modality`` (``"<name>_present"``).
+
+    :func:`build_fusion_model` gives each optional modality a Keras input of
+    this name (shape ``(1,)``: 1 present, 0 missing), and the sequences yield
+    the flag under the same key.
+
+    Parameters
+    ----------
+    modality : str
+        Modality name as in the spec (not checked against any spec).
+
+    Returns
+    -------
+    str
+        ``modality + "_present"``.
+
+    Examples
+    --------
+    >>> present_input_name("xray")
+    'xray_present'
+    """
     return f"{modality}_present"
 
 

@@ -233,7 +233,39 @@ class AttentionFusion(keras.layers.Layer):
         self.context = self.add_weight(name="context", shape=(self.units, 1), initializer="glorot_uniform")
 
     def attention_weights(self, stack: Any, mask: Any) -> Any:
-        """Return the ``(batch, n_modalities)`` weights (0 for missing modalities)."""
+        """Return the ``(batch, n_modalities)`` weights (0 for missing modalities).
+
+        Parameters
+        ----------
+        stack : tensor
+            Float ``(batch, n_modalities, embed_dim)`` embeddings; missing
+            modalities' rows are zeroed before scoring.
+        mask : tensor
+            Float ``(batch, n_modalities)``; an entry > 0 marks the modality
+            present (only the sign is used, not the value).
+
+        Returns
+        -------
+        tensor
+            Float ``(batch, n_modalities)``: the softmax of the scores
+            ``v . tanh(W e_m + b)`` over the present modalities of each sample,
+            exactly 0 for missing ones; each row sums to 1, or is all zeros when
+            no modality of that sample is present.
+
+        Notes
+        -----
+        Uses the layer's weights, so the layer must be built first (by calling
+        it, or :meth:`build`).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> layer = AttentionFusion(units=4)
+        >>> layer.build([(1, 3, 2), (1, 3)])
+        >>> w = layer.attention_weights(np.ones((1, 3, 2), "float32"), np.array([[1.0, 0.0, 1.0]], "float32"))
+        >>> ops.convert_to_numpy(w).round(3).tolist()
+        [[0.5, 0.0, 0.5]]
+        """
         stack = _masked(stack, mask)
         hidden = ops.tanh(ops.matmul(stack, self.kernel) + self.bias)
         scores = ops.squeeze(ops.matmul(hidden, self.context), -1)
