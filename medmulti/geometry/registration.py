@@ -49,7 +49,8 @@ class RegistrationResult:
         4x4 mapping fixed LPS points to moving LPS points.
     metric_initial, metric_final : float
         Mattes mutual information (negative; lower is better) before and after,
-        on the same samples at full resolution.
+        on the same samples of the shrunk working images (see ``max_voxels`` in
+        :func:`rigid_registration`), not at full resolution.
     rotation_deg : float
         Rotation angle of ``matrix``.
     shift_mm : float
@@ -232,12 +233,23 @@ def rigid_registration(
     tx.SetCenter(center.tolist())
     if initial is not None:
         init = np.asarray(initial, dtype=np.float64)
-        tx.SetMatrix(init[:3, :3].ravel().tolist(), 1e-4)
+        if init.shape != (4, 4) or not np.all(np.isfinite(init)):
+            raise RegistrationError("initial must be a finite 4x4 matrix", modality=name)
+        try:
+            tx.SetMatrix(init[:3, :3].ravel().tolist(), 1e-4)
+        except RuntimeError:  # ITK: "Attempting to set a non-orthogonal rotation matrix"
+            raise RegistrationError("initial is not a rigid transform (its 3x3 part is not a rotation)",
+                                    modality=name, hint="pass a rotation + translation matrix, or None") from None
         tx.SetTranslation((init[:3, 3] + init[:3, :3] @ center - center).tolist())
     elif init_mode is Initialization.MOMENTS:
-        tx = sitk.Euler3DTransform(
-            sitk.CenteredTransformInitializer(f, m, sitk.Euler3DTransform(),
-                                              sitk.CenteredTransformInitializerFilter.MOMENTS))
+        try:
+            tx = sitk.Euler3DTransform(
+                sitk.CenteredTransformInitializer(f, m, sitk.Euler3DTransform(),
+                                                  sitk.CenteredTransformInitializerFilter.MOMENTS))
+        except RuntimeError:  # e.g. an image with no mass (all zeros) has no centre of mass
+            raise RegistrationError(
+                "the moments initialisation failed (an image without intensity mass?)", modality=name,
+                hint="use initialization='header', or set register: none for this modality") from None
     f_shape = tuple(reversed(f.GetSize()))
     factors, sigmas = _levels(f_shape, shrink, smoothing_mm)
     n_vox = [float(np.prod([max(1, s // q) for s in f_shape])) for q in factors]

@@ -129,3 +129,22 @@ def test_check_coregistered_reports_direction():
     b = Grid((4, 4, 4), rigid_matrix((0.01, 0, 0)))
     (problem,) = check_coregistered({"a": a, "b": b}, on_mismatch="report")
     assert problem.property == "direction" and problem.difference > 0.005
+
+
+@pytest.mark.parametrize("initial,match", [
+    (np.diag([2.0, 1.0, 1.0, 1.0]), "not a rigid transform"),  # a scaling: ITK refuses the matrix
+    (np.eye(3), "4x4"),
+])
+def test_a_bad_initial_transform_is_a_typed_error(moved_anat, initial, match):
+    fixed, moving, _ = moved_anat
+    with pytest.raises(RegistrationError, match=match) as info:
+        register_rigid(fixed, moving, modality="mr", initial=initial)
+    assert info.value.modality == "mr"
+
+
+def test_moments_initialisation_of_an_empty_image_is_a_typed_error(moved_anat):
+    fixed, moving, _ = moved_anat
+    empty = moving.copy(array=np.zeros_like(moving.array))
+    with pytest.raises(RegistrationError) as info:
+        register_rigid(fixed, empty, modality="mr", initialization="moments")
+    assert info.value.modality == "mr"
