@@ -16,7 +16,9 @@ round by round, times one epoch of:
 
 Each method runs one untimed warm-up epoch first (the cache checks each entry's CRC
 once per process); the median over ``--rounds`` rounds is printed with its ratio to
-``np.load`` in the same round. The cold cache fill is timed with 1 and all cores.
+``np.load`` in the same round. The cold cache fill is timed with 1 and all cores, and one
+cold epoch of the sequence (empty cache) with 1 and 2 worker threads, each with the number
+of cores it kept busy (CPU time / wall time).
 
     python benchmarks/feed.py            # 128^3, 96 patients, 5 rounds
     python benchmarks/feed.py --no-pool  # the same, allocating every batch afresh (ablation)
@@ -111,24 +113,57 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, object] = {"size": args.size, "patients": args.patients, "batch_size": args.batch_size,
                                   "cores": cores}
 
-    # ---- cold fill with all cores (and with 1 core, unless quick), into fresh folders
+    # ---- cold work, into fresh folders: the cache fill with all cores and with 1 (unless
+    # quick), and one cold epoch of the sequence (nothing cached: preprocessing inside the
+    # batches) with 1 and with 2 Keras worker threads; CPU time of this process and its
+    # children over wall time shows how many cores the work kept busy
+    import resource
     import shutil
 
-    fills = {}
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    def cpu_seconds() -> float:
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    def cold_epoch(workers: int, target: Path) -> tuple[float, float]:
+        seq = PatientSequence(manifest, spec, "train", batch_size=args.batch_size, cache_dir=target,
+                              shuffle=False, progress=False, workers=workers)
+        adapter = PyDatasetAdapter(seq, shuffle=False)
+        c0, t0 = cpu_seconds(), time.perf_counter()
+        adapter.on_epoch_begin()
+        for _ in adapter.get_numpy_iterator():
+            pass
+        adapter.on_epoch_end()
+        wall = time.perf_counter() - t0
+        return args.patients / wall, (cpu_seconds() - c0) / wall
+
+    fills, busy, cold = {}, {}, {}
     if not any(PreprocessCache(cache_dir).keys()):
         for workers in ([cores] if args.quick else [cores, 1]):
             target = cache_dir if workers == cores else data / f"cache{args.size}-w1"
             shutil.rmtree(target, ignore_errors=True)
+            c0 = cpu_seconds()
             s = preprocess_manifest(manifest, spec, target, workers=workers, progress=False)
             assert s.ok, s.summary()
             fills[workers] = args.patients / s.seconds
+            busy[workers] = (cpu_seconds() - c0) / s.seconds
             if target != cache_dir:
                 shutil.rmtree(target, ignore_errors=True)
     else:
         print("cache already filled (cold fill not timed)")
+    for workers in ([2] if args.quick else [1, 2]):
+        target = data / f"cache{args.size}-cold-epoch"
+        shutil.rmtree(target, ignore_errors=True)
+        cold[workers] = cold_epoch(workers, target)
+        shutil.rmtree(target, ignore_errors=True)
     results["cold_fill_patients_per_s"] = fills
+    results["cold_fill_cores_busy"] = {w: round(b, 2) for w, b in busy.items()}
+    results["cold_epoch"] = {w: {"patients_per_s": round(r, 2), "cores_busy": round(b, 2)} for w, (r, b) in cold.items()}
     for w, r in fills.items():
-        print(f"cold fill ({w} worker(s)): {r:.2f} patients/s")
+        print(f"cold fill, preprocess_manifest({w} process(es)): {r:.2f} patients/s, {busy[w]:.2f} cores busy")
+    for w, (r, b) in cold.items():
+        print(f"cold epoch, PatientSequence (workers={w}): {r:.2f} patients/s, {b:.2f} cores busy")
 
     seq0 = PatientSequence(manifest, spec, "train", batch_size=args.batch_size, cache_dir=cache_dir,
                            shuffle=False, progress=False, workers=1)
@@ -171,8 +206,6 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(n_batches):
             seq0[i]
         return n_batches
-
-    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 
     def seq_workers():
         adapter = PyDatasetAdapter(seq2, shuffle=False)
