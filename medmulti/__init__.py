@@ -53,6 +53,7 @@ _LAZY = {
     "inspect_source": "medmulti.io",
     "list_series": "medmulti.io",
     "SourceInfo": "medmulti.io",
+    "SourceRef": "medmulti.io",
     "Preprocessed": "medmulti.preprocess",
     "make_sample_cohort": "medmulti.sample_data",
     "PatientSequence": "medmulti.data.sequence",

@@ -57,13 +57,14 @@ from .geometry import (
 )
 from .image import Image
 from .intensity import correct_bias_n4, foreground_mask, normalize_mr, normalize_xray, voi_from_meta, window_channels
+from .io.source import SourceRef
 from .spec import ModalitySpec, StudySpec
 
 __all__ = ["Preprocessed", "preprocess_study", "reference_grid"]
 
 log = logging.getLogger("medmulti.preprocess")
 
-Source = Union[str, "PathLike[str]", Image, None]
+Source = Union[str, "PathLike[str]", "SourceRef", Image, None]
 
 #: DICOM Modality passed to the reader per spec kind (X-rays: whatever the file says).
 _READER_MODALITY = {"ct": "CT", "mr": "MR", "xray": None}
@@ -106,7 +107,7 @@ class Preprocessed:
 def _is_nifti_path(source: Any) -> bool:
     if isinstance(source, Image) or source is None:
         return False
-    name = Path(source).name.lower()
+    name = SourceRef.coerce(source).path.name.lower()
     return name.endswith(".nii") or name.endswith(".nii.gz")
 
 
@@ -119,21 +120,22 @@ def _load(name: str, source: Source, mspec: ModalitySpec, patient_id: str | None
         except ImportError:  # pragma: no cover - the readers ship with medmulti
             raise UnsupportedDataError("medmulti.io.read_image is not available to read paths; pass Image objects",
                                        modality=name, patient_id=patient_id) from None
+        ref = SourceRef.coerce(source)
         try:
-            img = read_image(source, modality=_READER_MODALITY[mspec.kind])
+            img = read_image(ref.path, modality=_READER_MODALITY[mspec.kind], **ref.read_kwargs())
         except MedmultiError as exc:
-            raise exc.with_context(patient_id=patient_id, modality=name, path=source)
+            raise exc.with_context(patient_id=patient_id, modality=name, path=ref.path)
     if mspec.dims == 3 and (img.ndim != 3 or img.affine is None):
         raise UnsupportedDataError(
             f"the spec declares a 3D {mspec.kind} volume but the source is a {img.ndim}D image without patient geometry",
-            modality=name, patient_id=patient_id, path=None if isinstance(source, Image) else source,
+            modality=name, patient_id=patient_id, path=None if isinstance(source, Image) else str(source),
             hint="point this modality at a volume (DICOM series folder or NIfTI), or declare it dims: 2",
         )
     if mspec.dims == 2 and img.ndim == 3:
         if img.shape[0] != 1:
             raise UnsupportedDataError(
                 "the spec declares a 2D image but the source is a volume with several slices",
-                modality=name, patient_id=patient_id, path=None if isinstance(source, Image) else source,
+                modality=name, patient_id=patient_id, path=None if isinstance(source, Image) else str(source),
             )
         img = Image(img.array[0], None, img.spacing[1:], img.modality, dict(img.meta))
     return img
@@ -330,10 +332,11 @@ def preprocess_study(
 
     Parameters
     ----------
-    sources : Mapping[str, path or Image or None]
+    sources : Mapping[str, path or SourceRef or Image or None]
         Spec modality name -> a path (DICOM file, DICOM series folder, NIfTI),
-        an :class:`~medmulti.image.Image`, or ``None``/absent for a missing
-        modality (skipped).
+        a :class:`~medmulti.io.SourceRef` (a path with the series of a folder
+        or the volume of a 4D file to read), an :class:`~medmulti.image.Image`,
+        or ``None``/absent for a missing modality (skipped).
     spec : StudySpec
         The study spec (grid, registration and intensity settings).
     patient_id : str, optional

@@ -3,7 +3,9 @@
 An entry's key is a SHA-256 over what determines its array:
 
 * the source files of the modality: their paths relative to the manifest root,
-  sizes and modification times (or the pinned ``sha256`` from the manifest),
+  sizes and modification times (or the pinned ``sha256`` from the manifest), and
+  the series or volume chosen in it (:class:`~medmulti.io.SourceRef`; a plain
+  path, or a ``SourceRef`` choosing nothing, keys exactly as before),
 * the modality's spec section (``ModalitySpec.to_dict()`` less ``required``,
   which does not change the array),
 * for a non-reference 3D modality, the same two items of the study's reference
@@ -53,6 +55,8 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from ..errors import CacheError
+from ..io.dicom_series import parse_series_choice
+from ..io.source import SourceRef
 from ..spec import StudySpec
 
 __all__ = [
@@ -112,13 +116,44 @@ def _walk(top: str, prefix: str, out: list[tuple[str, int, int]]) -> None:
             out.append((prefix + e.name, st.st_size, st.st_mtime_ns))
 
 
+def _selection(source: Any) -> tuple:
+    """The series/volume a :class:`~medmulti.io.SourceRef` chooses, as key items (empty for none).
+
+    A SeriesInstanceUID enters as a digest (the key document never holds a UID);
+    a series file as its path relative to the source folder.
+    """
+    if not isinstance(source, SourceRef):
+        return ()
+    out: tuple = ()
+    if source.series is not None:
+        kind, value = parse_series_choice(source.series)
+        if kind == "uid":
+            value = hashlib.sha256(str(value).encode("utf-8")).hexdigest()[:16]
+        elif kind == "file":
+            target = Path(value)
+            if target.is_absolute():
+                try:
+                    value = Path(os.path.relpath(target, source.path)).as_posix()
+                except ValueError:  # other drive on Windows
+                    value = target.as_posix()
+            else:
+                value = target.as_posix()
+        out += (("series", (kind, value)),)
+    if source.volume is not None:
+        out += (("volume", source.volume),)
+    return out
+
+
 def _fingerprint(path: Any, root: Any, pin: str | None) -> tuple | None:
     """Hashable form of :func:`fingerprint_source`."""
     if path is None:
         return None
+    chosen = _selection(path)
+    if isinstance(path, SourceRef):
+        path = path.path
     rel = _relative(Path(path), None if root is None else Path(root))
     if pin:
-        return (rel, "sha256", str(pin).lower())
+        return (rel, "sha256", str(pin).lower()) + chosen
     files: list[tuple[str, int, int]] = []
     try:
         if os.path.isdir(path):
@@ -127,18 +162,25 @@ def _fingerprint(path: Any, root: Any, pin: str | None) -> tuple | None:
             st = os.stat(path)
             files.append((".", st.st_size, st.st_mtime_ns))
     except OSError:
-        return (rel, "missing")
-    return (rel, "files", tuple(files))
+        return (rel, "missing") + chosen
+    return (rel, "files", tuple(files)) + chosen
 
 
 def _fingerprint_doc(fp: tuple | None) -> dict[str, Any] | None:
     if fp is None:
         return None
     if fp[1] == "sha256":
-        return {"path": fp[0], "sha256": fp[2]}
-    if fp[1] == "missing":
-        return {"path": fp[0], "files": "missing"}
-    return {"path": fp[0], "files": [list(f) for f in fp[2]]}
+        doc: dict[str, Any] = {"path": fp[0], "sha256": fp[2]}
+        chosen = fp[3:]
+    elif fp[1] == "missing":
+        doc = {"path": fp[0], "files": "missing"}
+        chosen = fp[2:]
+    else:
+        doc = {"path": fp[0], "files": [list(f) for f in fp[2]]}
+        chosen = fp[3:]
+    for item, value in chosen:  # only for a source choosing a series or a volume
+        doc[item] = list(value) if isinstance(value, tuple) else value
+    return doc
 
 
 def fingerprint_source(
@@ -151,8 +193,9 @@ def fingerprint_source(
 
     Parameters
     ----------
-    path : str or PathLike or None
-        A file or a folder (a DICOM series). ``None`` means the modality is absent.
+    path : str or PathLike or SourceRef or None
+        A file or a folder (a DICOM series), or a :class:`~medmulti.io.SourceRef`
+        choosing a series or a volume in one. ``None`` means the modality is absent.
     root : str or PathLike, optional
         The manifest root; paths are recorded relative to it so a cohort can move.
     sha256 : str, optional
@@ -165,6 +208,10 @@ def fingerprint_source(
         ``{"path": ..., "files": [[relpath, size, mtime_ns], ...]}`` or
         ``{"path": ..., "sha256": ...}``; ``None`` for an absent source.
         A missing file is recorded as ``"missing"`` (the reader raises later).
+        A source choosing a series adds ``"series": [kind, value]`` (kind
+        ``"number"``, ``"uid"`` with a 16-hex digest of the UID, or ``"file"``
+        with its path relative to the folder); one choosing a volume adds
+        ``"volume": index``. Without a choice the dict is as for a plain path.
     """
     return _fingerprint_doc(_fingerprint(path, root, sha256))
 
@@ -261,8 +308,11 @@ def entry_key(
         The study spec.
     name : str
         The modality name.
-    sources : Mapping[str, path or None]
-        Modality name -> resolved source path of this patient (``ManifestRow.sources``).
+    sources : Mapping[str, path or SourceRef or None]
+        Modality name -> resolved source path of this patient, or a
+        :class:`~medmulti.io.SourceRef` choosing a series or volume
+        (``ManifestRow.sources``). Two choices in one folder get different keys;
+        a plain path keys as it always did.
     root : str or PathLike, optional
         The manifest root (paths enter the key relative to it).
     sha256 : Mapping[str, str], optional

@@ -12,6 +12,15 @@ from __future__ import annotations
 from .limits import DEFAULT_LIMITS, Limits
 from .reader import read_image
 from .series_list import SeriesSummary, list_series
-from .source import SourceInfo, inspect_source
+from .source import SourceInfo, SourceRef, inspect_source
 
-__all__ = ["read_image", "inspect_source", "SourceInfo", "list_series", "SeriesSummary", "Limits", "DEFAULT_LIMITS"]
+__all__ = [
+    "read_image",
+    "inspect_source",
+    "SourceInfo",
+    "SourceRef",
+    "list_series",
+    "SeriesSummary",
+    "Limits",
+    "DEFAULT_LIMITS",
+]

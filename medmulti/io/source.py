@@ -32,9 +32,118 @@ from .nifti import _checked_affine, _itk_geometry, _Stream, read_nifti_header
 from .reader import read_image, resolve_format
 from .quiet import quiet_pydicom
 
-__all__ = ["SourceInfo", "inspect_source", "digest"]
+__all__ = ["SourceInfo", "SourceRef", "inspect_source", "digest"]
 
 DIGEST_HEX = 16
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """An image source with its selection: which series of a folder, which volume of a 4D file.
+
+    Accepted wherever a source path is (:func:`inspect_source`,
+    :func:`medmulti.preprocess_study`, the preprocessing cache keys); a plain path
+    still means "the folder's only series" / "the file's only volume". Manifest
+    rows hold one for the modalities whose ``<modality>_series`` or
+    ``<modality>_volume`` cell is filled (:attr:`medmulti.manifest.ManifestRow.sources`).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A DICOM file, a DICOM series folder or a NIfTI file.
+    series : int, str or PathLike, optional
+        As ``series=`` of :func:`~medmulti.io.read_image`: a SeriesNumber (int,
+        or a string of digits), a SeriesInstanceUID (a string of digits and
+        dots) or the path of one file of the series (a :class:`~pathlib.Path`
+        is always taken as a file; a relative one is taken relative to ``path``).
+    volume : int, optional
+        0-based volume of a 4D NIfTI file or a multi-volume enhanced DICOM file,
+        as ``volume=`` of :func:`~medmulti.io.read_image`.
+
+    Raises
+    ------
+    TypeError
+        ``series`` or ``volume`` of the wrong type (e.g. a float).
+
+    Notes
+    -----
+    ``os.fspath(ref)`` and ``str(ref)`` give :attr:`path`, so code that only needs
+    the location (error messages, ``Path(ref)``) keeps working; readers must use
+    :meth:`read_kwargs` to honour the selection. ``repr`` does not show a
+    SeriesInstanceUID.
+
+    Examples
+    --------
+    >>> ref = SourceRef("study/ct", series=3)
+    >>> ref.read_kwargs(), str(ref)
+    ({'series': 3}, 'study/ct')
+    >>> SourceRef.coerce("scan.nii.gz") == SourceRef("scan.nii.gz")
+    True
+    """
+
+    path: Path
+    series: int | str | Path | None = None
+    volume: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+        if self.series is not None:
+            kind, value = parse_series_choice(self.series)  # TypeError for a wrong type
+            if isinstance(self.series, PathLike):
+                object.__setattr__(self, "series", Path(self.series))
+            elif kind != "file":  # one spelling per choice: "5", " 5" and 5 are SeriesNumber 5
+                object.__setattr__(self, "series", value)
+        check_volume_argument(self.volume)
+        if self.volume is not None:
+            object.__setattr__(self, "volume", int(self.volume))
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:  # a SeriesInstanceUID is not repeated, not even in a repr
+        series = self.series
+        if isinstance(series, str) and parse_series_choice(series)[0] == "uid":
+            shown = "<a SeriesInstanceUID>"
+        else:
+            shown = repr(series)
+        return f"SourceRef({str(self.path)!r}, series={shown}, volume={self.volume!r})"
+
+    @property
+    def selects(self) -> bool:
+        """True when a series or a volume is chosen."""
+        return self.series is not None or self.volume is not None
+
+    def read_kwargs(self) -> dict[str, Any]:
+        """Return the ``series=``/``volume=`` keyword arguments of the readers (only those given).
+
+        Returns
+        -------
+        dict
+            ``{"series": ..., "volume": ...}`` without the ``None`` entries.
+        """
+        out: dict[str, Any] = {}
+        if self.series is not None:
+            out["series"] = self.series
+        if self.volume is not None:
+            out["volume"] = self.volume
+        return out
+
+    @classmethod
+    def coerce(cls, source: "str | PathLike[str] | SourceRef") -> "SourceRef":
+        """Return ``source`` as a :class:`SourceRef` (a plain path selects nothing).
+
+        Parameters
+        ----------
+        source : str, PathLike or SourceRef
+
+        Returns
+        -------
+        SourceRef
+        """
+        return source if isinstance(source, SourceRef) else cls(Path(source))
 
 
 def digest(*values: Any) -> str | None:
@@ -169,6 +278,8 @@ def _inspect_nifti(p: Path, name: str, gz: bool, modality: str | None, volume: i
         )
     if len(shape) == 4 and not 0 <= int(volume) < shape[3]:
         raise UnsupportedDataError(f"volume={int(volume)} is out of range for {shape[3]} volumes", path=name, keyword="dim")
+    if len(shape) == 3 and volume not in (None, 0):  # as read_image
+        raise UnsupportedDataError("volume= was given but the NIfTI file is 3D", path=name, keyword="dim")
     need = info.vox_offset + int(np.prod(shape, dtype=object)) * info.dtype.itemsize
     size = os.path.getsize(p)
     if not gz and size < need:
@@ -214,8 +325,9 @@ def inspect_source(
 
     Parameters
     ----------
-    path : str or PathLike
-        DICOM file, DICOM series folder or NIfTI file.
+    path : str, PathLike or SourceRef
+        DICOM file, DICOM series folder or NIfTI file; a :class:`SourceRef`
+        also gives ``series`` and ``volume`` (the explicit arguments win).
     modality : str, optional
         Modality named in errors (and recorded for NIfTI).
     deep : bool
@@ -249,6 +361,10 @@ def inspect_source(
     ('dicom-file', (1, 64, 64))
     """
     limits = DEFAULT_LIMITS if limits is None else limits
+    if isinstance(path, SourceRef):
+        series = path.series if series is None else series
+        volume = path.volume if volume is None else volume
+        path = path.path
     name = str(path)
     p = Path(path)
     if series is not None:

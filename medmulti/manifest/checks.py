@@ -28,9 +28,10 @@ from ..errors import (
     SeriesGeometryError,
     UnsupportedDataError,
 )
+from ..io.source import SourceRef
 from ..spec import StudySpec
 from .report import Problem
-from .schema import SPLITS, ManifestRow, check_fields
+from .schema import SERIES_SUFFIX, SPLITS, VOLUME_SUFFIX, ManifestRow, check_fields
 
 __all__ = [
     "RowCheck",
@@ -64,6 +65,8 @@ CHECKS: dict[str, str] = {
     "bad_split": "error",
     "unknown_label": "error",
     "bad_sha256": "error",
+    "bad_series": "error",
+    "bad_volume": "error",
     "unsafe_path": "error",
     "missing_modality": "error",
     "missing_file": "error",
@@ -206,10 +209,48 @@ def _identity_scan(files: Sequence[Path]) -> tuple[set[str], set[str]]:
     return patients, studies
 
 
-def _inspect(path: Path, deep: bool):
+def _inspect(source: Path | SourceRef, deep: bool):
     from ..io import inspect_source
 
-    return inspect_source(path, deep=deep)
+    return inspect_source(source, deep=deep)
+
+
+def _path_of(source: Path | SourceRef) -> Path:
+    return source.path if isinstance(source, SourceRef) else Path(source)
+
+
+def _in_manifest_terms(row: ManifestRow, name: str, message: str, hint: str | None) -> tuple[str, str | None]:
+    """Say ``<name>_series``/``<name>_volume`` where a reader says ``series=``/``volume=``.
+
+    The series a row gives is never repeated (it may be a SeriesInstanceUID): a
+    series file path the reader quotes is replaced by the column's name.
+    """
+    src = row.sources.get(name)
+    scol, vcol = name + SERIES_SUFFIX, name + VOLUME_SUFFIX
+    if isinstance(src, SourceRef) and isinstance(src.series, Path):
+        message = message.replace(f"series={str(src.series)!r}", f"the file given in column {scol}")
+    text = f"{message} {hint or ''}"
+    if "series=" in text or "the file given in column" in text or "SeriesInstanceUID given" in text:
+        if name not in row.series:
+            hint = (f"choose the series in a {scol} column: its SeriesNumber, or the path of one of its files "
+                    f"relative to the {name} folder (the message names one file of each series when they share a "
+                    "number); or give each series its own folder")
+        elif "this path is a file" in message:
+            message = f"{scol} chooses among the series of a folder, but the {name} path is a file"
+            hint = f"empty the {scol} cell, or point the {name} column at the series folder"
+        else:
+            if not message.startswith("the file given in column"):
+                message = f"the series given in column {scol}: {message}"
+            hint = (f"check {scol}: a SeriesNumber, a SeriesInstanceUID, or the path of one file of the series "
+                    f"relative to the {name} folder (the message lists the folder's series)")
+    if "volume=" in text:
+        if name not in row.volume:
+            hint = f"choose the volume in a {vcol} column: its 0-based index (see the message for how many there are)"
+        else:
+            message = message.replace("volume= ", f"{vcol} ").replace("volume=", f"{vcol} ")
+            hint = (f"check {vcol}: a 0-based index below the number of volumes, or an empty cell for an input "
+                    "holding one volume")
+    return message, hint
 
 
 def _error_problem(row: ManifestRow, name: str, exc: BaseException) -> Problem:
@@ -217,6 +258,7 @@ def _error_problem(row: ManifestRow, name: str, exc: BaseException) -> Problem:
     shown = written
     err_path = getattr(exc, "path", None)
     src = row.sources.get(name)
+    src = None if src is None else _path_of(src)
     if err_path and src is not None and written and src.is_dir():
         ep = Path(err_path)
         try:
@@ -225,17 +267,18 @@ def _error_problem(row: ManifestRow, name: str, exc: BaseException) -> Problem:
                 shown = f"{written.rstrip('/')}/{rel.as_posix()}"
         except (ValueError, OSError):
             pass
+    if not isinstance(exc, MedmultiError):
+        # a reader bug or an unexpected library failure; its text may hold header values,
+        # so only the type is reported.
+        return Problem(row.key, name, shown, "read_error", "error",
+                       f"unexpected {type(exc).__name__} while reading",
+                       "please report this as a medmulti bug, with the file if you can share it")
+    message, exc_hint = _in_manifest_terms(row, name, exc.message, exc.hint)
     for cls, (check, hint) in ERROR_CHECKS.items():
         if isinstance(exc, cls):
-            return Problem(row.key, name, shown, check, "error", exc.message, exc.hint or hint)  # type: ignore[attr-defined]
-    if isinstance(exc, MedmultiError):
-        return Problem(row.key, name, shown, "read_error", "error", exc.message,
-                       exc.hint or "the input could not be read; see the message")
-    # not a medmulti error: a reader bug or an unexpected library failure; its text may hold
-    # header values, so only the type is reported.
-    return Problem(row.key, name, shown, "read_error", "error",
-                   f"unexpected {type(exc).__name__} while reading",
-                   "please report this as a medmulti bug, with the file if you can share it")
+            return Problem(row.key, name, shown, check, "error", message, exc_hint or hint)
+    return Problem(row.key, name, shown, "read_error", "error", message,
+                   exc_hint or "the input could not be read; see the message")
 
 
 def _mixed_identity(row: ManifestRow, name: str) -> Problem:
@@ -244,13 +287,14 @@ def _mixed_identity(row: ManifestRow, name: str) -> Problem:
                    "remove the files of the other patient/study from this folder")
 
 
-def _thumbnail(path: Path) -> str | None:
+def _thumbnail(source: Path | SourceRef) -> str | None:
     import numpy as np
 
     from ..io import read_image
 
+    ref = SourceRef.coerce(source)
     try:
-        img = read_image(path)
+        img = read_image(ref.path, **ref.read_kwargs())
     except Exception:
         return None
     a = np.asarray(img.array, np.float32)
@@ -295,15 +339,16 @@ def check_row(row: ManifestRow, spec: StudySpec, *, deep: bool = False, thumbnai
     -----
     Checks, per modality: the path is safe and present when required
     (``unsafe_path``, ``missing_modality``), the pinned sha256 matches
-    (``sha256_mismatch``), the input reads (``missing_file``, ``corrupt_file``,
-    ``series_geometry``, ``unsupported_data``, ``resource_limit``,
-    ``read_error``), the header Modality fits the spec kind
-    (``modality_mismatch``), the dimensionality fits (``wrong_dims``), every DICOM
-    file of a series belongs to one patient and study and the patient agrees with
-    the row's other modalities (``patient_identity``); warnings for strongly
+    (``sha256_mismatch``), the input reads, with the series and volume the row
+    chooses (``missing_file``, ``corrupt_file``, ``series_geometry``,
+    ``unsupported_data``, ``resource_limit``, ``read_error``), the header
+    Modality fits the spec kind (``modality_mismatch``), the dimensionality fits
+    (``wrong_dims``), every DICOM file of a series belongs to one patient and
+    study and the patient agrees with the row's other modalities (``patient_identity``); warnings for strongly
     anisotropic voxels (``anisotropic_spacing``) and reader warnings
     (``reader_warning``). Row cells: ``bad_split``, ``unknown_label``,
-    ``bad_sha256``.
+    ``bad_sha256``, ``bad_series``, ``bad_volume``. Messages name a chosen
+    series by its column (``ct_series``), never by the cell's value.
     """
     out = RowCheck(row=row, problems=list(check_fields(row, spec)))
     patient_of: dict[str, str] = {}
@@ -312,9 +357,10 @@ def check_row(row: ManifestRow, spec: StudySpec, *, deep: bool = False, thumbnai
         written = row.paths.get(m.name)
         if src is None:
             continue
+        folder = _path_of(src)
         if m.name in row.sha256 and len(row.sha256[m.name]) == 64:
             try:
-                actual = sha256_of(src)
+                actual = sha256_of(folder)
             except MissingFileError:
                 actual = None  # reported below by the reader
             if actual is not None and actual != row.sha256[m.name]:
@@ -325,8 +371,8 @@ def check_row(row: ManifestRow, spec: StudySpec, *, deep: bool = False, thumbnai
         try:
             info = _inspect(src, deep)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a problem record
-            if isinstance(exc, SeriesGeometryError) and src.is_dir():
-                patients, _ = _identity_scan(sorted(f for f in src.rglob("*") if f.is_file()))
+            if isinstance(exc, SeriesGeometryError) and folder.is_dir():
+                patients, _ = _identity_scan(sorted(f for f in folder.rglob("*") if f.is_file()))
                 if len(patients) > 1:  # several studies of one patient stay a series problem
                     out.problems.append(_mixed_identity(row, m.name))
                     continue
@@ -363,7 +409,8 @@ def check_row(row: ManifestRow, spec: StudySpec, *, deep: bool = False, thumbnai
                                         f"voxel sizes differ by more than {ANISOTROPY_WARN_RATIO:g}x",
                                         "fine for training after resampling, but thin structures may be lost"))
         for w in getattr(info, "warnings", []) or []:
-            out.problems.append(Problem(row.key, m.name, written, "reader_warning", "warning", str(w), ""))
+            w = str(w).replace("(series= given)", f"({m.name}{SERIES_SUFFIX} given)")
+            out.problems.append(Problem(row.key, m.name, written, "reader_warning", "warning", w, ""))
         out.identity[m.name] = ident
     if len(set(patient_of.values())) > 1:
         counts = Counter(patient_of.values())

@@ -20,15 +20,20 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
 
 from ..errors import ManifestError, MissingFileError, UnsafePathError
+from ..io.source import SourceRef
 from ..spec import StudySpec
 from .schema import (
     EXTRA_PREFIX,
     MANIFEST_FORMAT,
+    SERIES_SUFFIX,
     SHA256_SUFFIX,
+    VOLUME_SUFFIX,
     Manifest,
     ManifestRow,
     check_fields,
     expected_columns,
+    parse_series_cell,
+    parse_volume_cell,
 )
 
 __all__ = ["load_manifest", "resolve_path", "MAX_PATH_CHARS"]
@@ -51,7 +56,13 @@ def _within(path: Path, root: Path) -> bool:
         return False
 
 
-def resolve_path(text: str, root: str | PathLike[str], *, data_root: str | PathLike[str] | None = None) -> Path:
+def resolve_path(
+    text: str,
+    root: str | PathLike[str],
+    *,
+    data_root: str | PathLike[str] | None = None,
+    base: str | PathLike[str] | None = None,
+) -> Path:
     """Resolve one manifest path cell to a safe absolute path.
 
     Parameters
@@ -63,6 +74,10 @@ def resolve_path(text: str, root: str | PathLike[str], *, data_root: str | PathL
     data_root : str or PathLike, optional
         An explicit folder that may hold inputs outside ``root``. Without it, every
         input must lie inside ``root``.
+    base : str or PathLike, optional
+        The folder a relative ``text`` is taken relative to (default ``root``);
+        e.g. a modality's folder for a ``<modality>_series`` file path. The
+        allowed folder stays ``root`` (or ``data_root``).
 
     Returns
     -------
@@ -82,7 +97,7 @@ def resolve_path(text: str, root: str | PathLike[str], *, data_root: str | PathL
     if len(text) > MAX_PATH_CHARS:
         raise UnsafePathError(f"the path is longer than {MAX_PATH_CHARS} characters", path=text[:40] + "...")
     allowed = Path(os.path.realpath(data_root if data_root is not None else root))
-    base = Path(os.path.realpath(root))
+    base = Path(os.path.realpath(root if base is None else base))
     explicit = data_root is not None
     where = "data root" if explicit else "manifest folder"
     decoded = unquote(text)
@@ -190,7 +205,8 @@ def load_manifest(
         A folder allowed to hold inputs outside the manifest's folder.
     strict : bool
         ``True`` (default): any row-level problem (bad split, unknown label, unsafe
-        path, missing required modality, the same row key twice) raises.
+        path, missing required modality, a bad ``<modality>_series`` or
+        ``<modality>_volume`` cell, the same row key twice) raises.
         ``False``: such problems are collected in :attr:`Manifest.problems` and the
         rows kept (unsafe paths get ``sources[name] = None``); used by validation.
 
@@ -207,7 +223,8 @@ def load_manifest(
         ``patient_id`` (always), and with ``strict=True`` every row-level problem;
         the message names the line and column.
     UnsafePathError
-        With ``strict=True``, a path leaving the allowed folder.
+        With ``strict=True``, a path (or a ``<modality>_series`` file path) leaving
+        the allowed folder.
     SpecError
         The spec file is invalid.
     """
@@ -256,6 +273,8 @@ def load_manifest(
         sources: dict[str, Path | None] = {}
         refused: dict[str, str] = {}
         sha: dict[str, str] = {}
+        series: dict[str, str] = {}
+        volume: dict[str, str] = {}
         for name in spec.names:
             cell = rec.get(name, "")
             paths[name] = cell or None
@@ -271,6 +290,15 @@ def load_manifest(
             digest = rec.get(name + SHA256_SUFFIX, "")
             if digest:
                 sha[name] = digest.lower()
+            scell = rec.get(name + SERIES_SUFFIX, "")
+            vcell = rec.get(name + VOLUME_SUFFIX, "")
+            if scell:
+                series[name] = scell
+            if vcell:
+                volume[name] = vcell
+            if sources[name] is not None and (scell or vcell):
+                sources[name] = _select(sources[name], scell, vcell, root=root, droot=droot, strict=strict,
+                                        refused=refused, line=line, name=name, pid=pid)
         row = ManifestRow(
             line=line,
             patient_id=pid,
@@ -282,12 +310,15 @@ def load_manifest(
             sha256=sha,
             refused=refused,
             extra={h: rec[h] for h in header if h.startswith(EXTRA_PREFIX)},
+            series=series,
+            volume=volume,
         )
         found = check_fields(row, spec)
         if strict and found:
             prob = found[0]
-            column = prob.modality or {"bad_split": "split", "unknown_label": spec.labels.manifest_columns[0]}.get(
-                prob.check)
+            suffix = {"bad_series": SERIES_SUFFIX, "bad_volume": VOLUME_SUFFIX}.get(prob.check, "")
+            column = (prob.modality and prob.modality + suffix) or {
+                "bad_split": "split", "unknown_label": spec.labels.manifest_columns[0]}.get(prob.check)
             raise ManifestError(prob.message.split(": ", 1)[-1], row=line, column=column, patient_id=row.key,
                                 modality=prob.modality, hint=prob.hint, path=p)
         problems.extend(found)
@@ -306,6 +337,37 @@ def load_manifest(
     return Manifest(path=p, root=root, spec=spec, rows=rows, data_root=droot, problems=problems)
 
 
-def _unsafe(exc: UnsafePathError, line: int, column: str, cell: str, pid: str) -> UnsafePathError:
-    return UnsafePathError(exc.message, row=line, column=column, path=cell, patient_id=pid, modality=column,
-                           hint=exc.hint)
+def _unsafe(exc: UnsafePathError, line: int, column: str, cell: str, pid: str,
+            modality: str | None = None) -> UnsafePathError:
+    return UnsafePathError(exc.message, row=line, column=column, path=cell, patient_id=pid,
+                           modality=modality or column, hint=exc.hint)
+
+
+def _select(source: Path, scell: str, vcell: str, *, root: Path, droot: Path | None, strict: bool,
+            refused: dict[str, str], line: int, name: str, pid: str) -> SourceRef | None:
+    """The row's source with its ``<name>_series``/``<name>_volume`` choice, or None when a cell is unusable.
+
+    A series file path is resolved relative to the modality's folder with the path
+    cells' safety rules (refused: raised when ``strict``, else noted in ``refused``);
+    a bad volume cell is reported by :func:`check_fields`.
+    """
+    choice: int | str | Path | None = None
+    usable = True
+    if scell:
+        kind, value = parse_series_cell(scell)
+        if kind == "file":
+            column = name + SERIES_SUFFIX
+            try:
+                choice = resolve_path(scell, root, data_root=droot, base=source)
+            except UnsafePathError as exc:
+                if strict:
+                    raise _unsafe(exc, line, column, scell, pid, modality=name) from None
+                refused[column] = exc.message
+                usable = False
+        else:
+            choice = value
+    index = None
+    if vcell:
+        index = parse_volume_cell(vcell)
+        usable = usable and index is not None
+    return SourceRef(source, series=choice, volume=index) if usable else None

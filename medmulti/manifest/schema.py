@@ -18,6 +18,13 @@ one column per spec modality
     manifest's folder (DICOM series folder, DICOM file, NIfTI). Empty = absent.
 ``<modality>_sha256``
     Optional pinned digest of that input (see :func:`medmulti.manifest.checks.sha256_of`).
+``<modality>_series``
+    Optional: which series of the modality's folder to read, when it holds several:
+    a SeriesNumber, a SeriesInstanceUID, or the path of one file of the series
+    relative to the modality's folder (checked as safely as a path cell).
+``<modality>_volume``
+    Optional: the 0-based volume of a 4D NIfTI file or of a multi-volume enhanced
+    DICOM file.
 ``x_*``
     Free columns (age, site...) kept in :attr:`ManifestRow.extra`, never checked.
 
@@ -32,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from ..io.source import SourceRef
 from ..spec import StudySpec
 from .report import Problem
 
@@ -42,13 +50,65 @@ __all__ = [
     "Manifest",
     "expected_columns",
     "check_fields",
+    "parse_series_cell",
+    "parse_volume_cell",
 ]
 
 MANIFEST_FORMAT = 1
 SPLITS = ("train", "val", "test")
 SHA256_SUFFIX = "_sha256"
+SERIES_SUFFIX = "_series"
+VOLUME_SUFFIX = "_volume"
 EXTRA_PREFIX = "x_"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# as medmulti.io.dicom_series.parse_series_choice reads a series= string
+_SERIES_NUMBER = re.compile(r"[0-9]+")
+_SERIES_UID = re.compile(r"[0-9]+(\.[0-9]+)+")
+_VOLUME = re.compile(r"[0-9]+")
+
+
+def parse_series_cell(cell: str) -> tuple[str, int | str]:
+    """Tell what a ``<modality>_series`` cell names (pure; nothing is read).
+
+    Parameters
+    ----------
+    cell : str
+        The cell, stripped and non-empty.
+
+    Returns
+    -------
+    (kind, value)
+        ``("number", int)`` for digits only (a SeriesNumber), ``("uid", str)``
+        for digits and dots (a SeriesInstanceUID), else ``("file", str)``: the
+        path of one file of the series, relative to the modality's folder. As
+        :func:`medmulti.io.read_image` reads ``series=``.
+    """
+    text = cell.strip()
+    if _SERIES_NUMBER.fullmatch(text):
+        return "number", int(text)
+    if _SERIES_UID.fullmatch(text):
+        return "uid", text
+    return "file", cell
+
+
+def parse_volume_cell(cell: str) -> int | None:
+    """Return the volume index a ``<modality>_volume`` cell holds, or ``None`` when it is not one.
+
+    Parameters
+    ----------
+    cell : str
+        The cell, stripped and non-empty.
+
+    Returns
+    -------
+    int or None
+        The 0-based index for a non-negative integer (``"2"``, ``"+2"``, ``"2.0"``
+        are read as 2), else ``None``.
+    """
+    text = cell.strip().lstrip("+")
+    if text.endswith(".0"):
+        text = text[:-2]
+    return int(text) if _VOLUME.fullmatch(text) else None
 
 
 @dataclass(frozen=True)
@@ -70,15 +130,25 @@ class ManifestRow:
     paths : dict
         Modality name -> path as written, or ``None`` when the cell is empty.
     sources : dict
-        Modality name -> resolved, safety-checked :class:`~pathlib.Path`, or ``None``
-        (absent, or refused: see ``refused``).
+        Modality name -> resolved, safety-checked :class:`~pathlib.Path`, or a
+        :class:`~medmulti.io.SourceRef` (its ``path`` resolved and checked the
+        same way) when the row chooses a series or a volume, or ``None`` (absent,
+        or refused: see ``refused``; or a ``series``/``volume`` cell that cannot
+        be used: see :func:`check_fields`).
     sha256 : dict
         Modality name -> pinned lowercase hex digest, for the pinned inputs.
     refused : dict
-        Modality name -> why its path was refused as unsafe (only when loaded with
-        ``strict=False``; a strict load raises instead).
+        Modality name -> why its path was refused as unsafe, and
+        ``<modality>_series`` -> why the series file path was (only when loaded
+        with ``strict=False``; a strict load raises instead).
     extra : dict
         The free ``x_*`` columns.
+    series : dict
+        Modality name -> the ``<modality>_series`` cell as written, for the rows
+        that fill it (left out of ``repr``: it may be a SeriesInstanceUID).
+    volume : dict
+        Modality name -> the ``<modality>_volume`` cell as written, for the rows
+        that fill it.
     """
 
     line: int
@@ -87,10 +157,12 @@ class ManifestRow:
     split: str
     labels: dict[str, str]
     paths: dict[str, str | None]
-    sources: dict[str, Path | None]
+    sources: dict[str, Path | SourceRef | None]
     sha256: dict[str, str] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)
+    series: dict[str, str] = field(default_factory=dict, repr=False)  # may hold a UID: not in the repr
+    volume: dict[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -170,8 +242,9 @@ def expected_columns(spec: StudySpec) -> dict[str, str]:
     -------
     dict
         Column name -> role (``"patient_id"``, ``"study_id"``, ``"split"``,
-        ``"label"``, ``"modality"``, ``"sha256"``). ``study_id`` and the sha256
-        columns are optional; the rest are required.
+        ``"label"``, ``"modality"``, ``"sha256"``, ``"series"``, ``"volume"``).
+        ``study_id`` and the sha256, series and volume columns are optional; the
+        rest are required.
     """
     cols = {"patient_id": "patient_id", "study_id": "study_id", "split": "split"}
     for c in spec.labels.manifest_columns:
@@ -179,6 +252,8 @@ def expected_columns(spec: StudySpec) -> dict[str, str]:
     for name in spec.names:
         cols[name] = "modality"
         cols[name + SHA256_SUFFIX] = "sha256"
+        cols[name + SERIES_SUFFIX] = "series"
+        cols[name + VOLUME_SUFFIX] = "volume"
     return cols
 
 
@@ -195,8 +270,11 @@ def check_fields(row: ManifestRow, spec: StudySpec) -> list[Problem]:
     Returns
     -------
     list of Problem
-        ``bad_split``, ``unknown_label``, ``bad_sha256``, ``unsafe_path`` and
-        ``missing_modality`` problems (all errors).
+        ``bad_split``, ``unknown_label``, ``bad_sha256``, ``bad_series`` (a series
+        chosen for an empty path), ``bad_volume`` (not a non-negative integer, or
+        given for an empty path), ``unsafe_path`` (the path, or the series file
+        path) and ``missing_modality`` problems (all errors). No message repeats a
+        series cell (it may be a SeriesInstanceUID).
     """
     out: list[Problem] = []
     pid = row.key
@@ -224,13 +302,35 @@ def check_fields(row: ManifestRow, spec: StudySpec) -> list[Problem]:
             out.append(Problem(pid, name, row.paths.get(name), "bad_sha256", "error",
                                f"line {row.line}: {name}{SHA256_SUFFIX} is not 64 hexadecimal characters",
                                "write the sha256 as 64 hex digits (see docs/manifest.md), or leave the cell empty"))
+    for name, cell in row.volume.items():
+        if parse_volume_cell(cell) is None:
+            out.append(Problem(pid, name, row.paths.get(name), "bad_volume", "error",
+                               f"line {row.line}: {name}{VOLUME_SUFFIX} must be a non-negative integer "
+                               "(a 0-based volume index)",
+                               f"write the index of the volume to read (0 for the first) in "
+                               f"{name}{VOLUME_SUFFIX}, or leave the cell empty for a single-volume input"))
+        elif row.paths.get(name) is None:
+            out.append(Problem(pid, name, None, "bad_volume", "error",
+                               f"line {row.line}: {name}{VOLUME_SUFFIX} is given but the {name} path is empty",
+                               f"write the {name} path, or empty the {name}{VOLUME_SUFFIX} cell"))
+    for name in row.series:
+        if row.paths.get(name) is None:
+            out.append(Problem(pid, name, None, "bad_series", "error",
+                               f"line {row.line}: {name}{SERIES_SUFFIX} is given but the {name} path is empty",
+                               f"write the {name} folder, or empty the {name}{SERIES_SUFFIX} cell"))
     for m in spec.modalities:
         written = row.paths.get(m.name)
+        column = m.name + SERIES_SUFFIX
         if m.name in row.refused:
             out.append(Problem(pid, m.name, written, "unsafe_path", "error",
                                f"line {row.line}: {row.refused[m.name]}",
                                "move the data under the manifest's folder, or pass --data-root DIR "
                                "that contains it"))
+        elif column in row.refused:
+            out.append(Problem(pid, m.name, written, "unsafe_path", "error",
+                               f"line {row.line}: the file given in column {column}: {row.refused[column]}",
+                               f"write the path of one file of the series relative to the {m.name} folder "
+                               f"(or its SeriesNumber) in {column}"))
         elif written is None and m.required:
             out.append(Problem(pid, m.name, None, "missing_modality", "error",
                                f"line {row.line}: required modality {m.name!r} has no path",
