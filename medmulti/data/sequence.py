@@ -28,6 +28,7 @@ from ..errors import (
     ManifestError,
     MedmultiError,
     MissingFileError,
+    CacheError,
     CorruptFileError,
     ResourceLimitError,
     SeriesGeometryError,
@@ -602,6 +603,42 @@ class PatientSequence(keras.utils.PyDataset):
         for n in self.optional_modalities:
             out[f"{n}_present"] = np.array([1.0 if self._present[i][n] else 0.0], np.float32)
         return out
+
+    def fill_cache(self, *, workers: int | None = None, progress: bool = True) -> Any:
+        """Preprocess this sequence's patients into its cache, in parallel processes.
+
+        The first epoch then only reads: without this, a cold epoch preprocesses
+        inside the batches, in Keras' worker threads, which keep fewer cores busy
+        (``benchmarks/RESULTS.md``, "Feeding"). Entries already cached are kept;
+        a killed fill resumes.
+
+        Parameters
+        ----------
+        workers : int, optional
+            Processes (default: all CPU cores; ``0`` or ``1``: this process).
+        progress : bool
+            Show a progress bar.
+
+        Returns
+        -------
+        PreprocessSummary
+            What was computed, found cached, or failed (failures are not raised
+            here: a patient whose input fails raises its typed error at its batch,
+            as it would without the fill).
+
+        Raises
+        ------
+        CacheError
+            The sequence has no cache (``cache_dir=None``).
+        """
+        import dataclasses
+
+        from .preprocess_all import preprocess_manifest
+
+        if self.cache is None:
+            raise CacheError("this sequence has no cache to fill", hint="build it with cache_dir=...")
+        served = dataclasses.replace(self.manifest, rows=list(self._rows))
+        return preprocess_manifest(served, self.spec, self.cache, workers=workers, progress=progress)
 
     def as_tf_dataset(self, **kwargs: Any):
         """Return a ``tf.data.Dataset`` with the same elements (see :func:`medmulti.data.as_tf_dataset`)."""
