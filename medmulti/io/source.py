@@ -32,7 +32,7 @@ from .nifti import _checked_affine, _itk_geometry, _Stream, read_nifti_header
 from .reader import read_image, resolve_format
 from .quiet import quiet_pydicom
 
-__all__ = ["SourceInfo", "SourceRef", "inspect_source", "digest"]
+__all__ = ["SourceInfo", "SourceRef", "inspect_source", "digest", "identity_key"]
 
 DIGEST_HEX = 16
 
@@ -191,6 +191,11 @@ class SourceInfo:
         Notes without header values.
     affine : numpy.ndarray or None
         The affine ``read_image`` returns (None for projection radiographs).
+    patient_keys, study_keys : frozenset of str
+        DICOM only: the distinct short digests of each file's PatientID and
+        StudyInstanceUID (:func:`identity_key`), so validation can tell whether
+        the files mix patients or studies without opening them again. Empty for
+        NIfTI. Compare them; never print them.
     """
 
     kind: str
@@ -202,6 +207,32 @@ class SourceInfo:
     digests: dict[str, str | None]
     warnings: list[str] = field(default_factory=list)
     affine: np.ndarray | None = None
+    patient_keys: frozenset[str] = frozenset()
+    study_keys: frozenset[str] = frozenset()
+
+
+def identity_key(value: Any) -> str:
+    """Short SHA-256 digest of one identity value, empty values included.
+
+    Parameters
+    ----------
+    value : any
+        A PatientID or StudyInstanceUID (``None`` counts as empty).
+
+    Returns
+    -------
+    str
+        16 hex characters of the SHA-256 of ``str(value).strip()``; equal values
+        give equal keys, an empty value has a key too (unlike :func:`digest`).
+    """
+    text = "" if value is None else str(value).strip()
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:DIGEST_HEX]
+
+
+def _with_identities(info: SourceInfo, headers: list[DicomHeader]) -> SourceInfo:
+    info.patient_keys = frozenset(identity_key(h.ds.get("PatientID", None)) for h in headers)
+    info.study_keys = frozenset(identity_key(h.ds.get("StudyInstanceUID", None)) for h in headers)
+    return info
 
 
 def _identity_digests(h: DicomHeader) -> dict[str, str | None]:
@@ -398,6 +429,7 @@ def inspect_source(
                     warnings,
                     affine_from_itk(stack.origin, (ps[1], ps[0], stack.slice_spacing), stack.direction.ravel()),
                 )
+            _with_identities(info, headers)
             if deep:
                 read_image(p, modality, series=series, volume=volume, limits=limits)
                 info.digests["pixels"] = _pixel_digest(headers)
@@ -417,7 +449,7 @@ def inspect_source(
                 info.digests["pixels"] = hashlib.sha256(img.array.tobytes()).hexdigest()[:DIGEST_HEX]
             return info
         h = read_header(p, name=name, limits=limits)
-        info = _inspect_dicom_file(h, name, limits, volume)
+        info = _with_identities(_inspect_dicom_file(h, name, limits, volume), [h])
         if deep:
             read_image(p, modality, volume=volume, limits=limits)
             info.digests["pixels"] = _pixel_digest([h])

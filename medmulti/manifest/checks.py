@@ -180,8 +180,10 @@ def sha256_of(path: str | PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def _short(*values: Any) -> str:
-    return hashlib.sha256("\x1f".join(str(v) for v in values).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+def _short(value: Any) -> str:
+    from ..io.source import identity_key  # the same keys inspect_source collects
+
+    return identity_key(value)
 
 
 def _identity_scan(files: Sequence[Path]) -> tuple[set[str], set[str]]:
@@ -390,7 +392,10 @@ def check_row(row: ManifestRow, spec: StudySpec, *, deep: bool = False, thumbnai
                                             f"the header Modality is not one of {list(HEADER_MODALITIES[m.kind])} "
                                             f"expected for a {m.kind} column",
                                             "check that the path points at the right series for this column"))
-            patients, studies = _identity_scan(list(getattr(info, "files", []) or []))
+            if getattr(info, "patient_keys", None):  # collected while parsing the headers
+                patients, studies = set(info.patient_keys), set(info.study_keys)
+            else:
+                patients, studies = _identity_scan(list(getattr(info, "files", []) or []))
             if len(patients) > 1 or len(studies) > 1:
                 out.problems.append(_mixed_identity(row, m.name))
                 ident = {k: None for k in ident}  # mixed: not used to match other rows
