@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import CorruptFileError, MedmultiError, MissingFileError, ResourceLimitError, UnsupportedDataError
 from ..image import Image
@@ -12,6 +13,9 @@ from .detect import FileFormat, detect_format
 from .dicom_file import check_volume_argument, read_dicom_file
 from .dicom_header import read_header
 from .dicom_series import parse_series_choice, read_dicom_series
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .source import SourceRef
 from .limits import DEFAULT_LIMITS, Limits
 from .nifti import read_nifti
 from .quiet import quiet_pydicom
@@ -62,7 +66,7 @@ def resolve_format(path: Path, name: str) -> FileFormat:
 
 @quiet_pydicom
 def read_image(
-    path: str | PathLike[str],
+    path: str | PathLike[str] | SourceRef,
     modality: str | None = None,
     *,
     series: int | str | PathLike[str] | None = None,
@@ -74,10 +78,11 @@ def read_image(
 
     Parameters
     ----------
-    path : str or PathLike
+    path : str or PathLike or SourceRef
         A DICOM file (single-frame or enhanced multi-frame), a folder (searched
         recursively; one image series expected), or a ``.nii``/``.nii.gz`` file.
-        Formats are recognised by content.
+        Formats are recognised by content. A :class:`~medmulti.io.SourceRef` (a
+        manifest row's source) brings its own ``series``/``volume`` choice.
     modality : str, optional
         Modality recorded when the file has none (NIfTI: default ``"MR"``);
         also named in error messages. DICOM files keep their own Modality.
@@ -125,7 +130,8 @@ def read_image(
         mixed orientations, differing sizes or spacings, non-uniform spacing,
         gantry tilt.
     TypeError
-        ``series=`` or ``volume=`` of the wrong type (e.g. a float).
+        ``series=`` or ``volume=`` of the wrong type (e.g. a float), or given
+        both as an argument and, differently, in a ``SourceRef``.
     ResourceLimitError
         Declared sizes beyond the data present or beyond ``limits``.
 
@@ -143,6 +149,15 @@ def read_image(
     >>> read_image(folder, series="CR1/6154").modality
     'CR'
     """
+    from .source import SourceRef  # source imports this module
+
+    if isinstance(path, SourceRef):  # a manifest row's source: its own series / volume choice
+        for arg, given, own in (("series", series, path.series), ("volume", volume, path.volume)):
+            if given is not None and own is not None and given != own:
+                raise TypeError(f"{arg}= given twice (as an argument and in the SourceRef), with different values")
+        series = path.series if series is None else series
+        volume = path.volume if volume is None else volume
+        path = path.path
     limits = DEFAULT_LIMITS if limits is None else limits
     name = str(path)
     p = Path(path)

@@ -164,3 +164,16 @@ def test_real_bundled_series_sharing_a_number():
     cr = read_image(folder, series=Path("CR2") / "6247")
     assert cr.modality == "CR" and cr.ndim == 2
     np.testing.assert_array_equal(cr.array, read_image(folder / "CR2" / "6247").array)
+
+
+def test_read_image_takes_a_source_ref_with_its_choice(shared_number):
+    from medmulti.io import SourceRef
+
+    folder, files, uids = shared_number
+    ref = SourceRef(folder, series=uids["mr"])
+    _assert_same(read_image(ref), _sitk(folder, uids["mr"]))
+    _assert_same(read_image(ref, series=uids["mr"]), _sitk(folder, uids["mr"]))  # the same choice twice: fine
+    with pytest.raises(TypeError, match="twice"):
+        read_image(ref, series=uids["ct"])
+    with pytest.raises(SeriesGeometryError):  # a plain SourceRef is the plain folder: two series
+        read_image(SourceRef(folder))
