@@ -78,6 +78,17 @@ for path in sorted((export / "SYN0001").iterdir()):
           f"  {info.n_files} file(s)")
 
 # %% [markdown]
+# An export folder may hold more than one series (a scout, a second reconstruction, a stray
+# file of another study). `mm.list_series(folder)` (or `medmulti info FOLDER` in a shell)
+# lists them from the headers, with whether each assembles into a volume and the value that
+# picks it: `series=` for `mm.read_image`, or the manifest's `<modality>_series` column.
+
+# %%
+for s in mm.list_series(export / "SYN0001" / "CT"):
+    print(f"series={s.select!r:6s} {s.modality} {s.n_files} files, {s.rows}x{s.columns}, {s.plane}, "
+          + ("reads" if s.readable else s.problem))
+
+# %% [markdown]
 # ## 2. Write the manifest
 #
 # Paths are written relative to the manifest's folder (so the whole tree can move), and every
