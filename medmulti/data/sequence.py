@@ -36,7 +36,7 @@ from ..errors import (
     UnsupportedDataError,
 )
 from ..spec import StudySpec
-from .buffers import pooled_empty
+from .buffers import BufferPool
 from .augment import Augmenter
 from .context import name_error
 from .rowcheck import row_error_records
@@ -174,6 +174,7 @@ class PatientSequence(keras.utils.PyDataset):
         if not isinstance(manifest, Manifest):
             manifest = load_manifest(manifest, self.spec, strict=False)
         self.manifest = manifest
+        self._buffers = BufferPool()  # batch arrays, reused once nothing views them
         self.split = split
         self.batch_size = int(batch_size)
         self.shuffle = (split == "train") if shuffle is None else bool(shuffle)
@@ -551,7 +552,7 @@ class PatientSequence(keras.utils.PyDataset):
         b = len(rows)
         inputs: dict[str, np.ndarray] = {}
         for n in self.spec.names:
-            inputs[n] = pooled_empty((b, *self._shapes[n]))
+            inputs[n] = self._buffers.empty((b, *self._shapes[n]))
         for n in self.optional_modalities:
             inputs[f"{n}_present"] = np.zeros((b, 1), np.float32)
         for j, i in enumerate(rows):
@@ -603,6 +604,14 @@ class PatientSequence(keras.utils.PyDataset):
         for n in self.optional_modalities:
             out[f"{n}_present"] = np.array([1.0 if self._present[i][n] else 0.0], np.float32)
         return out
+
+    def release_buffers(self) -> None:
+        """Drop the reusable batch buffers this sequence keeps (up to 2 GiB).
+
+        Batches already returned stay valid; later batches allocate again. The
+        buffers are also freed when the sequence is.
+        """
+        self._buffers.clear()
 
     def fill_cache(self, *, workers: int | None = None, progress: bool = True) -> Any:
         """Preprocess this sequence's patients into its cache, in parallel processes.
