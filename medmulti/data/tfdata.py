@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import os
 import re
 import threading
 from typing import Any, Iterator
@@ -132,9 +133,13 @@ def as_tf_dataset(seq: Any, *, num_parallel_calls: int | None = None, prefetch: 
     seq : PatientSequence
         The sequence (its shuffle, augmentation and policies apply unchanged).
     num_parallel_calls : int, optional
-        Batches read concurrently (default ``tf.data.AUTOTUNE``).
+        Batches read concurrently (default: the CPU count, at most 4;
+        ``tf.data.AUTOTUNE`` lets TensorFlow choose).
     prefetch : int, optional
-        Batches prefetched (default ``tf.data.AUTOTUNE``).
+        Batches prefetched (default 2; ``tf.data.AUTOTUNE`` lets TensorFlow
+        choose). The defaults are bounded because a batch of 3D volumes is
+        large: with ``AUTOTUNE`` TensorFlow kept 8-9 batches of 100 MB in flight
+        in ``benchmarks/feed.py``, for no faster feeding.
     deterministic : bool
         Keep the sequence's batch order (default). ``False`` lets a slow batch be
         overtaken.
@@ -180,12 +185,13 @@ def as_tf_dataset(seq: Any, *, num_parallel_calls: int | None = None, prefetch: 
             t.set_shape(s.shape)
         return tf.nest.pack_sequence_as(spec, flat)
 
-    auto = tf.data.AUTOTUNE
     ds = tf.data.Dataset.from_generator(
         indices, output_signature=(tf.TensorSpec((), tf.int64), tf.TensorSpec((), tf.int64)))
-    ds = ds.map(to_tensors, num_parallel_calls=auto if num_parallel_calls is None else num_parallel_calls,
+    if num_parallel_calls is None:
+        num_parallel_calls = max(1, min(4, os.cpu_count() or 1))
+    ds = ds.map(to_tensors, num_parallel_calls=num_parallel_calls,
                 deterministic=deterministic)
-    ds = ds.prefetch(auto if prefetch is None else prefetch)
+    ds = ds.prefetch(2 if prefetch is None else prefetch)
     opts = tf.data.Options()
     opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     ds = ds.with_options(opts)
