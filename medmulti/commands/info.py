@@ -1,9 +1,11 @@
 """Show what an image source holds before it goes into a manifest.
 
 For a DICOM folder, lists its image series (number, modality, files, images,
-size, plane, whether it assembles into a volume, and what to pass as ``--series``
-to read it), then describes the chosen series: a folder with a single image series
-needs no ``--series``. For a DICOM file or a NIfTI file, describes it. The
+size, plane, how many volumes it holds, whether it assembles, and what to pass
+as ``--series`` to read it), then describes the chosen series: a folder with a
+single image series needs no ``--series``. A series whose slice positions repeat
+(echoes, time points, b-values, phases) holds several volumes: describe one with
+``--volume K``. For a DICOM file or a NIfTI file, describes it. The
 description is what ``read_image`` would return: kind, modality, array shape
 (array axis order), spacing (mm), orientation code and file count; ``--values``
 also decodes the pixels and prints their range. Headers only otherwise. Nothing
@@ -40,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the series to describe in a folder holding several: SeriesNumber, SeriesInstanceUID "
                              "or the path of one of its files (relative to the folder)")
     parser.add_argument("--volume", type=non_negative_int, default=None, metavar="K",
-                        help="volume of a 4D NIfTI or multi-volume enhanced DICOM file (0-based)")
+                        help="volume of a 4D NIfTI file, a multi-volume enhanced DICOM file or a DICOM series "
+                             "whose slice positions repeat (echoes, time points...; 0-based)")
     parser.add_argument("--values", action="store_true", help="decode the pixels and print their range")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
@@ -94,6 +97,18 @@ def describe(path: str, *, series: str | None = None, volume: int | None = None,
     return out
 
 
+def _volumes(s: Any) -> str:
+    """The volumes column: ``1``, or ``3 by EchoNumbers`` for a series whose slice positions repeat."""
+    return "1" if s.n_volumes == 1 else f"{s.n_volumes} by {s.volume_key}"
+
+
+def _reads(s: Any) -> str:
+    """The reads column: ``yes``, ``yes, --volume 0..2`` (one volume at a time), or ``no: <why>``."""
+    if not s.readable:
+        return f"no: {s.problem}"
+    return "yes" if s.n_volumes == 1 else f"yes, --volume 0..{s.n_volumes - 1}"
+
+
 def _table(rows: list[tuple], header: tuple) -> list[str]:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     return ["  ".join(str(r[i]).ljust(widths[i]) for i in range(len(header))).rstrip() for r in [header, *rows]]
@@ -126,11 +141,11 @@ def run(args: argparse.Namespace) -> int:
         listed = list_series(p)
         result["series"] = [s.to_dict() for s in listed]
         rows = [(s.select, "-" if s.number is None else s.number, s.modality, s.n_files, s.n_images,
-                 f"{s.rows}x{s.columns}", s.plane, "yes" if s.readable else f"no: {s.problem}") for s in listed]
+                 f"{s.rows}x{s.columns}", s.plane, _volumes(s), _reads(s)) for s in listed]
         lines.append(f"{args.path}: {len(listed)} image series")
         if rows:
             lines += ["  " + line for line in _table(rows, ("--series", "number", "modality", "files", "images",
-                                                             "size", "plane", "reads"))]
+                                                             "size", "plane", "volumes", "reads"))]
         if series is None and len(listed) != 1:
             describe_it = False
             if listed:

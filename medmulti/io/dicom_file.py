@@ -433,7 +433,8 @@ def no_volume_choice(volume: int | None, what: str, name: str) -> None:
             f"volume= was given but {what} holds one volume",
             path=name,
             keyword="NumberOfFrames",
-            hint="volume= chooses among the volumes of a 4D NIfTI file or a multi-stack enhanced DICOM file; drop it",
+            hint="volume= chooses among the volumes of a 4D NIfTI file, a multi-volume enhanced DICOM file or a "
+            "DICOM series whose slice positions repeat (echoes, time points...); drop it",
         )
 
 

@@ -10,6 +10,11 @@ checked (same Rows/Columns/PixelSpacing/orientation, then
 :func:`~medmulti.io.assembly.assemble_stack`) before any pixel is read; pixels are
 then read into one preallocated float32 volume, slice by slice, applying each
 slice's own modality LUT.
+
+A series whose slice positions repeat (several echoes, time points, b-values or
+phases stored as classic single-frame files under one SeriesInstanceUID) is split
+into volumes by the first of :data:`VOLUME_KEYS` that tells them apart; it is read
+one volume at a time with ``volume=`` (see :class:`SeriesVolumes`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 import numbers
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +32,7 @@ import numpy as np
 
 from ..errors import CorruptFileError, MedmultiError, MissingFileError, SeriesGeometryError, UnsupportedDataError
 from ..image import Image, affine_from_itk
-from .assembly import ORIENTATION_TOLERANCE, Stack, assemble_stack
+from .assembly import DUPLICATE_TOLERANCE_MM, ORIENTATION_TOLERANCE, Stack, assemble_stack, check_orientation
 from .detect import FileFormat, sniff_bytes
 from .dicom_file import base_meta, is_projection, no_volume_choice, read_dicom_file, single_slice_spacing
 from .dicom_header import DicomHeader, read_header
@@ -34,7 +40,15 @@ from .limits import Limits
 from .pixels import PARALLEL_SYNTAXES, _decode_options, decode_compressed_file, decode_pool, default_workers, read_stored, reset_pool
 from .values import apply_rescale_into, voi_meta
 
-__all__ = ["SeriesPlan", "scan_folder", "plan_series", "read_dicom_series", "parse_series_choice"]
+__all__ = [
+    "SeriesPlan",
+    "SeriesVolumes",
+    "VOLUME_KEYS",
+    "scan_folder",
+    "plan_series",
+    "read_dicom_series",
+    "parse_series_choice",
+]
 
 logger = logging.getLogger("medmulti.io")
 
@@ -59,6 +73,11 @@ class SeriesPlan:
         Non-image / non-DICOM files skipped in the folder.
     warnings : list of str
         Notes without header values.
+    volumes : SeriesVolumes or None
+        How the series splits into volumes when its slice positions repeat;
+        ``headers`` and ``stack`` are then those of volume ``volume``.
+    volume : int or None
+        The volume chosen (only with ``volumes``).
     """
 
     folder: Path
@@ -67,6 +86,60 @@ class SeriesPlan:
     single_file: bool
     ignored: int = 0
     warnings: list[str] = field(default_factory=list)
+    volumes: "SeriesVolumes | None" = None
+    volume: int | None = None
+
+    @property
+    def n_volumes(self) -> int:
+        """Volumes the series holds (1 unless its slice positions repeat)."""
+        return 1 if self.volumes is None else self.volumes.n
+
+
+#: Attributes tried, in this order, to split a series of single-frame files whose
+#: slice positions repeat into volumes (time points, echoes, diffusion weightings,
+#: acquisitions/phases, trigger times). Private tags are never used.
+VOLUME_KEYS = ("TemporalPositionIdentifier", "EchoNumbers", "DiffusionBValue", "AcquisitionNumber", "TriggerTime")
+
+
+@dataclass
+class SeriesVolumes:
+    """How a series of single-frame files with repeated slice positions splits into volumes.
+
+    Attributes
+    ----------
+    keyword : str
+        The attribute of :data:`VOLUME_KEYS` that separates the volumes.
+    groups : list of numpy.ndarray
+        For each volume, in ascending numeric order of ``keyword``, the indices
+        of its files in the series' file list.
+
+    Notes
+    -----
+    Only counts and the keyword are ever shown; the attribute's values are not.
+    """
+
+    keyword: str
+    groups: list[np.ndarray]
+
+    @property
+    def n(self) -> int:
+        """Number of volumes."""
+        return len(self.groups)
+
+    def describe(self) -> str:
+        """Counts only: ``"3 volumes (by EchoNumbers: 3 values; 8 slices each)"``.
+
+        Returns
+        -------
+        str
+        """
+        sizes = [len(g) for g in self.groups]
+        if len(set(sizes)) == 1:
+            counts = f"{sizes[0]} slice{'s' if sizes[0] != 1 else ''} each"
+        else:
+            shown = ", ".join(str(k) for k in sizes[:12]) + (", ..." if len(sizes) > 12 else "")
+            counts = f"slices per volume differ: {shown}"
+        return f"{self.n} volumes (by {self.keyword}: {self.n} values; {counts})"
 
 
 def scan_folder(folder: Path, limits: Limits, *, display: str | None = None) -> tuple[list[DicomHeader], int, int]:
@@ -289,7 +362,63 @@ def _same(values: list[np.ndarray | None], tol: float) -> int | None:
     return None
 
 
-def _check_series(hs: list[DicomHeader], where: str, limits: Limits) -> Stack | None:
+def _key_value(h: DicomHeader, keyword: str) -> tuple[float, ...] | None:
+    """The numbers of a top-level attribute (None when absent, empty or not numeric)."""
+    try:
+        value = h.ds.get(keyword, None)
+    except Exception:  # a malformed value: the key is not usable (never echoed)
+        return None
+    if value is None or isinstance(value, bytes):
+        return None
+    items = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    try:
+        numbers_ = tuple(float(v) for v in items)
+    except (TypeError, ValueError):
+        return None
+    if not numbers_ or not all(np.isfinite(numbers_)):
+        return None
+    return numbers_
+
+
+def _repeats(dist: np.ndarray) -> bool:
+    """Whether two positions along the normal lie closer than the duplicate tolerance."""
+    return len(dist) > 1 and bool(np.any(np.diff(np.sort(dist)) < DUPLICATE_TOLERANCE_MM))
+
+
+def _split_volumes(hs: list[DicomHeader], dist: np.ndarray) -> SeriesVolumes | None:
+    """Split files whose positions repeat by the first usable key of VOLUME_KEYS.
+
+    A key is usable when every file carries a number for it, it takes at least two
+    values, and no position repeats within the files sharing a value. A key with a
+    different value in every file while the files lie at several positions is a
+    per-slice counter (some scanners number each slice's acquisition), not a
+    volume index, and is skipped.
+    """
+    one_position = float(np.ptp(dist)) < DUPLICATE_TOLERANCE_MM
+    for keyword in VOLUME_KEYS:
+        values = []
+        for h in hs:
+            v = _key_value(h, keyword)
+            if v is None:
+                break
+            values.append(v)
+        else:
+            distinct = sorted(set(values))
+            if len(distinct) < 2 or (len(distinct) == len(hs) and not one_position):
+                continue
+            index = {v: i for i, v in enumerate(distinct)}
+            members: list[list[int]] = [[] for _ in distinct]
+            for i, v in enumerate(values):
+                members[index[v]].append(i)
+            groups = [np.array(m, dtype=np.intp) for m in members]
+            if any(_repeats(dist[g]) for g in groups):
+                continue
+            return SeriesVolumes(keyword, groups)
+    return None
+
+
+def _common_checks(hs: list[DicomHeader], where: str, limits: Limits) -> tuple[np.ndarray, np.ndarray] | None:
+    """Checks shared by every file of a series; ``(positions, orientation)``, None for a single file."""
     first = hs[0]
     for h in hs:
         h.check_image(limits)
@@ -308,7 +437,6 @@ def _check_series(hs: list[DicomHeader], where: str, limits: Limits) -> Stack | 
             keyword="SeriesInstanceUID",
             hint="pass the path of one file instead of the folder",
         )
-    limits.check_voxels(len(hs) * first.rows * first.columns, path=where, keyword="Rows")
     for attr, kw in (("rows", "Rows"), ("columns", "Columns")):
         bad = [h for h in hs if getattr(h, attr) != getattr(first, attr)]
         if bad:
@@ -343,13 +471,129 @@ def _check_series(hs: list[DicomHeader], where: str, limits: Limits) -> Stack | 
         )
     if np.any(pss[0] <= 0):
         raise CorruptFileError("pixel spacing must be positive", path=first.name, keyword="PixelSpacing")
-    return assemble_stack(
-        np.array(ipps), iops[0], [h.name for h in hs], what="slice", where=where, single_spacing=single_slice_spacing(first)
+    return np.array(ipps), iops[0]
+
+
+def _series_geometry(
+    hs: list[DicomHeader], where: str, limits: Limits
+) -> tuple[Stack | None, SeriesVolumes | None, tuple[np.ndarray, np.ndarray] | None]:
+    """Check a series (headers only): ``(stack, None, geometry)`` for one volume,
+    ``(None, volumes, geometry)`` when repeated positions split it into volumes,
+    ``(None, None, None)`` for a single file read as such."""
+    geometry = _common_checks(hs, where, limits)
+    if geometry is None:
+        return None, None, None
+    positions, iop = geometry
+    first = hs[0]
+    try:
+        stack = assemble_stack(
+            positions, iop, [h.name for h in hs], what="slice", where=where, single_spacing=single_slice_spacing(first)
+        )
+    except SeriesGeometryError as err:
+        normal = check_orientation(iop, name=where)[2]
+        dist = positions @ normal
+        if not _repeats(dist):  # a gap, tilt, non-uniform spacing: not about volumes
+            raise
+        volumes = _split_volumes(hs, dist)
+        if volumes is None:
+            raise SeriesGeometryError(
+                err.message, path=err.path, keyword=err.keyword,
+                hint=f"{err.hint}; medmulti tried to split the series into volumes by "
+                f"{', '.join(VOLUME_KEYS[:-1])} and {VOLUME_KEYS[-1]}, and none of them separated the repeated "
+                "positions (each must be present in every file, take at least two values, and give volumes whose "
+                "positions do not repeat)",
+            ) from None
+        return None, volumes, geometry
+    limits.check_voxels(len(hs) * first.rows * first.columns, path=where, keyword="Rows")
+    return stack, None, geometry
+
+
+def _volume_stack(
+    hs: list[DicomHeader], volumes: SeriesVolumes, k: int, geometry: tuple[np.ndarray, np.ndarray], where: str,
+    limits: Limits,
+) -> Stack:
+    """Assemble volume ``k`` on its own; ``Stack.order`` indexes ``hs``."""
+    positions, iop = geometry
+    members = volumes.groups[k]
+    first = hs[int(members[0])]
+    limits.check_voxels(len(members) * first.rows * first.columns, path=where, keyword="Rows")
+    try:
+        stack = assemble_stack(
+            positions[members], iop, [hs[int(i)].name for i in members], what="slice", where=where,
+            single_spacing=single_slice_spacing(first),
+        )
+    except SeriesGeometryError as err:
+        raise SeriesGeometryError(
+            f"volume {k} of {volumes.n} (by {volumes.keyword}): {err.message}",
+            path=err.path, keyword=err.keyword, hint=err.hint,
+        ) from None
+    stack.order = members[stack.order]
+    return stack
+
+
+def refuse_volumes(volumes: SeriesVolumes, where: str) -> UnsupportedDataError:
+    """The error for a series holding several volumes read without ``volume=``.
+
+    Parameters
+    ----------
+    volumes : SeriesVolumes
+        The split.
+    where : str
+        Folder named in the error.
+
+    Returns
+    -------
+    UnsupportedDataError
+        Naming the count, the keyword and the slice counts (never a value).
+    """
+    return UnsupportedDataError(
+        f"this series holds {volumes.describe()}; medmulti reads one 3D volume",
+        path=where,
+        keyword=volumes.keyword,
+        hint=f"volume=0..{volumes.n - 1} (manifest column <modality>_volume) reads one; volumes are ordered by "
+        f"{volumes.keyword}, ascending",
     )
 
 
+def _check_volume_index(volume: int, volumes: SeriesVolumes, where: str) -> int:
+    if not 0 <= int(volume) < volumes.n:
+        raise UnsupportedDataError(
+            f"volume={int(volume)} is out of range for {volumes.n} volumes (by {volumes.keyword})",
+            path=where,
+            keyword=volumes.keyword,
+            hint=f"volume= is 0-based: 0 to {volumes.n - 1}",
+        )
+    return int(volume)
+
+
+def _check_series(
+    hs: list[DicomHeader], where: str, limits: Limits, volume: int | None = None
+) -> tuple[Stack | None, SeriesVolumes | None]:
+    """Check a series and choose its volume (headers only).
+
+    Returns ``(stack, volumes)``: ``stack`` is None for a single file read as
+    such; ``volumes`` is None unless repeated positions split the series, in
+    which case ``stack`` is that of volume ``volume`` (its ``order`` indexes
+    ``hs``). Several volumes without ``volume=``, or ``volume=`` out of range,
+    raise UnsupportedDataError; ``volume=`` for a series holding one volume is
+    left to the caller (a single file may still take it).
+    """
+    stack, volumes, geometry = _series_geometry(hs, where, limits)
+    if volumes is None:
+        return stack, None
+    if volume is None:
+        raise refuse_volumes(volumes, where)
+    k = _check_volume_index(volume, volumes, where)
+    return _volume_stack(hs, volumes, k, geometry, where, limits), volumes
+
+
 def plan_series(
-    folder: Path, *, series: int | str | os.PathLike[str] | None = None, limits: Limits, display: str | None = None
+    folder: Path,
+    *,
+    series: int | str | os.PathLike[str] | None = None,
+    volume: int | None = None,
+    limits: Limits,
+    display: str | None = None,
 ) -> SeriesPlan:
     """Scan a folder, choose the series and check it (headers only).
 
@@ -362,6 +606,11 @@ def plan_series(
         SeriesNumber (int, or a string of digits), a SeriesInstanceUID (a
         string of digits and dots), or the path of one of its files (absolute,
         relative to the folder, or relative to the working directory).
+    volume : int, optional
+        0-based volume of a series whose slice positions repeat (split by
+        :data:`VOLUME_KEYS`); the plan then holds that volume's files. Refused
+        for a series of single-frame files holding one volume; passed on for a
+        single multi-frame file (checked when it is read).
     limits : Limits
         Caps.
     display : str, optional
@@ -376,7 +625,9 @@ def plan_series(
     MissingFileError
         No DICOM file in the folder.
     UnsupportedDataError
-        Only non-image DICOM objects in the folder.
+        Only non-image DICOM objects in the folder; a series holding several
+        volumes without ``volume=``, ``volume=`` out of range, or given for a
+        series of single-frame files holding one volume.
     SeriesGeometryError
         Several series without ``series=``, a ``series`` that names no series
         (or several series sharing a SeriesNumber), or a series that does not
@@ -436,11 +687,19 @@ def plan_series(
         )
     else:
         hs = groups[0]
-    stack = _check_series(hs, where, limits)
+    stack, volumes = _check_series(hs, where, limits, volume)
     if stack is None:
         return SeriesPlan(folder, hs, None, True, non_image + non_dicom, warnings)
+    if volumes is None:
+        no_volume_choice(volume, SINGLE_VOLUME_SERIES, where)
     ordered = [hs[i] for i in stack.order]
-    return SeriesPlan(folder, ordered, stack, False, non_image + non_dicom, warnings)
+    return SeriesPlan(
+        folder, ordered, stack, False, non_image + non_dicom, warnings, volumes, None if volumes is None else int(volume)
+    )
+
+
+#: How ``volume=`` refusals name a series of single-frame files without repeated positions.
+SINGLE_VOLUME_SERIES = "this series of single-frame files (no slice position repeats)"
 
 
 def _decode_parallel(hs: list[DicomHeader], vol: np.ndarray, rescales, workers: int) -> None:
@@ -480,8 +739,10 @@ def read_dicom_series(
         The series to choose among several: SeriesNumber, SeriesInstanceUID or
         the path of one of its files (see :func:`plan_series`).
     volume : int, optional
-        0-based volume when the chosen series is one multi-stack enhanced
-        multi-frame file; refused for other series.
+        0-based volume when the chosen series holds several: single-frame files
+        whose slice positions repeat (split by :data:`VOLUME_KEYS`, ordered by
+        the key's value), or one multi-volume enhanced multi-frame file;
+        refused for series holding one volume.
     limits : Limits
         Caps.
     workers : int, optional
@@ -496,7 +757,9 @@ def read_dicom_series(
     -------
     Image
         ``(slices, rows, columns)`` float32 after each slice's modality LUT,
-        slices ascending along the normal; affine as SimpleITK's.
+        slices ascending along the normal; affine as SimpleITK's. For one
+        volume of several, ``meta["volume"]``, ``meta["n_volumes"]`` and
+        ``meta["volume_key"]`` (the keyword that split them).
 
     Raises
     ------
@@ -504,12 +767,15 @@ def read_dicom_series(
     """
     where = display or str(folder)
     if plan is None:
-        plan = plan_series(folder, series=series, limits=limits, display=where)
+        plan = plan_series(folder, series=series, volume=volume, limits=limits, display=where)
     if plan.single_file:
         img = read_dicom_file(plan.headers[0], modality, limits, volume=volume)
         img.meta["n_files"] = 1
         return img
-    no_volume_choice(volume, "a DICOM series of single-frame files", where)
+    if plan.volumes is None:
+        no_volume_choice(volume, SINGLE_VOLUME_SERIES, where)
+    elif volume is not None and int(volume) != plan.volume:
+        raise ValueError("the plan was made for another volume= than the one given")  # a caller's bug, not the data's
     hs, stack = plan.headers, plan.stack
     first = hs[0]
     mod = first.modality if first.ds.get("Modality", None) else (modality or "OT").upper()
@@ -555,6 +821,10 @@ def read_dicom_series(
     first_r = rescales[0]
     meta["rescale"] = {"slope": first_r[0], "intercept": first_r[1]} if all(r == first_r for r in rescales) else {"per_slice": True}
     meta.update(voi_meta(first.ds, inverted=False, low=0.0, high=0.0))
+    if plan.volumes is not None:
+        meta["volume"] = plan.volume
+        meta["n_volumes"] = plan.volumes.n
+        meta["volume_key"] = plan.volumes.keyword
     if plan.warnings:
         meta["warnings"] = list(plan.warnings)
     return Image(vol, affine, (stack.slice_spacing, float(ps[0]), float(ps[1])), mod, meta)

@@ -1,8 +1,9 @@
 """List the image series in a DICOM folder, from the headers only.
 
 What a person needs before choosing a series with ``series=``: each series'
-number, modality, file and image counts, size, plane, whether it assembles into a
-volume (and why not), and what to pass to ``series=`` to read it. Nothing
+number, modality, file and image counts, size, plane, how many volumes it holds
+(a series whose slice positions repeat: echoes, time points...), whether it
+assembles (and why not), and what to pass to ``series=`` to read it. Nothing
 identifying is listed: no UIDs, no descriptions, no header text.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 from ..errors import MedmultiError, MissingFileError
 from .dicom_file import is_projection
 from .dicom_header import DicomHeader
-from .dicom_series import _check_series, _group, scan_folder
+from .dicom_series import _group, _series_geometry, _volume_stack, scan_folder
 from .limits import DEFAULT_LIMITS, Limits
 
 __all__ = ["SeriesSummary", "list_series"]
@@ -48,12 +49,22 @@ class SeriesSummary:
         One of its files, relative to the folder.
     readable : bool
         The series passes the header-level checks ``read_image`` makes before
-        decoding (sizes, orientations, gaps, duplicates).
+        decoding (sizes, orientations, gaps, duplicates): ``read_image(folder,
+        series=select)`` reads it, or, when ``n_volumes > 1``,
+        ``read_image(folder, series=select, volume=k)`` reads each volume
+        ``k`` in ``0..n_volumes-1`` (without ``volume=`` such a series is
+        refused: medmulti reads one 3D volume).
     problem : str or None
         Why not: the error class and message (no header values).
     select : str
         What to pass as ``series=`` (CLI ``--series``) to read this series: its
         number when that is unique in the folder, else ``example``.
+    n_volumes : int
+        Volumes the series holds: 1, or the count when its slice positions
+        repeat and ``volume_key`` splits them (multi-echo, dynamic, diffusion,
+        multi-phase series stored as single-frame files).
+    volume_key : str or None
+        The keyword that splits them (e.g. ``"EchoNumbers"``), None for one volume.
     """
 
     number: int | None
@@ -67,6 +78,8 @@ class SeriesSummary:
     readable: bool
     problem: str | None
     select: str
+    n_volumes: int = 1
+    volume_key: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict."""
@@ -107,7 +120,9 @@ def list_series(folder: str | os.PathLike[str], *, limits: Limits | None = None)
     -------
     list of SeriesSummary
         Sorted by SeriesNumber (series without a number last). Empty when the
-        folder holds no DICOM image.
+        folder holds no DICOM image. A series whose slice positions repeat is
+        split into volumes as ``read_image`` splits it (``n_volumes``,
+        ``volume_key``); it is ``readable`` when every volume assembles.
 
     Raises
     ------
@@ -129,8 +144,13 @@ def list_series(folder: str | os.PathLike[str], *, limits: Limits | None = None)
     for hs in groups:
         first = hs[0]
         problem = None
+        n_volumes, volume_key = 1, None
         try:
-            _check_series(hs, str(folder), limits)
+            _, volumes, geometry = _series_geometry(hs, str(folder), limits)
+            if volumes is not None:
+                n_volumes, volume_key = volumes.n, volumes.keyword
+                for k in range(volumes.n):  # each volume must assemble on its own
+                    _volume_stack(hs, volumes, k, geometry, str(folder), limits)
         except MedmultiError as exc:
             problem = f"{type(exc).__name__}: {exc.message}"
         unique = first.series_number is not None and numbers.count(first.series_number) == 1
@@ -146,5 +166,7 @@ def list_series(folder: str | os.PathLike[str], *, limits: Limits | None = None)
             readable=problem is None,
             problem=problem,
             select=str(first.series_number) if unique else first.name,
+            n_volumes=n_volumes,
+            volume_key=volume_key,
         ))
     return out

@@ -57,8 +57,9 @@ class SourceRef:
         dots) or the path of one file of the series (a :class:`~pathlib.Path`
         is always taken as a file; a relative one is taken relative to ``path``).
     volume : int, optional
-        0-based volume of a 4D NIfTI file or a multi-volume enhanced DICOM file,
-        as ``volume=`` of :func:`~medmulti.io.read_image`.
+        0-based volume of a 4D NIfTI file, a multi-volume enhanced DICOM file or
+        a DICOM series holding several volumes (repeated slice positions), as
+        ``volume=`` of :func:`~medmulti.io.read_image`.
 
     Raises
     ------
@@ -369,8 +370,9 @@ def inspect_source(
         SeriesInstanceUID or the path of one of its files (as
         :func:`read_image`).
     volume : int, optional
-        Volume of a 4D NIfTI file or of a multi-stack enhanced DICOM file (as
-        :func:`read_image`).
+        Volume of a 4D NIfTI file, of a multi-volume enhanced DICOM file, or of
+        a series of single-frame files whose slice positions repeat (as
+        :func:`read_image`); the info then describes that volume's files.
     limits : Limits, optional
         Caps (default :data:`~medmulti.io.limits.DEFAULT_LIMITS`).
 
@@ -403,15 +405,14 @@ def inspect_source(
     check_volume_argument(volume)
     try:
         if p.is_dir():
-            plan = plan_series(p, series=series, limits=limits, display=name)
+            plan = plan_series(p, series=series, volume=volume, limits=limits, display=name)
             if plan.single_file:
                 info = _inspect_dicom_file(plan.headers[0], plan.headers[0].name, limits, volume)
                 info.kind = "dicom-series"
                 info.warnings = list(plan.warnings)
                 headers = plan.headers
             else:
-                no_volume_choice(volume, "a DICOM series of single-frame files", name)
-                headers = plan.headers
+                headers = plan.headers  # volume= was checked by plan_series (the chosen volume's files)
                 first, stack = headers[0], plan.stack
                 ps = first.pixel_spacing()
                 digests = _identity_digests(first)
