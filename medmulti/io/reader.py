@@ -95,11 +95,15 @@ def read_image(
         when several series share one SeriesNumber: the error listing them
         names one file of each.
     volume : int, optional
-        0-based index of the volume to read from a 4D NIfTI file, or from an
+        0-based index of the volume to read from a 4D NIfTI file; from an
         enhanced multi-frame DICOM file holding several volumes (stacks,
         temporal positions or orientations; ordered by StackID, then
-        TemporalPositionIndex, then orientation in first-frame order). Refused
-        for sources holding one volume.
+        TemporalPositionIndex, then orientation in first-frame order); or from
+        a series of single-frame files whose slice positions repeat (echoes,
+        time points, b-values, phases: split by the first of
+        TemporalPositionIdentifier, EchoNumbers, DiffusionBValue,
+        AcquisitionNumber, TriggerTime that separates them, in its numeric
+        order). Refused for sources holding one volume.
     limits : Limits, optional
         Caps on sizes (default :data:`~medmulti.io.limits.DEFAULT_LIMITS`).
     workers : int, optional
