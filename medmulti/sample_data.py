@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from ._processes import workers_allowed
 from .spec import LabelSpec, ModalitySpec, StudySpec
 from .synth import affine_from_geometry, new_uid, write_dicom_series, write_dicom_xray, write_nifti
 
@@ -353,7 +354,7 @@ def make_sample_cohort(
     bar = tqdm(total=n, desc="sample-data", unit="patient", disable=not progress)
     results: list[tuple[dict[str, str], list[bool]]] = []
     try:
-        if workers <= 1:
+        if workers <= 1 or not workers_allowed("sample-data generation", "default"):
             for i in range(n):
                 results.append(job(i))
                 bar.update(1)

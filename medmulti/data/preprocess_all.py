@@ -18,6 +18,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from os import PathLike
 from typing import Any, Iterable
 
+from .._processes import workers_allowed
 from ..errors import MedmultiError
 from ..spec import StudySpec
 from .cache import PreprocessCache, entry_key
@@ -211,6 +212,8 @@ def preprocess_manifest(
     rows = [r for r in manifest.rows if wanted is None or r.split in wanted]
     n_workers = (os.cpu_count() or 1) if workers is None else max(0, int(workers))
     n_workers = min(n_workers, max(1, len(rows)))
+    if n_workers > 1 and not workers_allowed("preprocessing"):
+        n_workers = 1
     summary = PreprocessSummary(patients=len(rows), workers=max(1, n_workers))
     bar = tqdm(total=len(rows), desc="preprocess", unit="patient", disable=not progress)
 

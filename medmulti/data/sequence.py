@@ -35,6 +35,7 @@ from ..errors import (
     UnsafePathError,
     UnsupportedDataError,
 )
+from .._processes import workers_allowed
 from ..spec import StudySpec
 from .buffers import BufferPool
 from .augment import Augmenter
@@ -324,7 +325,7 @@ class PatientSequence(keras.utils.PyDataset):
         bar = tqdm(total=len(todo), desc=f"checking {self.split} patients", unit="patient",
                    disable=not progress or not todo, leave=False)
         n_proc = min(os.cpu_count() or 1, 8, len(todo))
-        if len(todo) > PARALLEL_CHECK_MIN and n_proc > 1:
+        if len(todo) > PARALLEL_CHECK_MIN and n_proc > 1 and workers_allowed("checking patients"):
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .._processes import workers_allowed
 from ..errors import CorruptFileError, MedmultiError, MissingFileError, SeriesGeometryError, UnsupportedDataError
 from ..image import Image, affine_from_itk
 from .assembly import DUPLICATE_TOLERANCE_MM, ORIENTATION_TOLERANCE, Stack, assemble_stack, check_orientation
@@ -785,6 +786,8 @@ def read_dicom_series(
     compressed = [h for h in hs if not h.is_native]
     nworkers = default_workers() if workers is None else max(1, int(workers))
     parallel = compressed and len(compressed) == n and nworkers > 1 and n >= 4 and all(h.transfer_syntax in PARALLEL_SYNTAXES for h in hs)
+    if parallel and not workers_allowed("JPEG 2000 decoding"):
+        parallel = False
     if parallel:
         try:
             _decode_parallel(hs, vol, rescales, nworkers)

@@ -10,6 +10,7 @@ from concurrent.futures import ProcessPoolExecutor
 from os import PathLike
 from pathlib import Path
 
+from .._processes import workers_allowed
 from ..spec import StudySpec
 from .checks import RowCheck, check_row, cross_row_checks
 from .load import load_manifest
@@ -27,7 +28,7 @@ def _check_rows(rows, spec: StudySpec, *, workers: int, deep: bool, thumbnails: 
     bar = tqdm(total=len(rows), desc="validate", unit="patient", disable=not progress)
     results: list[RowCheck] = []
     try:
-        if workers <= 1 or len(rows) < 2:
+        if workers <= 1 or len(rows) < 2 or not workers_allowed("validation", "default"):
             for row in rows:
                 results.append(job(row))
                 bar.update(1)

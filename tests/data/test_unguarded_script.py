@@ -1,6 +1,7 @@
-"""A script without an ``if __name__ == "__main__":`` guard: spawned workers re-import it
-and cannot start a pool, so the parallel paths (patient checks, cache fill) must fall back
-to working in the calling process, once, and give the same result as a guarded run."""
+"""A script without an ``if __name__ == "__main__":`` guard: spawned workers would import
+it again and run it top to bottom (re-generating or deleting the parent's files), so the
+parallel paths (patient checks, cache fill, validation, JPEG 2000 decoding) must see that
+and work in the calling process, and give the same result as a guarded run."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 SCRIPT = """
 import json, sys
@@ -43,13 +45,14 @@ def test_unguarded_script_falls_back_to_one_process(tmp_path, spec, spec_path):
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
-    assert len(results) == 1  # only the parent ran the script's work (children failed to import it)
+    assert len(results) == 1  # only the parent ran the script's work
+    assert "Traceback" not in proc.stderr  # no worker was started to run the script again
     import json
 
     got = json.loads(results[0].split(" ", 1)[1])
     assert got["failures"] == 0 and got["computed"] == 30 * len(spec.names) - _absent(root, spec)
-    assert "preprocessing in this process" in proc.stderr  # both fallbacks warned
-    assert "checking in this process" in proc.stderr
+    assert "preprocessing runs in this process" in proc.stderr  # both paths said why
+    assert "checking patients runs in this process" in proc.stderr
     # the same batch as a sequence built here, in the test process
     seq = PatientSequence(root / "manifest.csv", spec, "train", batch_size=4, cache_dir=tmp_path / "cache3",
                           progress=False, shuffle=False)
@@ -62,3 +65,25 @@ def _absent(root, spec) -> int:
 
     m = load_manifest(root / "manifest.csv", spec, strict=False)
     return sum(1 for r in m.rows for n in spec.names if r.sources.get(n) is None)
+
+
+@pytest.mark.parametrize("source,guarded", [
+    ("import medmulti\nmedmulti.preprocess_manifest('m.csv', 's.yaml', 'c')\n", False),
+    ("def main():\n    pass\n\nif __name__ == '__main__':\n    main()\n", True),
+    ('if "__main__" == __name__:\n    pass\n', True),
+])
+def test_main_is_guarded_reads_the_main_script(tmp_path, monkeypatch, source, guarded):
+    import types
+
+    from medmulti import _processes
+
+    script = tmp_path / "script.py"
+    script.write_text(source)
+    fake = types.ModuleType("__main__")
+    fake.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", fake)
+    _processes._file_is_guarded.cache_clear()
+    assert _processes.main_is_guarded() is guarded
+    assert _processes.workers_allowed("x", "fork") is True  # forked workers never re-import
+    del fake.__file__  # a notebook / REPL / python -c
+    assert _processes.main_is_guarded() is True
