@@ -24,7 +24,7 @@ from ._args import positive_int
 HELP = "run the main job on a generated sample cohort: validate, preprocess, train fusion and single-modality models"
 
 #: defaults tuned so the demo finishes in a few minutes on 2 CPU cores (see benchmarks/RESULTS.md)
-DEMO_PATIENTS = 200
+DEMO_PATIENTS = 300
 DEMO_EPOCHS = 25
 DEMO_BATCH = 8
 
