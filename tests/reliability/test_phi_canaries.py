@@ -332,12 +332,14 @@ def test_every_command_on_a_read_only_canary_cohort(cohort, capture, capfd, tmp_
          "--batch-size", "2", "--width", "2", "--depth", "1", "--patience", "0", "--no-progress"],
         ["evaluate", str(run), "--split", "val", "--no-progress", "--json"],
         ["predict", str(run), m, "--out", str(out / "pred.csv"), "--no-progress"],
+        ["info", str(src / pid / "ct"), "--values"],
+        ["info", str(src / pid / "xray.dcm"), "--json"],
     ]
     codes = {}
     _WRITES = []
     try:
-        for argv in commands:
-            codes[argv[0]] = main(["-vv", *argv])
+        for k, argv in enumerate(commands):
+            codes[f"{k}:{argv[0]}"] = main(["-vv", *argv])
     finally:
         writes, _WRITES = _WRITES, None
     assert all(code == 0 for code in codes.values()), codes
