@@ -146,10 +146,11 @@ def run(args: argparse.Namespace) -> int:
         if rows:
             lines += ["  " + line for line in _table(rows, ("--series", "number", "modality", "files", "images",
                                                              "size", "plane", "volumes", "reads"))]
-        if series is None and len(listed) != 1:
+        if series is None and len(listed) > 1:
             describe_it = False
-            if listed:
-                lines.append("pass --series (first column) to describe one")
+            lines.append("pass --series (first column) to describe one")
+        # no DICOM image series at all: describing the folder raises read_image's typed
+        # error (no DICOM image found / only non-image objects), exit 1
     if describe_it:
         if lines and not args.json:  # the listing first: it helps when the chosen series fails to read
             print("\n".join(lines), flush=True)

@@ -138,3 +138,15 @@ def test_info_on_files_and_usage_errors(capsys, tmp_path):
     assert main(["info", str(tmp_path / "nope")]) == 1
     assert "MissingFileError" in capsys.readouterr().err
     assert main(["info", ct, "--volume", "-1"]) == 2
+
+
+def test_info_on_a_folder_without_dicom_images_is_a_typed_error(tmp_path, capsys):
+    import shutil
+
+    from nibabel.testing import data_path
+
+    shutil.copy(Path(data_path) / "anatomical.nii", tmp_path / "anatomical.nii")
+    assert list_series(tmp_path) == []
+    assert main(["info", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "0 image series" in captured.out and "MissingFileError" in captured.err
