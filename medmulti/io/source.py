@@ -8,7 +8,8 @@ series choice and geometry) and raises the same typed errors.
 
 Identity attributes are never returned, only short SHA-256 digests of them, so
 two sources can be compared (same patient? same study? same frame of
-reference?) without anything identifying being printed or stored.
+reference? same image, by a 64 KiB pixel probe?) without anything identifying
+being printed or stored.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from .quiet import quiet_pydicom
 __all__ = ["SourceInfo", "SourceRef", "inspect_source", "digest", "identity_key"]
 
 DIGEST_HEX = 16
+#: Most bytes of stored pixel data (DICOM) or of the file (NIfTI) the fast-mode
+#: ``"pixels_probe"`` digest reads, taken from the middle.
+PROBE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -186,8 +190,10 @@ class SourceInfo:
     n_files : int
     digests : dict
         ``"patient"``, ``"study"``, ``"series"``, ``"frame_of_reference"``,
-        ``"pixels"`` -> short SHA-256 hex or None (``"pixels"`` only with
-        ``deep=True``). Compare them; never print them.
+        ``"pixels"``, ``"pixels_probe"`` -> short SHA-256 hex or None
+        (``"pixels"`` only with ``deep=True``). ``"pixels_probe"`` is a cheap
+        sample of the image (see :func:`inspect_source`, Notes), computed in
+        both modes. Compare them; never print them.
     warnings : list of str
         Notes without header values.
     affine : numpy.ndarray or None
@@ -244,7 +250,56 @@ def _identity_digests(h: DicomHeader) -> dict[str, str | None]:
         "series": digest(ds.get("SeriesInstanceUID", None)),
         "frame_of_reference": digest(ds.get("FrameOfReferenceUID", None)),
         "pixels": None,
+        "pixels_probe": None,
     }
+
+
+def _probe_digest(fields: tuple[Any, ...], block: bytes) -> str:
+    sha = hashlib.sha256("\x1f".join(str(v) for v in fields).encode("ascii", "replace") + b"\x1e")
+    sha.update(block)
+    return sha.hexdigest()[:DIGEST_HEX]
+
+
+def _middle(start: int, length: int) -> tuple[int, int]:
+    """Offset and size of the (at most) PROBE_BYTES in the middle of ``length`` bytes from ``start``."""
+    n = min(PROBE_BYTES, max(0, length))
+    return start + (length - n) // 2, n
+
+
+def _dicom_probe(h: DicomHeader, n_files: int, volume: int | None) -> str | None:
+    """Probe digest of one DICOM file's stored pixel data (None without PixelData).
+
+    Over (Rows, Columns, frames, transfer syntax, PixelData length, ``n_files``,
+    ``volume``) and at most :data:`PROBE_BYTES` of the stored PixelData bytes
+    from the middle of the value: one seek and one small read.
+    """
+    if h.pixel_offset is None:
+        return None
+    available = max(0, h.file_size - h.pixel_offset)
+    length = available if h.pixel_length is None else min(h.pixel_length, available)
+    start, n = _middle(h.pixel_offset, length)
+    with h.open_pixels() as f:
+        f.seek(start)
+        block = f.read(n)
+    fields = ("dicom", h.rows, h.columns, h.frames, h.transfer_syntax, length, n_files, volume)
+    return _probe_digest(fields, block)
+
+
+def _nifti_probe(p: Path, info: Any, volume: int | None) -> str:
+    """Probe digest of a NIfTI file: header dims/datatype and at most PROBE_BYTES of the file's middle.
+
+    The bytes are the file's (compressed for ``.nii.gz``), so only a byte-identical
+    copy matches.
+    """
+    import os
+
+    size = os.path.getsize(p)
+    start, n = _middle(0, size)
+    with open(p, "rb") as f:
+        f.seek(start)
+        block = f.read(n)
+    fields = ("nifti", tuple(int(d) for d in info.shape), info.dtype.str, size, volume)
+    return _probe_digest(fields, block)
 
 
 def _pixel_digest(headers: list[DicomHeader]) -> str:
@@ -337,7 +392,8 @@ def _inspect_nifti(p: Path, name: str, gz: bool, modality: str | None, volume: i
         (float(spacing[2]), float(spacing[1]), float(spacing[0])),
         [p],
         1,
-        {"patient": None, "study": None, "series": None, "frame_of_reference": None, "pixels": None},
+        {"patient": None, "study": None, "series": None, "frame_of_reference": None, "pixels": None,
+         "pixels_probe": _nifti_probe(p, info, volume)},
         warnings,
         _checked_affine(origin, spacing, direction, name),
     )
@@ -386,6 +442,21 @@ def inspect_source(
         As :func:`read_image` for anything decidable from the headers (and
         everything else with ``deep=True``).
 
+    Notes
+    -----
+    ``digests["pixels_probe"]`` (both modes) lets validation find the same image
+    under two patients without reading every pixel: a SHA-256 over the image's
+    shape and encoding and at most :data:`PROBE_BYTES` (64 KiB) taken from the
+    middle of the stored data, one small read per source. For a DICOM file: Rows,
+    Columns, frames, transfer syntax, PixelData length and the middle of the
+    stored PixelData bytes; for a DICOM series: the same over its middle file in
+    slice order, plus the number of files; for NIfTI: the header's dims and
+    datatype, the file size and the middle of the file's bytes (the compressed
+    bytes of a ``.nii.gz``: a byte-identical copy matches, a re-compressed one
+    does not). Equal probes mean "very probably the same image"; pixels outside
+    the sample are not compared (``deep=True`` digests all of them in
+    ``digests["pixels"]``).
+
     Examples
     --------
     >>> from pydicom.data import get_testdata_file
@@ -431,6 +502,9 @@ def inspect_source(
                     affine_from_itk(stack.origin, (ps[1], ps[0], stack.slice_spacing), stack.direction.ravel()),
                 )
             _with_identities(info, headers)
+            # the files are the chosen volume's, in slice order: the middle one stands for the series
+            middle = headers[len(headers) // 2]
+            info.digests["pixels_probe"] = _dicom_probe(middle, len(headers), volume if plan.single_file else None)
             if deep:
                 read_image(p, modality, series=series, volume=volume, limits=limits)
                 info.digests["pixels"] = _pixel_digest(headers)
@@ -451,6 +525,7 @@ def inspect_source(
             return info
         h = read_header(p, name=name, limits=limits)
         info = _with_identities(_inspect_dicom_file(h, name, limits, volume), [h])
+        info.digests["pixels_probe"] = _dicom_probe(h, 1, volume)
         if deep:
             read_image(p, modality, volume=volume, limits=limits)
             info.digests["pixels"] = _pixel_digest([h])

@@ -120,7 +120,8 @@ class RowCheck:
         Modality name -> ``SourceInfo`` for the inputs that could be inspected.
     identity : dict
         Modality name -> digests used by the cross-row checks (``"patient"``,
-        ``"study"``, ``"series"``, ``"pixels"``; short hex or ``None``). Never printed.
+        ``"study"``, ``"series"``, ``"pixels"`` (deep mode), ``"pixels_probe"``;
+        short hex or ``None``). Never printed.
     n_files : int
         Files inspected.
     thumbnail : str or None
@@ -383,7 +384,7 @@ def check_row(row: ManifestRow, spec: StudySpec, *, deep: bool = False, thumbnai
         out.sources[m.name] = info
         out.n_files += int(getattr(info, "n_files", len(getattr(info, "files", []) or [])) or 0)
         digests = dict(getattr(info, "digests", {}) or {})
-        ident = {k: digests.get(k) for k in ("patient", "study", "series", "pixels")}
+        ident = {k: digests.get(k) for k in ("patient", "study", "series", "pixels", "pixels_probe")}
         kind = getattr(info, "kind", "")
         if kind.startswith("dicom"):
             header_mod = str(getattr(info, "modality", "") or "").upper()
@@ -436,6 +437,71 @@ def check_row(row: ManifestRow, spec: StudySpec, *, deep: bool = False, thumbnai
     return out
 
 
+_DUPLICATE_HINT = "the same image is listed under another patient: remove the duplicate"
+
+
+def _identity_matches(results: list[RowCheck], what: tuple[str, ...], check: str, prefix: str | None,
+                      hint: str, skip: set[tuple[str, str]] | None = None) -> list[Problem]:
+    """Flag every input whose digest (any of ``what``) is shared with a row of another patient."""
+    owners: dict[tuple[str, str], set[str]] = defaultdict(set)
+    where: dict[tuple[str, str], list[tuple[ManifestRow, str]]] = defaultdict(list)
+    for res in results:
+        for name, ident in res.identity.items():
+            for k in what:
+                d = ident.get(k)
+                if d:
+                    owners[(k, d)].add(res.row.patient_id)
+                    where[(k, d)].append((res.row, name))
+    flagged: set[tuple[str, str]] = set() if skip is None else skip
+    out: list[Problem] = []
+    for dk, pids in owners.items():
+        if len(pids) < 2:
+            continue
+        for row, name in where[dk]:
+            if (row.key, name) in flagged:
+                continue
+            flagged.add((row.key, name))
+            out.append(_listed_twice(row, name, check, sorted(pids - {row.patient_id}),
+                                     {r.split for r, _ in where[dk]}, prefix, hint))
+    return out
+
+
+def _listed_twice(row: ManifestRow, name: str, check: str, others: list[str], splits: set[str],
+                  prefix: str | None, hint: str) -> Problem:
+    extra = " in another split" if len(splits) > 1 else ""
+    lead = f"{prefix} is also listed" if prefix else "also listed"
+    return Problem(row.key, name, row.paths.get(name), check, "error",
+                   f"{lead} under patient(s) {others}{extra}", hint)
+
+
+def _duplicate_images(results: list[RowCheck]) -> list[Problem]:
+    """``duplicate_image``: the full pixel digest where both inputs have one, else the probe."""
+    flagged: set[tuple[str, str]] = set()
+    out = _identity_matches(results, ("pixels",), "duplicate_image", "the same image (all pixels)",
+                            _DUPLICATE_HINT, flagged)
+    by_probe: dict[str, list[tuple[ManifestRow, str, str | None]]] = defaultdict(list)
+    for res in results:
+        for name, ident in res.identity.items():
+            if ident.get("pixels_probe"):
+                by_probe[ident["pixels_probe"]].append((res.row, name, ident.get("pixels")))
+    for entries in by_probe.values():
+        if len({row.patient_id for row, _, _ in entries}) < 2:
+            continue
+        for row, name, full in entries:
+            if (row.key, name) in flagged:
+                continue
+            # a partner of another patient whose image is not known to differ (deep: full digests win)
+            partners = [(r, f) for r, n, f in entries
+                        if r.patient_id != row.patient_id and not (full and f and f != full)]
+            if not partners:
+                continue
+            flagged.add((row.key, name))
+            out.append(_listed_twice(row, name, "duplicate_image", sorted({r.patient_id for r, _ in partners}),
+                                     {row.split} | {r.split for r, _ in partners},
+                                     "the same image (sampled pixels)", _DUPLICATE_HINT))
+    return out
+
+
 def cross_row_checks(results: Iterable[RowCheck], spec: StudySpec) -> list[Problem]:
     """Checks that need every row: leakage, duplicates, label balance, split sizes.
 
@@ -451,8 +517,15 @@ def cross_row_checks(results: Iterable[RowCheck], spec: StudySpec) -> list[Probl
     list of Problem
         Errors ``duplicate_row`` (the same row key twice in one split),
         ``patient_in_two_splits``, ``same_study_two_patients`` (a study/series digest
-        under two patient IDs) and ``duplicate_image`` (a pixel digest under two
+        under two patient IDs) and ``duplicate_image`` (the same image under two
         patient IDs); warnings ``class_imbalance`` and ``tiny_split``.
+
+    Notes
+    -----
+    ``duplicate_image`` compares the full pixel digest (``"pixels"``, deep mode)
+    where both inputs have one, and otherwise the pixel probe (``"pixels_probe"``,
+    64 KiB sampled from the middle of the pixel data, both modes): in deep mode
+    a probe collision whose full pixels differ is not flagged.
     """
     results = list(results)
     rows = [r.row for r in results]
@@ -473,34 +546,10 @@ def cross_row_checks(results: Iterable[RowCheck], spec: StudySpec) -> list[Probl
             out.append(Problem(pid, None, None, "patient_in_two_splits", "error",
                                f"the patient is in splits {sorted(splits)} (leakage)",
                                "put every row of a patient in one split"))
-    for what, check, hint in (
-        (("study", "series"), "same_study_two_patients",
-         "the same study/series is listed under another patient: fix the path or merge the patients"),
-        (("pixels",), "duplicate_image",
-         "the same image is listed under another patient: remove the duplicate"),
-    ):
-        owners: dict[tuple[str, str], set[str]] = defaultdict(set)
-        where: dict[tuple[str, str], list[tuple[ManifestRow, str]]] = defaultdict(list)
-        for res in results:
-            for name, ident in res.identity.items():
-                for k in what:
-                    d = ident.get(k)
-                    if d:
-                        owners[(k, d)].add(res.row.patient_id)
-                        where[(k, d)].append((res.row, name))
-        flagged: set[tuple[str, str]] = set()
-        for dk, pids in owners.items():
-            if len(pids) < 2:
-                continue
-            for row, name in where[dk]:
-                if (row.key, name) in flagged:
-                    continue
-                flagged.add((row.key, name))
-                others = sorted(pids - {row.patient_id})
-                cross = {r.split for r, _ in where[dk]}
-                extra = " in another split" if len(cross) > 1 else ""
-                out.append(Problem(row.key, name, row.paths.get(name), check, "error",
-                                   f"also listed under patient(s) {others}{extra}", hint))
+    out.extend(_identity_matches(results, ("study", "series"), "same_study_two_patients", None,
+                                 "the same study/series is listed under another patient: fix the path or merge "
+                                 "the patients"))
+    out.extend(_duplicate_images(results))
     labels = spec.labels
     if labels.columns is None:
         valid = [r for r in rows if r.labels.get(labels.column) in labels.classes]  # type: ignore[arg-type]

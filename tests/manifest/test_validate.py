@@ -212,13 +212,16 @@ def _copy_xray(src: Path, dst: Path, *, patient_id: str, new_uids: bool, change_
 def test_identity_checks(clean, tmp_path):
     rows = _rows(clean)[:4]
     a, b, c, d = (r["patient_id"] for r in rows)
-    # a: X-ray of patient b in a's row (header identity disagrees with a's CT)
+    # a: X-ray of patient b in a's row (header identity disagrees with a's CT); the same file, so
+    # the same image too (found by the fast-mode pixel probe)
     rows[0]["xray"] = rows[1]["xray"]
     m = _write(clean.root, "identity.csv", rows)
     report = validate_manifest(m, clean.spec, workers=1, progress=False)
     assert errors(report) == {(a, "xray", "patient_identity"), (a, "xray", "same_study_two_patients"),
-                              (b, "xray", "same_study_two_patients")}
-    # c's X-ray re-exported under d's identity with new UIDs: only the pixels match -> --deep finds it
+                              (b, "xray", "same_study_two_patients"), (a, "xray", "duplicate_image"),
+                              (b, "xray", "duplicate_image")}
+    # c's X-ray re-exported under d's identity with new UIDs: only the pixels match -> the probe
+    # finds it in fast mode, the full pixel digest in deep mode
     rows = _rows(clean)[:4]
     _copy_xray(clean.root / rows[2]["xray"], clean.root / "d_copy.dcm", patient_id=d, new_uids=True,
                change_pixels=False)
@@ -226,17 +229,21 @@ def test_identity_checks(clean, tmp_path):
     rows[2]["split"], rows[3]["split"] = "train", "test"
     m = _write(clean.root, "dupimage.csv", rows[2:])
     fast = validate_manifest(m, clean.spec, workers=1, progress=False)
-    assert errors(fast) == set()
+    assert errors(fast) == {(c, "xray", "duplicate_image"), (d, "xray", "duplicate_image")}
+    assert all("the same image (sampled pixels)" in p.message and "another split" in p.message
+               for p in fast.errors)
     deep = validate_manifest(m, clean.spec, workers=1, progress=False, deep=True)
     assert errors(deep) == {(c, "xray", "duplicate_image"), (d, "xray", "duplicate_image")}
-    assert all("another split" in p.message for p in deep.errors)
-    # same study UID under another patient, different pixels: same_study_two_patients only
+    assert all("the same image (all pixels)" in p.message and "another split" in p.message for p in deep.errors)
+    # same study UID under another patient, different pixels (the X-ray is probed whole):
+    # same_study_two_patients only, in both modes
     _copy_xray(clean.root / rows[2]["xray"], clean.root / "d_study.dcm", patient_id=d, new_uids=False,
                change_pixels=True)
     rows[3]["xray"] = "d_study.dcm"
     m = _write(clean.root, "samestudy.csv", rows[2:])
-    deep = validate_manifest(m, clean.spec, workers=1, progress=False, deep=True)
-    assert errors(deep) == {(c, "xray", "same_study_two_patients"), (d, "xray", "same_study_two_patients")}
+    for deep_mode in (False, True):
+        report = validate_manifest(m, clean.spec, workers=1, progress=False, deep=deep_mode)
+        assert errors(report) == {(c, "xray", "same_study_two_patients"), (d, "xray", "same_study_two_patients")}
 
 
 def test_patient_in_two_splits_and_warnings(clean, tmp_path):
@@ -326,6 +333,8 @@ def test_dicomdirtests_tree(tmp_path, spec):
         ("P5", "xray", "patient_identity"),  # CT of patient 98890234, CR of patient 77654033
         ("P2", "ct", "same_study_two_patients"),  # CT5N listed under P2 and P5
         ("P5", "ct", "same_study_two_patients"),
+        ("P2", "ct", "duplicate_image"),  # ... the same files, so the same image (fast-mode pixel probe)
+        ("P5", "ct", "duplicate_image"),
         ("P1", "xray", "same_study_two_patients"),  # CR1, CR2, CR3: one study, three patients here
         ("P5", "xray", "same_study_two_patients"),
         ("P6", "ct", "same_study_two_patients"),
@@ -337,7 +346,7 @@ def test_dicomdirtests_tree(tmp_path, spec):
     man = load_manifest(m, spec, strict=False)
     row_checks = {(p.patient_id, p.modality, p.check) for r in man for p in check_row(r, spec).problems
                   if p.severity == "error"}
-    cross = {"same_study_two_patients"}
+    cross = {"same_study_two_patients", "duplicate_image"}
     assert row_checks == {e for e in errors(report) if e[2] not in cross}
 
 
