@@ -452,8 +452,8 @@ def inspect_source(
     stored PixelData bytes; for a DICOM series: the same over its middle file in
     slice order, plus the number of files; for NIfTI: the header's dims and
     datatype, the file size and the middle of the file's bytes (the compressed
-    bytes of a ``.nii.gz``: a byte-identical copy matches, a re-compressed one
-    does not). Equal probes mean "very probably the same image"; pixels outside
+    bytes of a ``.nii.gz``: a byte-identical copy matches, one re-compressed
+    with other settings does not). Equal probes mean "very probably the same image"; pixels outside
     the sample are not compared (``deep=True`` digests all of them in
     ``digests["pixels"]``).
 
