@@ -209,7 +209,7 @@ def _make_sequence(manifest: Any, spec: StudySpec, split: str, *, options: Mappi
 PARALLEL_FILL_MIN = 16
 
 
-def _fill_cache(man: Any, spec: StudySpec, seqs: Mapping[str, Any], cache_dir: Any, progress: bool) -> None:
+def _fill_cache(man: Any, spec: StudySpec, seqs: Mapping[str, Any], progress: bool) -> None:
     """Preprocess every served patient into the cache before the first epoch, with all
     cores (a cold epoch would preprocess inside the batches, in threads)."""
     import dataclasses
@@ -218,9 +218,8 @@ def _fill_cache(man: Any, spec: StudySpec, seqs: Mapping[str, Any], cache_dir: A
 
     served = {pid for seq in seqs.values() for pid in seq.patient_ids}
     rows = [r for r in man.rows if r.key in served]
-    cache = next(iter(seqs.values())).cache
     workers = None if len(rows) >= PARALLEL_FILL_MIN else 1
-    summary = preprocess_manifest(dataclasses.replace(man, rows=rows), spec, cache if cache is not None else cache_dir,
+    summary = preprocess_manifest(dataclasses.replace(man, rows=rows), spec, seqs["train"].cache,
                                   workers=workers, progress=progress)
     if summary.computed:
         log.info("filled the cache before training: %s", summary.summary().splitlines()[0])
@@ -460,7 +459,7 @@ def train(
         if split_rows[split]:
             seqs[split] = _make_sequence(man, spec, split, **common)
     if cache_dir is not None:
-        _fill_cache(man, spec, seqs, cache_dir, progress)
+        _fill_cache(man, spec, seqs, progress)
     optional = [n for n in seqs["train"].optional_modalities if n in names]
     keys = _keys_for(names, optional)
     shapes = seqs["train"].element_shapes()

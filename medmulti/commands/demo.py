@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from ._args import positive_int
+from ._table import format_table
 
 HELP = "run the main job on a generated sample cohort: validate, preprocess, train fusion and single-modality models"
 
@@ -142,9 +143,8 @@ def print_bundled_table(*, paths: bool = False, echo=print) -> int:
         rows.append((label, img.modality, shape, spacing, orientation_code(img.affine), vrange, str(path)))
     header = ("source", "modality", "shape", "spacing (mm)", "orient.", "value range", "path")
     ncol = 7 if paths else 6
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(ncol)]
-    for r in [header] + rows:
-        echo("  ".join(str(r[i]).ljust(widths[i]) for i in range(ncol)).rstrip())
+    for line in format_table([r[:ncol] for r in rows], header[:ncol]):
+        echo(line)
     return status
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from ._args import non_negative_int
+from ._table import format_table
+from .demo import orientation_code
 
 HELP = "list the series in a DICOM folder and describe a source as read_image sees it (exit 0 ok, 1 unreadable, 2 usage)"
 
@@ -46,12 +48,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "whose slice positions repeat (echoes, time points...; 0-based)")
     parser.add_argument("--values", action="store_true", help="decode the pixels and print their range")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
-
-
-def _orientation(affine: Any) -> str:
-    from .demo import orientation_code
-
-    return orientation_code(affine)
 
 
 def describe(path: str, *, series: str | None = None, volume: int | None = None, values: bool = False) -> dict[str, Any]:
@@ -87,7 +83,7 @@ def describe(path: str, *, series: str | None = None, volume: int | None = None,
         "modality": info.modality,
         "shape": list(info.shape),
         "spacing_mm": [round(float(s), 6) for s in info.spacing],
-        "orientation": _orientation(info.affine),
+        "orientation": orientation_code(info.affine),
         "n_files": info.n_files,
         "warnings": list(info.warnings),
     }
@@ -107,11 +103,6 @@ def _reads(s: Any) -> str:
     if not s.readable:
         return f"no: {s.problem}"
     return "yes" if s.n_volumes == 1 else f"yes, --volume 0..{s.n_volumes - 1}"
-
-
-def _table(rows: list[tuple], header: tuple) -> list[str]:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    return ["  ".join(str(r[i]).ljust(widths[i]) for i in range(len(header))).rstrip() for r in [header, *rows]]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
                  f"{s.rows}x{s.columns}", s.plane, _volumes(s), _reads(s)) for s in listed]
         lines.append(f"{args.path}: {len(listed)} image series")
         if rows:
-            lines += ["  " + line for line in _table(rows, ("--series", "number", "modality", "files", "images",
+            lines += ["  " + line for line in format_table(rows, ("--series", "number", "modality", "files", "images",
                                                              "size", "plane", "volumes", "reads"))]
         if series is None and len(listed) > 1:
             describe_it = False
@@ -165,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         if args.values:
             rows.append(("value range", f"{d['min']:.6g} .. {d['max']:.6g}"))
         rows += [("note", w) for w in d["warnings"]]
-        lines += _table(rows, ("", ""))[1:]
+        lines += format_table(rows, ("", ""))[1:]
     if args.json:
         print(json.dumps(result, indent=2))
     else:

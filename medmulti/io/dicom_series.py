@@ -270,6 +270,27 @@ def parse_series_choice(series: int | str | os.PathLike[str]) -> tuple[str, int 
     )
 
 
+def series_given_for_a_file(name: str) -> UnsupportedDataError:
+    """The error for ``series=`` given with a file rather than a folder.
+
+    Parameters
+    ----------
+    name : str
+        The path as given, for the message.
+
+    Returns
+    -------
+    UnsupportedDataError
+        To raise.
+    """
+    return UnsupportedDataError(
+        "series= chooses among the series of a folder, but this path is a file",
+        path=name,
+        keyword="SeriesInstanceUID",
+        hint="pass the folder with series=, or the file without it",
+    )
+
+
 def _file_key(path: str) -> tuple[int, int] | None:
     try:
         st = os.stat(path)

@@ -12,7 +12,7 @@ from ..image import Image
 from .detect import FileFormat, detect_format
 from .dicom_file import check_volume_argument, read_dicom_file
 from .dicom_header import read_header
-from .dicom_series import parse_series_choice, read_dicom_series
+from .dicom_series import parse_series_choice, series_given_for_a_file, read_dicom_series
 
 if TYPE_CHECKING:  # pragma: no cover
     from .source import SourceRef
@@ -159,9 +159,7 @@ def read_image(
         for arg, given, own in (("series", series, path.series), ("volume", volume, path.volume)):
             if given is not None and own is not None and given != own:
                 raise TypeError(f"{arg}= given twice (as an argument and in the SourceRef), with different values")
-        series = path.series if series is None else series
-        volume = path.volume if volume is None else volume
-        path = path.path
+        path, series, volume = path.resolve(series, volume)
     limits = DEFAULT_LIMITS if limits is None else limits
     name = str(path)
     p = Path(path)
@@ -174,12 +172,7 @@ def read_image(
                 p, modality, series=series, volume=volume, limits=limits, workers=workers, display=name
             )
         if series is not None and p.exists():
-            raise UnsupportedDataError(
-                "series= chooses among the series of a folder, but this path is a file",
-                path=name,
-                keyword="SeriesInstanceUID",
-                hint="pass the folder with series=, or the file without it",
-            )
+            raise series_given_for_a_file(name)
         fmt = resolve_format(p, name)
         if fmt in (FileFormat.NIFTI, FileFormat.NIFTI_GZ):
             return read_nifti(p, modality, volume=volume, limits=limits, gz=fmt == FileFormat.NIFTI_GZ, name=name)

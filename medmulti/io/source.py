@@ -27,7 +27,7 @@ from ..image import affine_from_itk
 from .detect import FileFormat
 from .dicom_file import check_volume_argument, enhanced_geometry, is_projection, no_volume_choice, single_slice_spacing
 from .dicom_header import DicomHeader, read_header
-from .dicom_series import parse_series_choice, plan_series
+from .dicom_series import parse_series_choice, series_given_for_a_file, plan_series
 from .limits import DEFAULT_LIMITS, Limits
 from .nifti import _checked_affine, _itk_geometry, _Stream, read_nifti_header
 from .reader import read_image, resolve_format
@@ -135,6 +135,23 @@ class SourceRef:
         if self.volume is not None:
             out["volume"] = self.volume
         return out
+
+    def resolve(self, series: Any = None, volume: int | None = None) -> tuple[Path, Any, int | None]:
+        """Return the reader arguments ``(path, series, volume)``; those given win over this ref's own.
+
+        Parameters
+        ----------
+        series : int, str or PathLike, optional
+            An explicit ``series=`` (``None``: this ref's).
+        volume : int, optional
+            An explicit ``volume=`` (``None``: this ref's).
+
+        Returns
+        -------
+        (pathlib.Path, series, volume)
+        """
+        return (self.path, self.series if series is None else series,
+                self.volume if volume is None else volume)
 
     @classmethod
     def coerce(cls, source: "str | PathLike[str] | SourceRef") -> "SourceRef":
@@ -466,9 +483,7 @@ def inspect_source(
     """
     limits = DEFAULT_LIMITS if limits is None else limits
     if isinstance(path, SourceRef):
-        series = path.series if series is None else series
-        volume = path.volume if volume is None else volume
-        path = path.path
+        path, series, volume = path.resolve(series, volume)
     name = str(path)
     p = Path(path)
     if series is not None:
@@ -510,12 +525,7 @@ def inspect_source(
                 info.digests["pixels"] = _pixel_digest(headers)
             return info
         if series is not None and p.exists():
-            raise UnsupportedDataError(
-                "series= chooses among the series of a folder, but this path is a file",
-                path=name,
-                keyword="SeriesInstanceUID",
-                hint="pass the folder with series=, or the file without it",
-            )
+            raise series_given_for_a_file(name)
         fmt = resolve_format(p, name)
         if fmt in (FileFormat.NIFTI, FileFormat.NIFTI_GZ):
             info = _inspect_nifti(p, name, fmt == FileFormat.NIFTI_GZ, modality, volume, limits)

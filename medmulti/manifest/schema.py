@@ -61,9 +61,6 @@ SERIES_SUFFIX = "_series"
 VOLUME_SUFFIX = "_volume"
 EXTRA_PREFIX = "x_"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-# as medmulti.io.dicom_series.parse_series_choice reads a series= string
-_SERIES_NUMBER = re.compile(r"[0-9]+")
-_SERIES_UID = re.compile(r"[0-9]+(\.[0-9]+)+")
 _VOLUME = re.compile(r"[0-9]+")
 
 
@@ -83,12 +80,9 @@ def parse_series_cell(cell: str) -> tuple[str, int | str]:
         path of one file of the series, relative to the modality's folder. As
         :func:`medmulti.io.read_image` reads ``series=``.
     """
-    text = cell.strip()
-    if _SERIES_NUMBER.fullmatch(text):
-        return "number", int(text)
-    if _SERIES_UID.fullmatch(text):
-        return "uid", text
-    return "file", cell
+    from ..io.dicom_series import parse_series_choice  # the readers' own rule (imported when used)
+
+    return parse_series_choice(cell)
 
 
 def parse_volume_cell(cell: str) -> int | None:
