@@ -10,6 +10,23 @@ Sections (all by default; ``--only`` picks some):
                 operations, 10 at random times), each followed by verify + rerun.
 ``models``      the keras.applications backbones saved to .keras and reloaded with
                 safe_mode=True (the fast tier covers every other option).
+``specbombs``   hostile specs (medmulti.testing.hostile_text.spec_bombs): alias, merge-key
+                and nesting bombs, an oversized file, repeated keys, NaN/inf/bool/huge
+                values in every number; each must be a SpecError in < 1 CPU s.
+``controlchars`` control, format and invisible characters in every manifest field
+                (header too; medmulti.testing.hostile_text): strict and lenient loads end
+                in a manifest or a typed error, and the same patient in two splits under
+                keys differing by one such character is always found (what the command
+                prints for such fields is the ``terminal`` section).
+``terminal``    every C0/C1 control, DEL, bidi/zero-width character and forged line in
+                every manifest field (and a DICOM folder name and Modality), printed
+                through ``medmulti validate``, ``preprocess`` and ``info``
+                (medmulti.testing.terminal_output): no raw control character, no
+                forged line, no traceback.
+``datafolders`` symlinks leading out of the root (absolute, relative, chains, folders),
+                link loops, dangling links, FIFOs, sockets and device links placed
+                in DICOM series folders (medmulti.testing.data_folders); every reader
+                must give the expected typed error within a deadline (quick: 1 round, full: 5).
 
 ``--quick`` runs every section at about a tenth of the size (a smoke test).
 Prints one line of figures per section and writes them all as JSON (``--json``).
@@ -37,7 +54,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-SECTIONS = ("fuzz", "truncation", "bombs", "kills", "models")
+SECTIONS = ("fuzz", "truncation", "bombs", "kills", "models", "specbombs", "controlchars", "terminal", "datafolders")
 
 
 def _fuzz(work: Path, per_reader: int, seed: int, crashers: Path, progress: bool) -> dict:
@@ -213,6 +230,96 @@ def _models(work: Path, backbones: list[str]) -> dict:
     return out
 
 
+def _spec_bombs(work: Path, quick: bool) -> dict:
+    import resource
+    import tracemalloc
+
+    from medmulti.errors import SpecError
+    from medmulti.spec import StudySpec
+    from medmulti.testing.hostile_text import spec_bombs
+
+    res: dict = {"specs": 0, "outcomes": Counter(), "failures": [], "max_cpu_s": 0.0, "max_traced_mib": 0.0}
+    path = work / "spec.yaml"
+    for name, text in spec_bombs(quick=quick):
+        path.write_text(text, encoding="utf-8")
+        tracemalloc.start()
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        try:
+            StudySpec.from_yaml(path)
+            outcome = "ACCEPTED"
+        except SpecError:
+            outcome = "SpecError"
+        except Exception as exc:  # noqa: BLE001
+            outcome = "escape:" + type(exc).__name__
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        cpu = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
+        res["specs"] += 1
+        res["outcomes"][outcome] += 1
+        res["max_cpu_s"] = round(max(res["max_cpu_s"], cpu), 3)
+        res["max_traced_mib"] = round(max(res["max_traced_mib"], peak / 2**20), 1)
+        if outcome != "SpecError" or cpu > 1.0:
+            res["failures"].append(f"{name}: {outcome}, {cpu:.2f} CPU s")
+    res["outcomes"] = dict(res["outcomes"])
+    print(f"spec bombs: {res['specs']} specs: {res['outcomes']}, max {res['max_cpu_s']} CPU s, "
+          f"max traced {res['max_traced_mib']} MiB, failures {res['failures'][:10]}", flush=True)
+    return res
+
+
+def _control_chars(work: Path, quick: bool) -> dict:
+    from medmulti import StudySpec
+    from medmulti.errors import MedmultiError
+    from medmulti.manifest import load_manifest, validate_manifest
+    from medmulti.sample_data import make_sample_cohort
+    from medmulti.testing.hostile_text import CONTROL_CHARACTERS, control_character_manifests, leakage_manifests
+
+    cohort = make_sample_cohort(work / "cohort", n_patients=4, faults=False, progress=False, overwrite=True,
+                                ct_slices=12)
+    spec = StudySpec.from_yaml(cohort.spec)
+    chars = {k: CONTROL_CHARACTERS[k] for k in ("ESC", "CR", "ZWSP", "RLO", "NUL")} if quick else None
+    res: dict = {"manifests": 0, "outcomes": Counter(), "escapes": [], "leaks_missed": []}
+    for label, path in control_character_manifests(cohort.manifest, characters=chars):
+        res["manifests"] += 1
+        for fn in (lambda p: load_manifest(p, spec, strict=False), lambda p: load_manifest(p, spec)):
+            try:
+                fn(path)
+                res["outcomes"]["loaded"] += 1
+            except MedmultiError as exc:
+                res["outcomes"][type(exc).__name__] += 1
+            except Exception as exc:  # noqa: BLE001
+                res["outcomes"]["escape:" + type(exc).__name__] += 1
+                res["escapes"].append(label)
+    for name, pid, path in leakage_manifests(cohort.manifest, characters=chars):
+        report = validate_manifest(path, spec, workers=1, progress=False)
+        if not any(p.check == "patient_in_two_splits" and p.patient_id == pid for p in report.problems):
+            res["leaks_missed"].append(name)
+    res["outcomes"] = dict(res["outcomes"])
+    print(f"control characters: {res['manifests']} manifests x strict/lenient load: {res['outcomes']}, "
+          f"escapes {res['escapes'][:10]}; disguised leaks missed {res['leaks_missed']}", flush=True)
+    return res
+
+
+def _terminal(work: Path, quick: bool) -> dict:
+    from medmulti.testing.terminal_output import TERMINAL_HOSTILE_CHARACTERS, control_character_campaign
+
+    chars = ("\x1b", "\x07", "\r", "\x9b", "\u202e", "\u2028") if quick else TERMINAL_HOSTILE_CHARACTERS
+    res = control_character_campaign(work, chars=chars)
+    print(f"terminal: {res['runs']} command runs x {res['payloads']} hostile values in {len(res['fields'])} fields; "
+          f"raw characters leaked {res['leaks'][:5]}, forged lines {res['forged'][:5]}, "
+          f"tracebacks {res['tracebacks'][:5]}", flush=True)
+    return res
+
+
+def _data_folders(work: Path, rounds: int, seed: int) -> dict:
+    from medmulti.testing.data_folders import run_placements
+
+    res = run_placements(work, rounds=rounds, seed=seed)
+    print(f"data folders: {res['cases']} reader calls on {len(res['outcomes'])} placements, "
+          f"max {res['max_s']:.2f} s per call, failures {res['failures'][:10]}", flush=True)
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="about a tenth of the size (smoke test)")
@@ -252,6 +359,16 @@ def main(argv: list[str] | None = None) -> int:
         from medmulti.models import BACKBONES
 
         results["models"] = _models(work / "models", ["mobilenet_v2"] if q else sorted(BACKBONES))
+    if "specbombs" in only:
+        (work / "specbombs").mkdir(exist_ok=True)
+        results["specbombs"] = _spec_bombs(work / "specbombs", q)
+    if "controlchars" in only:
+        (work / "controlchars").mkdir(exist_ok=True)
+        results["controlchars"] = _control_chars(work / "controlchars", q)
+    if "terminal" in only:
+        results["terminal"] = _terminal(work / "terminal", q)
+    if "datafolders" in only:
+        results["datafolders"] = _data_folders(work / "datafolders", rounds=1 if q else 5, seed=args.seed)
     results["wall_s"] = round(time.perf_counter() - t0, 1)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))
@@ -266,6 +383,16 @@ def main(argv: list[str] | None = None) -> int:
     k = results.get("kills")
     if k:
         bad += k["broken_entries"] + k["rerun_failures"] + k["not_identical"]
+    sb = results.get("specbombs")
+    if sb:
+        bad += len(sb["failures"])
+    cc = results.get("controlchars")
+    if cc:
+        bad += len(cc["escapes"]) + len(cc["leaks_missed"])
+    te = results.get("terminal")
+    if te:
+        bad += len(te["leaks"]) + len(te["forged"]) + len(te["tracebacks"])
+    bad += len((results.get("datafolders") or {}).get("failures", []))
     print(f"stress: done in {results['wall_s']} s; {'FAILURES: ' + str(bad) if bad else 'no failures'}")
     return 1 if bad else 0
 

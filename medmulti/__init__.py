@@ -23,6 +23,7 @@ from .errors import (
     MissingFileError,
     RegistrationError,
     ResourceLimitError,
+    RunFolderError,
     SeriesGeometryError,
     SpecError,
     UnsafePathError,
@@ -84,6 +85,7 @@ __all__ = [
     "RegistrationError",
     "GeometryError",
     "CacheError",
+    "RunFolderError",
     *_LAZY,
 ]
 

@@ -13,10 +13,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import Sequence
 
+from ._processes import exit_on_interrupt
+from .commands._native_log import NativeLogFilter
 from .errors import MedmultiError, SpecError
+from .text import PrintableFormatter
 
 # subcommand -> module; listed in help order
 COMMANDS = {
@@ -33,6 +37,8 @@ COMMANDS = {
 }
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+#: 128 + SIGPIPE, what a shell reports for a program whose reader closed the pipe
+EXIT_BROKEN_PIPE = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,22 +90,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: 0 for --help, 2 for usage errors
         return int(exc.code or 0)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    log_handler = logging.StreamHandler()  # log lines quote manifest keys and paths: escape control characters
+    log_handler.setFormatter(PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[log_handler])
     logging.getLogger("medmulti").setLevel(level)
     if not getattr(args, "_run", None):
         parser.print_help()
         return EXIT_USAGE
+    if args.verbose == 0:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's filtered C++ logging
+        with NativeLogFilter():  # and the absl lines TensorFlow prints regardless of it
+            return _dispatch(args)
+    return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return int(args._run(args))
     except SpecError as exc:
-        print(f"medmulti {args.command}: {exc}", file=sys.stderr)
+        print(f"medmulti {args.command}: {exc.cli_text()}", file=sys.stderr)
         return EXIT_USAGE
     except MedmultiError as exc:
-        print(f"medmulti {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"medmulti {args.command}: {type(exc).__name__}: {exc.cli_text()}", file=sys.stderr)
         return EXIT_PROBLEMS
     except KeyboardInterrupt:
+        exit_on_interrupt()  # a second Ctrl-C is ignored from here on; no worker outlives us
         print(f"medmulti {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of our output went away (``medmulti info ... | head``): stop quietly;
+        # stdout now points at /dev/null so the interpreter's final flush cannot fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,6 +12,8 @@ from __future__ import annotations
 from os import PathLike
 from typing import Any
 
+from .text import printable
+
 __all__ = [
     "MedmultiError",
     "MissingFileError",
@@ -25,6 +27,7 @@ __all__ = [
     "RegistrationError",
     "GeometryError",
     "CacheError",
+    "RunFolderError",
 ]
 
 
@@ -46,6 +49,9 @@ class MedmultiError(Exception):
         The DICOM keyword (e.g. ``"ImagePositionPatient"``) or NIfTI field involved.
     hint : str, optional
         How to fix it; appended to the message.
+    cli_hint : str, optional
+        The same advice in the ``medmulti`` command's syntax (``--overwrite``
+        rather than ``overwrite=True``); :meth:`cli_text` uses it.
     """
 
     def __init__(
@@ -57,6 +63,7 @@ class MedmultiError(Exception):
         patient_id: str | None = None,
         keyword: str | None = None,
         hint: str | None = None,
+        cli_hint: str | None = None,
     ) -> None:
         self.message = str(message)
         self.path = None if path is None else str(path)
@@ -64,6 +71,7 @@ class MedmultiError(Exception):
         self.patient_id = patient_id
         self.keyword = keyword
         self.hint = hint
+        self.cli_hint = cli_hint
         super().__init__(self._render())
 
     # -- context -----------------------------------------------------------
@@ -117,15 +125,35 @@ class MedmultiError(Exception):
         if self.path is not None:
             parts.append(f"file {self.path!r}")
         if self.keyword is not None:
-            parts.append(f"({self.keyword})")
+            parts.append(f"({printable(self.keyword)})")
         where = ", ".join(parts)
-        text = f"{where}: {self.message}" if where else self.message
+        # message and hint may quote a manifest key, path or label: one line, no control characters
+        message = printable(self.message)
+        text = f"{where}: {message}" if where else message
         if self.hint:
-            text += f" Hint: {self.hint}"
+            text += f" Hint: {printable(self.hint)}"
         return text
 
     def __str__(self) -> str:
         return self._render()
+
+    def cli_text(self) -> str:
+        """Return the message as the ``medmulti`` command prints it.
+
+        Returns
+        -------
+        str
+            Like ``str(err)``, with :attr:`cli_hint` (command-line syntax) in place
+            of :attr:`hint` (Python syntax) where the error carries one.
+        """
+        cli_hint = getattr(self, "cli_hint", None)
+        if not cli_hint:
+            return self._render()
+        python_hint, self.hint = self.hint, cli_hint
+        try:
+            return self._render()
+        finally:
+            self.hint = python_hint
 
     def __reduce__(self):  # keep type, message and context across pickle
         return (
@@ -212,3 +240,8 @@ class GeometryError(MedmultiError):
 
 class CacheError(MedmultiError):
     """The preprocessing cache is unusable (unwritable folder, refused entry)."""
+
+
+class RunFolderError(MedmultiError):
+    """A run folder cannot be used: not a run, a failed run, a model that does not load,
+    or a folder that cannot be written."""

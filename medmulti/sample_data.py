@@ -39,7 +39,6 @@ import json
 import logging
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -47,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from ._processes import workers_allowed
+from ._processes import WorkerPool, workers_allowed
 from .spec import LabelSpec, ModalitySpec, StudySpec
 from .synth import affine_from_geometry, new_uid, write_dicom_series, write_dicom_xray, write_nifti
 
@@ -359,7 +358,7 @@ def make_sample_cohort(
                 results.append(job(i))
                 bar.update(1)
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with WorkerPool(workers) as pool:
                 for res in pool.map(job, range(n), chunksize=4):
                     results.append(res)
                     bar.update(1)

@@ -37,11 +37,26 @@ the Otsu foreground).
 
 Multi-label specs give ``columns: [effusion, nodule]`` instead of ``column``: one
 0/1 manifest column per class; the class names are the column names.
+
+Every number is checked when the spec is built, not when a patient is preprocessed:
+numbers are YAML numbers (or plain decimal text such as ``1e9``, which YAML 1.1 reads
+as text), never booleans, never NaN or infinite; ``spacing_mm`` lies in
+:data:`SPACING_RANGE_MM`; ``shape`` holds positive integers whose product (times
+the channels) fits :attr:`medmulti.io.Limits.max_voxels`; a window's width, a
+``clip`` range and ``percentiles`` are ordered and within their domain. A spec file
+is at most :data:`MAX_SPEC_BYTES` bytes, nests at most :data:`MAX_SPEC_DEPTH`
+levels and holds no YAML anchors, aliases or merge keys (``&a``, ``*a``, ``<<``):
+an alias bomb is refused before it expands.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import numbers
+import re
+import reprlib
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -49,15 +64,37 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import SpecError
+from .errors import MissingFileError, SpecError
+from .io.limits import DEFAULT_LIMITS
 
-__all__ = ["ModalitySpec", "LabelSpec", "StudySpec", "SPEC_FORMAT"]
+__all__ = ["ModalitySpec", "LabelSpec", "StudySpec", "SPEC_FORMAT", "MAX_SPEC_BYTES", "MAX_SPEC_DEPTH",
+           "SPACING_RANGE_MM"]
 
 SPEC_FORMAT = 1
 KINDS = ("ct", "mr", "xray")
 REGISTER = ("none", "rigid", "auto")
 CROP = ("center", "body")
 ENCODINGS = ("int", "onehot")
+
+#: Largest spec file read (bytes); real specs are under 4 KiB.
+MAX_SPEC_BYTES = 2**20
+#: Deepest YAML nesting accepted in a spec (real specs nest 6 levels: spec, modalities,
+#: modality, intensity, windows, window).
+MAX_SPEC_DEPTH = 16
+#: Smallest and largest voxel/pixel spacing accepted in ``spacing_mm`` (millimetres).
+SPACING_RANGE_MM = (1e-3, 1e4)
+
+# Plain decimal text YAML 1.1 leaves as a string (``1e9``, ``+2``); never nan/inf/hex.
+_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = 40
+_SHOW.maxlist = _SHOW.maxtuple = _SHOW.maxdict = 4
+_SHOW.maxlevel = 2
+
+
+def _show(value: Any) -> str:
+    """A short repr of a spec value for a message (bounded, whatever the value holds)."""
+    return _SHOW.repr(value)
 
 # Intensity keys accepted per kind, with defaults. Values are checked by
 # medmulti.intensity when used; here only the key names and obvious types.
@@ -69,32 +106,106 @@ INTENSITY_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def _check_keys(data: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+    odd = [k for k in data if not isinstance(k, str)]
+    if odd:
+        raise SpecError(f"keys in {where} must be text, got {_show(odd[0])}", keyword=str(odd[0])[:40])
     unknown = sorted(set(data) - set(allowed))
     if unknown:
         raise SpecError(
-            f"unknown key(s) {unknown} in {where}; allowed keys are {sorted(allowed)}",
-            keyword=unknown[0],
+            f"unknown key(s) {_show(unknown)} in {where}; allowed keys are {sorted(allowed)}",
+            keyword=unknown[0][:40],
         )
+
+
+def _is_number(value: Any) -> bool:
+    """A real number that is not a boolean (numpy scalars included)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _number(value: Any, key: str, where: str, *, integer: bool = False) -> float | int:
+    """One finite number from the spec: a YAML number or plain decimal text, never a bool, NaN or inf."""
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+        value = int(value) if integer and value.strip().lstrip("+-").isdigit() else float(value)
+    if not _is_number(value):
+        raise SpecError(f"{where}: {key} must hold numbers, got {_show(value)}", keyword=key)
+    try:
+        f = float(value)
+    except OverflowError:  # an integer beyond float's range
+        f = math.inf
+    if not math.isfinite(f):
+        raise SpecError(f"{where}: {key} must hold finite numbers, got {_show(value)}", keyword=key)
+    if not integer:
+        return f
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if f != math.floor(f):
+        raise SpecError(f"{where}: {key} must hold integers, got {_show(value)}", keyword=key)
+    return int(f)
+
+
+def _pair(value: Any, key: str, where: str, what: str) -> list:
+    """Two finite numbers ``[low, high]`` with ``low < high``; text converted, numbers kept as given."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise SpecError(f"{where}: {key} must be {what}, got {_show(value)}", keyword=key)
+    lo, hi = (_number(v, key, where) for v in value)
+    if not lo < hi:
+        raise SpecError(f"{where}: {key} must be {what} with low < high, got {_show(value)}", keyword=key)
+    return [v if _is_number(v) else float(v) for v in value]
 
 
 def _tuple_of(value: Any, n: int | None, kind: type, key: str, where: str, positive: bool = True) -> tuple | None:
     if value is None:
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if _is_number(value) or (isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip())):
         if n is None:
             raise SpecError(f"{where}: {key} must be a list", keyword=key)
         value = [value] * n
     if not isinstance(value, (list, tuple)) or (n is not None and len(value) != n):
-        raise SpecError(f"{where}: {key} must be a list of {n} numbers, got {value!r}", keyword=key)
-    try:
-        out = tuple(kind(v) for v in value)
-    except (TypeError, ValueError):
-        raise SpecError(f"{where}: {key} must hold numbers, got {value!r}", keyword=key) from None
-    if kind is int and any(float(v) != int(v) for v in value):
-        raise SpecError(f"{where}: {key} must hold integers, got {value!r}", keyword=key)
+        raise SpecError(f"{where}: {key} must be a list of {n} numbers, got {_show(value)}", keyword=key)
+    out = tuple(kind(_number(v, key, where, integer=kind is int)) for v in value)
     if positive and any(v <= 0 for v in out):
-        raise SpecError(f"{where}: {key} must be positive, got {value!r}", keyword=key)
+        raise SpecError(f"{where}: {key} must be positive, got {_show(value)}", keyword=key)
     return out
+
+
+def _check_intensity(opts: dict[str, Any], kind: str, where: str) -> dict[str, Any]:
+    """Check every number and flag of a modality's merged intensity settings; return them normalised."""
+    if kind == "ct":
+        w = opts["windows"]
+        if isinstance(w, str):
+            w = [w]
+        if not isinstance(w, (list, tuple)):
+            raise SpecError(f"{where}: intensity.windows must be a list, got {_show(w)}", keyword="windows")
+        if not w:
+            raise SpecError(f"{where}: intensity.windows needs at least one window", keyword="windows")
+        windows: list[Any] = []
+        for item in w:
+            if isinstance(item, str):
+                windows.append(item)
+                continue
+            if not isinstance(item, (list, tuple)) or len(item) != 2:
+                raise SpecError(f"{where}: a window is a preset name or [center, width] in HU, got {_show(item)}",
+                                keyword="windows")
+            center, width = (_number(v, "windows", where) for v in item)
+            if width <= 0:
+                raise SpecError(f"{where}: a window's width must be positive (HU), got {_show(item)}",
+                                keyword="windows")
+            windows.append([center, width])
+        opts["windows"] = windows
+    if "percentiles" in opts:
+        pct = _pair(opts["percentiles"], "percentiles", where, "[low, high] percentiles")
+        if not all(0.0 <= float(v) <= 100.0 for v in pct):
+            raise SpecError(f"{where}: percentiles must lie in [0, 100], got {_show(pct)}", keyword="percentiles")
+        opts["percentiles"] = pct
+    if opts.get("clip") is not None:
+        opts["clip"] = _pair(opts["clip"], "clip", where, "[low, high]")
+    for flag in ("n4", "clahe", "zscore_foreground"):
+        if flag in opts and not isinstance(opts[flag], bool):
+            raise SpecError(f"{where}: intensity.{flag} must be true or false, got {_show(opts[flag])}",
+                            keyword=flag)
+    if "method" in opts and not isinstance(opts["method"], str):
+        raise SpecError(f"{where}: intensity.method must be a name, got {_show(opts['method'])}", keyword="method")
+    return opts
 
 
 @dataclass
@@ -150,11 +261,16 @@ class ModalitySpec:
             raise SpecError(f"{where}: kind must be one of {KINDS}, got {self.kind!r}", keyword="kind")
         if self.dims is None:
             self.dims = 2 if self.kind == "xray" else 3
-        if self.dims not in (2, 3):
-            raise SpecError(f"{where}: dims must be 2 or 3, got {self.dims!r}", keyword="dims")
+        if not _is_number(self.dims) or self.dims not in (2, 3):
+            raise SpecError(f"{where}: dims must be 2 or 3, got {_show(self.dims)}", keyword="dims")
+        self.dims = int(self.dims)
         if self.kind == "xray" and self.dims != 2:
             raise SpecError(f"{where}: xray modalities are 2D (dims: 2)", keyword="dims")
         self.spacing_mm = _tuple_of(self.spacing_mm, self.dims, float, "spacing_mm", where)
+        low, high = SPACING_RANGE_MM
+        if self.spacing_mm is not None and not all(low <= v <= high for v in self.spacing_mm):
+            raise SpecError(f"{where}: spacing_mm must lie between {low} and {high:g} mm, got "
+                            f"{_show(list(self.spacing_mm))}", keyword="spacing_mm")
         self.shape = _tuple_of(self.shape, self.dims, int, "shape", where)
         if self.dims == 2 and self.shape is None:
             raise SpecError(f"{where}: 2D modalities need a shape, e.g. shape: [128, 128]", keyword="shape")
@@ -173,24 +289,15 @@ class ModalitySpec:
         _check_keys(self.intensity, list(defaults) + ["clip", "zscore_foreground"], f"{where} intensity")
         merged = dict(defaults)
         merged.update(self.intensity)
-        if self.kind == "ct":
-            w = merged["windows"]
-            if isinstance(w, (str, list, tuple)) and not isinstance(w, str):
-                w = list(w)
-            elif isinstance(w, str):
-                w = [w]
-            if not w:
-                raise SpecError(f"{where}: intensity.windows needs at least one window", keyword="windows")
-            for item in w:
-                ok = isinstance(item, str) or (
-                    isinstance(item, (list, tuple)) and len(item) == 2 and all(isinstance(v, (int, float)) for v in item)
-                )
-                if not ok:
-                    raise SpecError(
-                        f"{where}: a window is a preset name or [center, width] in HU, got {item!r}", keyword="windows"
-                    )
-            merged["windows"] = [item if isinstance(item, str) else [float(v) for v in item] for item in w]
-        self.intensity = merged
+        self.intensity = _check_intensity(merged, self.kind, where)
+        if self.shape is not None:
+            voxels = math.prod(self.shape) * self.channels
+            if voxels > DEFAULT_LIMITS.max_voxels:
+                raise SpecError(
+                    f"{where}: shape {_show(list(self.shape))} x {self.channels} channel(s) is {voxels:,} values "
+                    f"per patient, more than the {DEFAULT_LIMITS.max_voxels:,}-voxel cap", keyword="shape",
+                    hint="choose a smaller shape (or a coarser spacing_mm); medmulti.io.Limits.max_voxels is the "
+                         "cap")
 
     @property
     def channels(self) -> int:
@@ -397,8 +504,8 @@ class StudySpec:
     format: int = SPEC_FORMAT
 
     def __post_init__(self) -> None:
-        if self.format != SPEC_FORMAT:
-            raise SpecError(f"unsupported spec format {self.format!r}; this medmulti reads format {SPEC_FORMAT}",
+        if isinstance(self.format, (bool, np.bool_)) or self.format != SPEC_FORMAT:
+            raise SpecError(f"unsupported spec format {_show(self.format)}; this medmulti reads format {SPEC_FORMAT}",
                             keyword="format")
         if not self.modalities:
             raise SpecError("a spec needs at least one modality", keyword="modalities")
@@ -508,10 +615,15 @@ class StudySpec:
         mods = data["modalities"]
         if not isinstance(mods, list):
             raise SpecError("modalities must be a list", keyword="modalities")
+        name = data.get("name", "")
+        if name is None:
+            name = ""
+        if not isinstance(name, (str, int, float)) or isinstance(name, bool):
+            raise SpecError(f"the spec's name must be text, got {_show(name)}", keyword="name")
         return cls(
             modalities=[ModalitySpec.from_dict(m) for m in mods],
             labels=LabelSpec.from_dict(data["labels"]),
-            name=str(data.get("name", "")),
+            name=str(name),
             format=data.get("format", SPEC_FORMAT),
         )
 
@@ -531,21 +643,30 @@ class StudySpec:
         Raises
         ------
         MissingFileError
-            If the file does not exist.
+            If the file does not exist or cannot be read.
         SpecError
-            If it is not valid YAML or not a valid spec.
+            If it is larger than :data:`MAX_SPEC_BYTES`, not UTF-8, not valid
+            YAML, holds YAML anchors or aliases, nests deeper than
+            :data:`MAX_SPEC_DEPTH` or repeats a key in one mapping, or is not a
+            valid spec (see :meth:`from_dict`).
         """
-        import yaml
-
-        from .errors import MissingFileError
-
         p = Path(path)
         if not p.is_file():
             raise MissingFileError("spec file not found", path=p)
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise SpecError(f"not valid YAML: {type(exc).__name__}", path=p) from None
+            with open(p, "rb") as fh:
+                raw = fh.read(MAX_SPEC_BYTES + 1)
+        except OSError:
+            raise MissingFileError("the spec file cannot be read", path=p) from None
+        if len(raw) > MAX_SPEC_BYTES:
+            raise SpecError(f"the spec file is larger than {MAX_SPEC_BYTES:,} bytes; a spec is a few hundred bytes",
+                            path=p)
+        try:
+            data = load_spec_yaml(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise SpecError("the spec file is not UTF-8 text", path=p) from None
+        except SpecError as exc:
+            raise exc.with_context(path=p)
         try:
             return cls.from_dict(data)
         except SpecError as exc:
@@ -577,3 +698,83 @@ class StudySpec:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+
+@functools.lru_cache(maxsize=1)
+def _spec_loader() -> type:
+    """A ``yaml.SafeLoader`` that refuses anchors, aliases, deep nesting and repeated keys."""
+    import yaml
+
+    class SpecLoader(yaml.SafeLoader):
+        """SafeLoader for specs: an alias bomb, a nesting bomb or a repeated key is a SpecError."""
+
+        _depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                mark = getattr(event, "start_mark", None)
+                at = f" (line {mark.line + 1})" if mark is not None else ""
+                raise SpecError(f"YAML anchors and aliases (&name, *name, <<: *name) are not allowed in a spec{at}",
+                                hint="write each value out in full")
+            self._depth += 1
+            try:
+                if self._depth > MAX_SPEC_DEPTH:
+                    raise SpecError(f"the spec nests deeper than {MAX_SPEC_DEPTH} levels")
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else id(key_node)
+                if key in seen:
+                    raise SpecError(f"the key {_show(key)} appears twice in one mapping "
+                                    f"(line {key_node.start_mark.line + 1})", keyword=str(key)[:40])
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return SpecLoader
+
+
+def load_spec_yaml(text: str) -> Any:
+    """Parse spec YAML safely: plain data, no anchors or aliases, bounded nesting.
+
+    Parameters
+    ----------
+    text : str
+        The YAML document.
+
+    Returns
+    -------
+    Any
+        What ``yaml.safe_load`` returns for the same text (dicts, lists, scalars).
+
+    Raises
+    ------
+    SpecError
+        Longer than :data:`MAX_SPEC_BYTES` characters, not valid YAML, an anchor,
+        an alias or a merge key, nesting deeper than :data:`MAX_SPEC_DEPTH`, or a
+        key repeated in one mapping.
+
+    Examples
+    --------
+    >>> load_spec_yaml("a: [1, 2]")
+    {'a': [1, 2]}
+    >>> load_spec_yaml("[&x 1, *x]")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    medmulti.errors.SpecError: YAML anchors and aliases are not allowed in a spec
+    """
+    import yaml
+
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(f"the spec is larger than {MAX_SPEC_BYTES:,} characters; a spec is a few hundred bytes")
+    try:
+        return yaml.load(text, Loader=_spec_loader())  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise SpecError(f"not valid YAML{at}: {type(exc).__name__}") from None
+    except RecursionError:
+        raise SpecError(f"the spec nests deeper than {MAX_SPEC_DEPTH} levels") from None

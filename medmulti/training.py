@@ -22,11 +22,13 @@ value: patients are named by their manifest key only.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import logging
 import os
 import platform
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -36,7 +38,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import ManifestError, MissingFileError, SpecError
+from .errors import ManifestError, MedmultiError, MissingFileError, RunFolderError, SpecError
 from .spec import StudySpec
 
 __all__ = ["TrainResult", "train", "evaluate", "predict", "MONITORS"]
@@ -71,6 +73,12 @@ class TrainResult:
         Wall time of the whole call.
     model_path : Path
         The saved best model.
+    counts : dict
+        Per split: patients, skipped patients, inputs fed as zeros, patients per class.
+    excluded : dict
+        Per split: ``{"skipped": [...], "zeroed": [...]}``, one record
+        (``patient_id``, ``modality``, ``reason``) per patient left out or input fed
+        as zeros by the ``on_missing`` / ``on_corrupt`` policies (also in the run card).
     """
 
     run_dir: Path
@@ -81,6 +89,7 @@ class TrainResult:
     seconds: float
     model_path: Path
     counts: dict[str, Any] = field(default_factory=dict)
+    excluded: dict[str, Any] = field(default_factory=dict)
 
     @property
     def test_auc(self) -> float | None:
@@ -132,12 +141,18 @@ def _load_spec(spec: StudySpec | str | PathLike[str]) -> StudySpec:
     return spec if isinstance(spec, StudySpec) else StudySpec.from_yaml(spec)
 
 
-def _load_manifest(manifest: Any, spec: StudySpec, data_root: Any = None) -> Any:
+def _load_manifest(manifest: Any, spec: StudySpec, data_root: Any = None,
+                   options: Mapping[str, Any] | None = None) -> Any:
+    """Load a manifest: strictly under the "error" policies; leniently when a policy may skip
+    or zero a patient, so that a row's problems (an unsafe path among them: never opened)
+    reach the sequence's policies instead of stopping the load."""
     from .manifest import Manifest, load_manifest
 
     if isinstance(manifest, Manifest):
         return manifest
-    return load_manifest(manifest, spec, data_root=data_root)
+    options = options or {}
+    strict = options.get("on_missing", "error") == "error" and options.get("on_corrupt", "error") == "error"
+    return load_manifest(manifest, spec, data_root=data_root, strict=strict)
 
 
 def _versions() -> dict[str, str]:
@@ -269,19 +284,27 @@ def _predict_sequence(model: Any, seq: Any, keys: Sequence[str], progress: bool 
 
 def _write_predictions(path: Path, ids: Sequence[str], probs: np.ndarray, classes: Sequence[str],
                        labels: np.ndarray | None = None, spec: StudySpec | None = None) -> None:
+    """Write the predictions CSV atomically.
+
+    Patient keys and class names come from the manifest and spec: each goes
+    through :func:`~medmulti.text.csv_safe`, so a spreadsheet shows ``=1+2`` as text
+    (``'=1+2``). Probabilities are numbers we format and stay numeric.
+    """
+    from .text import csv_safe
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             w = csv.writer(fh)
-            header = ["patient_id", *[f"p_{c}" for c in classes]]
+            header = ["patient_id", *[f"p_{c}" for c in classes]]  # "p_" first: never a formula
             if labels is not None and spec is not None and not spec.labels.multi_label:
                 header += ["true", "predicted"]
             w.writerow(header)
             for j, pid in enumerate(ids):
-                row = [pid, *[f"{v:.6f}" for v in probs[j]]]
+                row = [csv_safe(pid), *[f"{v:.6f}" for v in probs[j]]]
                 if len(header) > len(classes) + 1:
                     true = int(labels[j]) if labels.ndim == 1 else int(np.argmax(labels[j]))
-                    row += [classes[true], classes[int(np.argmax(probs[j]))]]
+                    row += [csv_safe(classes[true]), csv_safe(classes[int(np.argmax(probs[j]))])]
                 w.writerow(row)
         os.replace(tmp, path)
     except BaseException:
@@ -291,7 +314,7 @@ def _write_predictions(path: Path, ids: Sequence[str], probs: np.ndarray, classe
 
 
 def _counts(seq: Any, spec: StudySpec) -> dict[str, Any]:
-    labels = np.stack([np.asarray(v) for v in seq._labels]) if hasattr(seq, "_labels") else None
+    labels = np.stack([np.asarray(v) for v in seq.labels]) if seq.num_patients else None
     per_class: dict[str, int] = {}
     if labels is not None:
         if spec.labels.multi_label:
@@ -335,6 +358,35 @@ class _ValAUC:
                     logs["val_auc"] = float("nan") if m["auc"] is None else m["auc"]
 
         return ValAUC()
+
+
+class _BestCheckpoint:
+    """Keras callback saving the model atomically whenever ``monitor`` improves.
+
+    Unlike ``keras.callbacks.ModelCheckpoint`` it never leaves a truncated file (a
+    full disk mid-save keeps the previous best) and skips undefined (NaN) values.
+    """
+
+    def __new__(cls, path: Path, *, monitor: str, mode: str):
+        import keras
+
+        from .models.saving import save_model_atomic
+
+        class BestCheckpoint(keras.callbacks.Callback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.best = -np.inf if mode == "max" else np.inf
+
+            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                value = (logs or {}).get(monitor)
+                if value is None or not np.isfinite(float(value)):
+                    return
+                value = float(value)
+                if (value > self.best) if mode == "max" else (value < self.best):
+                    self.best = value
+                    save_model_atomic(self.model, path)
+
+        return BestCheckpoint()
 
 
 # -- train ---------------------------------------------------------------------------------
@@ -439,16 +491,112 @@ def train(
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     run_dir = Path(out)
-    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
-        raise ValueError(f"run folder {str(run_dir)!r} is not empty; choose another --out or pass overwrite=True")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError("the run folder path is a file", path=run_dir, hint="choose another out folder",
+                             cli_hint="choose another --out")
+    held_files = run_dir.is_dir() and any(run_dir.iterdir())
+    if held_files and not overwrite:
+        raise ValueError(f"run folder {str(run_dir)!r} is not empty; choose another out folder or pass "
+                         "overwrite=True")
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.TemporaryFile(dir=run_dir)
+        probe.close()
+    except OSError as exc:
+        raise _folder_error(exc, run_dir, "the run folder") from None
 
     spec = _load_spec(spec)
+    try:
+        return _train_into(
+            run_dir, manifest, spec, t0=t0, epochs=epochs, batch_size=batch_size, seed=seed, fusion=fusion,
+            modalities=modalities, cache_dir=cache_dir, learning_rate=learning_rate, patience=patience,
+            monitor=monitor, width=width, depth=depth, embed_dim=embed_dim, dropout=dropout,
+            modality_dropout=modality_dropout, backbone=backbone, norm=norm, stem_stride=stem_stride,
+            pooling=pooling, augment=augment, class_balance=class_balance, on_missing=on_missing,
+            on_corrupt=on_corrupt, data_root=data_root, deterministic=deterministic, progress=progress,
+        )
+    except BaseException as exc:
+        _mark_failed(run_dir, exc, remove=created or not held_files, remove_folder=created)
+        if isinstance(exc, OSError) and not isinstance(exc, MedmultiError):
+            raise _folder_error(exc, run_dir, "the run folder") from None
+        raise
+
+
+def _folder_error(exc: OSError, path: Path, what: str) -> RunFolderError:
+    reason = "no space left on the device" if exc.errno == errno.ENOSPC else (
+        os.strerror(exc.errno) if exc.errno else type(exc).__name__)
+    err = RunFolderError(f"cannot write {what}: {reason}", path=path,
+                         hint="choose a writable out folder with free space", cli_hint="choose a writable --out "
+                         "folder with free space")
+    err.errno = exc.errno  # type: ignore[attr-defined]
+    return err
+
+
+def _mark_failed(run_dir: Path, exc: BaseException, *, remove: bool, remove_folder: bool) -> None:
+    """Leave no half-written run: remove what this run wrote into a folder that held nothing
+    before; over an earlier run (``overwrite``), mark the run card failed so that evaluate and
+    predict refuse the folder instead of mixing two runs."""
+    try:
+        if remove:
+            if remove_folder:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            else:
+                for child in run_dir.iterdir():
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child, ignore_errors=True)
+                    else:
+                        child.unlink(missing_ok=True)
+            return
+        error = {"type": type(exc).__name__,
+                 "message": exc.message if isinstance(exc, MedmultiError) else
+                 ("interrupted" if isinstance(exc, KeyboardInterrupt) else "unexpected error")}
+        _write_json(run_dir / RUN_CARD, {"format": 1, "status": "failed", "error": error})
+    except OSError:  # a read-only or full disk: the original error is the one to report
+        log.debug("could not clean up the failed run folder", exc_info=True)
+
+
+def _auc_defined(seq: Any, spec: StudySpec) -> bool:
+    """Whether a split's labels define a ROC AUC (both classes present for some class)."""
+    from .models.metrics import classification_metrics
+
+    labels = np.stack([np.asarray(v) for v in seq.labels])
+    k = len(spec.labels.classes)
+    if spec.labels.multi_label:
+        scores = labels.astype(np.float64)
+    else:
+        index = labels.astype(np.int64) if labels.ndim == 1 else np.argmax(labels, 1)
+        scores = np.eye(k)[index]
+    return classification_metrics(labels, scores, spec.labels.classes,
+                                   multi_label=spec.labels.multi_label).get("auc") is not None
+
+
+def _exclusions(seq: Any) -> dict[str, list[dict[str, Any]]]:
+    """The patients a sequence left out and the inputs it feeds as zeros, for the run card."""
+    return {
+        "skipped": [{"patient_id": k, "modality": m, "reason": r} for k, m, r in seq.skipped],
+        "zeroed": [{"patient_id": k, "modality": m, "reason": r} for k, m, r in seq.zeroed],
+    }
+
+
+def _train_into(run_dir: Path, manifest: Any, spec: StudySpec, *, t0: float, epochs: int, batch_size: int,
+                seed: int, fusion: str, modalities: Sequence[str] | None, cache_dir: Any, learning_rate: float,
+                patience: int, monitor: str, width: int, depth: int, embed_dim: int, dropout: float,
+                modality_dropout: float, backbone: str | None, norm: str, stem_stride: Any, pooling: str,
+                augment: bool, class_balance: bool, on_missing: str, on_corrupt: str, data_root: Any,
+                deterministic: bool, progress: bool) -> TrainResult:
+    import keras
+
+    from .models import build_fusion_model
+    from .models.metrics import classification_metrics
+    from .models.plots import plot_confusion_roc, plot_history
+    from .models.saving import load_fusion_model, save_model_atomic
+
     names = _select_names(spec, modalities)
-    man = _load_manifest(manifest, spec, data_root)
+    options = {"augment": augment, "class_balance": class_balance, "on_missing": on_missing, "on_corrupt": on_corrupt}
+    man = _load_manifest(manifest, spec, data_root, options)
     _set_determinism(seed, deterministic)
 
-    options = {"augment": augment, "class_balance": class_balance, "on_missing": on_missing, "on_corrupt": on_corrupt}
     split_rows = {s: len(man.split(s)) for s in ("train", "val", "test")}
     if not split_rows["train"]:
         raise ManifestError("the manifest has no 'train' rows", path=getattr(man, "path", None),
@@ -460,6 +608,11 @@ def train(
             seqs[split] = _make_sequence(man, spec, split, **common)
     if cache_dir is not None:
         _fill_cache(man, spec, seqs, progress)
+    if monitor == "val_auc" and "val" in seqs and not _auc_defined(seqs["val"], spec):
+        raise ManifestError("the 'val' split holds one class only, so its ROC AUC (monitor 'val_auc') is undefined",
+                            path=getattr(man, "path", None),
+                            hint="put patients of every class in split=val, or use monitor='val_loss'",
+                            cli_hint="put patients of every class in split=val, or use --monitor val_loss")
     optional = [n for n in seqs["train"].optional_modalities if n in names]
     keys = _keys_for(names, optional)
     shapes = seqs["train"].element_shapes()
@@ -483,7 +636,7 @@ def train(
     if has_val and watch == "val_auc":
         callbacks.append(_ValAUC(seqs["val"], keys, spec))
     callbacks += [
-        keras.callbacks.ModelCheckpoint(model_path, monitor=watch, mode=mode, save_best_only=True, verbose=0),
+        _BestCheckpoint(model_path, monitor=watch, mode=mode),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
     ]
     if patience > 0:
@@ -499,12 +652,16 @@ def train(
     )
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     watched = history.get(watch, [])
-    best_epoch = int(np.nanargmax(watched) if mode == "max" else np.nanargmin(watched)) + 1 if watched else len(
-        next(iter(history.values()), [])
-    )
-    best = keras.saving.load_model(model_path, safe_mode=True) if model_path.is_file() else model
-    if not model_path.is_file():
-        model.save(model_path)
+    finite = [v for v in watched if np.isfinite(v)]
+    if finite:
+        best_epoch = int(np.nanargmax(watched) if mode == "max" else np.nanargmin(watched)) + 1
+    else:  # nothing to pick by (every value undefined): the last epoch is kept
+        best_epoch = len(next(iter(history.values()), []))
+    if model_path.is_file():
+        best = load_fusion_model(model_path, run_dir=run_dir)
+    else:
+        best = model
+        save_model_atomic(model, model_path)
 
     results: dict[str, dict[str, Any]] = {}
     for split in ("val", "test"):
@@ -526,13 +683,15 @@ def train(
     man_path = Path(man.path)
     card = {
         "format": 1,
+        "status": "complete",
         "model": model.name,
         "modalities": names,
         "optional_modalities": optional,
         "input_keys": keys,
         "spec": spec.to_dict(),
-        "manifest": {"path": str(man_path.resolve()), "sha256": _sha256(man_path) if man_path.is_file() else None},
-        "cache_dir": None if cache_dir is None else str(Path(cache_dir).resolve()),
+        "manifest": {"path": _relative_to_run(run_dir, man_path),
+                     "sha256": _sha256(man_path) if man_path.is_file() else None},
+        "cache_dir": None if cache_dir is None else _relative_to_run(run_dir, Path(cache_dir)),
         "versions": _versions(),
         "seed": int(seed),
         "deterministic": bool(deterministic),
@@ -543,43 +702,120 @@ def train(
             "stem_stride": stem_stride, "pooling": pooling, **options,
         },
         "counts": counts,
+        "excluded": {s: _exclusions(q) for s, q in seqs.items()},
         "best_epoch": best_epoch,
         "seconds": round(seconds, 2),
     }
     _write_json(run_dir / RUN_CARD, card)
     return TrainResult(run_dir=run_dir, metrics=results.get("test", {}), val_metrics=results.get("val", {}),
-                       history=history, best_epoch=best_epoch, seconds=seconds, model_path=model_path, counts=counts)
+                       history=history, best_epoch=best_epoch, seconds=seconds, model_path=model_path, counts=counts,
+                       excluded=card["excluded"])
 
 
 # -- evaluate / predict --------------------------------------------------------------------
 def _open_run(run_dir: str | PathLike[str]) -> tuple[Path, dict[str, Any], StudySpec, Any]:
-    import keras
+    """Read a run folder: its card (checked), its spec and its model (custom layers registered).
+
+    Nothing in the card is trusted: a card from another machine or a colleague is read
+    as data, its paths are resolved against the run folder, and any defect is one
+    :class:`~medmulti.errors.RunFolderError` naming the folder.
+    """
+    from .models.saving import load_fusion_model
 
     run = Path(run_dir)
     card_path = run / RUN_CARD
-    model_path = run / MODEL_FILE
-    for p in (card_path, model_path):
-        if not p.is_file():
-            raise MissingFileError("not a medmulti run folder (no run card or model)", path=p,
-                                   hint="pass the --out folder of `medmulti train`")
+    if not run.is_dir():
+        raise RunFolderError("the run folder does not exist", path=run,
+                             hint="pass the folder `medmulti train` wrote (its out folder)",
+                             cli_hint="pass the --out folder of `medmulti train`")
+    if not card_path.is_file():
+        raise RunFolderError("not a medmulti run folder (no run_card.json)", path=card_path,
+                             hint="pass the folder `medmulti train` wrote (its out folder)",
+                             cli_hint="pass the --out folder of `medmulti train`")
     try:
+        if card_path.stat().st_size > MAX_CARD_BYTES:
+            raise RunFolderError(f"the run card is larger than {MAX_CARD_BYTES} bytes", path=card_path)
         card = json.loads(card_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ManifestError("the run card is not valid JSON", path=card_path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise RunFolderError("the run card is not valid JSON", path=card_path) from None
+    except OSError as exc:
+        raise RunFolderError(f"the run card cannot be read ({os.strerror(exc.errno or 0)})", path=card_path) from None
+    if not isinstance(card, dict):
+        raise RunFolderError("the run card is not a JSON object", path=card_path)
+    if card.get("status") == "failed":
+        raise RunFolderError("this run's training failed; it holds no usable model", path=card_path,
+                             hint="train again into this folder with overwrite=True",
+                             cli_hint="train again into this folder with --overwrite")
+    keys = card.get("input_keys")
+    if not (isinstance(keys, list) and keys and all(isinstance(k, str) for k in keys)
+            and isinstance(card.get("spec"), dict)):
+        raise RunFolderError("the run card lacks its spec or input names", path=card_path,
+                             hint="the folder was not written by `medmulti train`, or was edited")
     spec = StudySpec.from_dict(card["spec"])
-    model = keras.saving.load_model(model_path, safe_mode=True)
+    model = load_fusion_model(run / MODEL_FILE, run_dir=run)
     return run, card, spec, model
 
 
-def _run_manifest(card: Mapping[str, Any], manifest: Any, spec: StudySpec, data_root: Any) -> Any:
+#: A run card larger than this is refused (a real one is a few kB).
+MAX_CARD_BYTES = 16 * 1024 * 1024
+
+
+def _card_path(run: Path, value: Any) -> Path | None:
+    """A path stored in a run card: relative to the run folder (absolute in older cards)."""
+    if not isinstance(value, str) or not value or "\x00" in value:
+        return None
+    path = Path(value)
+    return path if path.is_absolute() else run / path
+
+
+def _relative_to_run(run: Path, path: Path) -> str:
+    """How a run card stores ``path``: relative to the run folder when on the same drive."""
+    try:
+        return os.path.relpath(path.resolve(), run.resolve())
+    except ValueError:  # another drive (Windows)
+        return str(path.resolve())
+
+
+def _run_cache(run: Path, card: Mapping[str, Any], cache_dir: Any) -> Any:
+    """The cache evaluate/predict use: the user's ``cache_dir``, else the run card's only when
+    it lies inside the run folder (a card names no place outside the run for medmulti to write)."""
+    if cache_dir is not None:
+        return cache_dir
+    path = _card_path(run, card.get("cache_dir"))
+    if path is None:
+        return None
+    real, inside = os.path.realpath(path), os.path.realpath(run)
+    if os.path.commonpath([real, inside]) == inside and os.path.isdir(real):
+        return real
+    log.info("not using the cache the run card names outside the run folder; pass cache_dir (--cache) to use it")
+    return None
+
+
+def _run_manifest(run: Path, card: Mapping[str, Any], manifest: Any, spec: StudySpec, data_root: Any,
+                  options: Mapping[str, Any]) -> Any:
+    recorded = card.get("manifest") if isinstance(card.get("manifest"), dict) else {}
+    recorded_path = _card_path(run, recorded.get("path"))
     if manifest is None:
-        manifest = card["manifest"]["path"]
-    man = _load_manifest(manifest, spec, data_root)
-    want = card["manifest"].get("sha256")
+        if recorded_path is None:
+            raise RunFolderError("the run card names no manifest", path=run / RUN_CARD,
+                                 hint="pass the manifest explicitly")
+        manifest = recorded_path
+    man = _load_manifest(manifest, spec, data_root, options)
+    want = recorded.get("sha256")
     path = Path(man.path)
-    if want and path.is_file() and path.resolve() == Path(card["manifest"]["path"]) and _sha256(path) != want:
+    if (want and recorded_path is not None and path.is_file() and path.resolve() == recorded_path.resolve()
+            and _sha256(path) != want):
         log.warning("the manifest changed since training (sha256 differs from the run card)")
     return man
+
+
+def _policies(card: Mapping[str, Any], on_missing: str | None, on_corrupt: str | None) -> dict[str, Any]:
+    options = dict(card.get("options", {})) if isinstance(card.get("options"), dict) else {}
+    if on_missing is not None:
+        options["on_missing"] = on_missing
+    if on_corrupt is not None:
+        options["on_corrupt"] = on_corrupt
+    return options
 
 
 def evaluate(
@@ -590,6 +826,8 @@ def evaluate(
     cache_dir: str | PathLike[str] | None = None,
     batch_size: int = 8,
     data_root: str | PathLike[str] | None = None,
+    on_missing: str | None = None,
+    on_corrupt: str | None = None,
     write: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -604,11 +842,15 @@ def evaluate(
     split : {"train", "val", "test"}
         Which rows to score.
     cache_dir : str or PathLike, optional
-        Preprocessing cache (default: the run's).
+        Preprocessing cache (default: the one the run trained with, when it lies
+        inside the run folder; a run card never makes medmulti write elsewhere).
     batch_size : int
         Patients per batch.
     data_root : str or PathLike, optional
         Passed to :func:`~medmulti.manifest.load_manifest`.
+    on_missing, on_corrupt : {"error", "skip", "zeros"}, optional
+        Policies for missing / unreadable inputs (default: the run's, from its card);
+        see :class:`~medmulti.data.sequence.PatientSequence`.
     write : bool
         Also write ``evaluation_<split>.json``, ``predictions_<split>.csv`` and
         ``confusion_roc_<split>.png`` into the run folder.
@@ -622,8 +864,9 @@ def evaluate(
 
     Raises
     ------
-    MissingFileError
-        ``run_dir`` is not a run folder.
+    RunFolderError
+        ``run_dir`` is not a run folder, its training failed, its model does not
+        load, or (``write=True``) it cannot be written.
     MedmultiError
         Data problems, typed.
     """
@@ -631,19 +874,24 @@ def evaluate(
     from .models.plots import plot_confusion_roc
 
     run, card, spec, model = _open_run(run_dir)
-    man = _run_manifest(card, manifest, spec, data_root)
+    options = _policies(card, on_missing, on_corrupt)
+    man = _run_manifest(run, card, manifest, spec, data_root, options)
     if not man.split(split):
         raise ManifestError(f"the manifest has no {split!r} rows", path=getattr(man, "path", None))
-    options = card.get("options", {})
     seq = _make_sequence(man, spec, split, options=options, batch_size=batch_size, seed=card.get("seed", 0),
-                         cache_dir=cache_dir if cache_dir is not None else card.get("cache_dir"), progress=progress)
+                         cache_dir=_run_cache(run, card, cache_dir), progress=progress)
     ids, y, p = _predict_sequence(model, seq, card["input_keys"], progress)
     result = classification_metrics(y, p, spec.labels.classes, multi_label=spec.labels.multi_label)
     if write:
-        _write_json(run / f"evaluation_{split}.json", result)
-        _write_predictions(run / f"predictions_{split}.csv", ids, p, spec.labels.classes, y, spec)
-        plot_confusion_roc(y, p, spec.labels.classes, run / f"confusion_roc_{split}.png",
-                           multi_label=spec.labels.multi_label, title=f"{card.get('model', 'model')}: {split}")
+        try:
+            _write_json(run / f"evaluation_{split}.json", result)
+            _write_predictions(run / f"predictions_{split}.csv", ids, p, spec.labels.classes, y, spec)
+            plot_confusion_roc(y, p, spec.labels.classes, run / f"confusion_roc_{split}.png",
+                               multi_label=spec.labels.multi_label, title=f"{card.get('model', 'model')}: {split}")
+        except OSError as exc:
+            err = _folder_error(exc, run, "the evaluation into the run folder")
+            err.hint, err.cli_hint = "pass write=False to score without writing", "add --no-write to score without writing"
+            raise err from None
     return result
 
 
@@ -656,6 +904,8 @@ def predict(
     cache_dir: str | PathLike[str] | None = None,
     batch_size: int = 8,
     data_root: str | PathLike[str] | None = None,
+    on_missing: str | None = None,
+    on_corrupt: str | None = None,
     progress: bool = True,
 ) -> Path:
     """Write a CSV of ``patient_id`` and one probability column ``p_<class>`` per class.
@@ -671,11 +921,15 @@ def predict(
     splits : sequence of str, optional
         Only rows of these splits (default: every split present).
     cache_dir : str or PathLike, optional
-        Preprocessing cache (default: the run's).
+        Preprocessing cache (default: the one the run trained with, when it lies
+        inside the run folder; a run card never makes medmulti write elsewhere).
     batch_size : int
         Patients per batch.
     data_root : str or PathLike, optional
         Passed to :func:`~medmulti.manifest.load_manifest`.
+    on_missing, on_corrupt : {"error", "skip", "zeros"}, optional
+        Policies for missing / unreadable inputs (default: the run's, from its card);
+        see :class:`~medmulti.data.sequence.PatientSequence`.
     progress : bool
         Show progress bars.
 
@@ -686,22 +940,23 @@ def predict(
 
     Raises
     ------
-    MissingFileError
-        ``run_dir`` is not a run folder.
+    RunFolderError
+        ``run_dir`` is not a run folder, its training failed, its model does not
+        load, or (``write=True``) it cannot be written.
     MedmultiError
         Data problems, typed.
     """
     run, card, spec, model = _open_run(run_dir)
-    man = _run_manifest(card, manifest, spec, data_root)
+    options = _policies(card, on_missing, on_corrupt)
+    man = _run_manifest(run, card, manifest, spec, data_root, options)
     wanted = list(splits) if splits is not None else [s for s in ("train", "val", "test") if man.split(s)]
-    options = card.get("options", {})
     all_ids: list[str] = []
     all_p = []
     for split in wanted:
         if not man.split(split):
             continue
         seq = _make_sequence(man, spec, split, options=options, batch_size=batch_size, seed=card.get("seed", 0),
-                             cache_dir=cache_dir if cache_dir is not None else card.get("cache_dir"),
+                             cache_dir=_run_cache(run, card, cache_dir),
                              progress=progress)
         ids, _, p = _predict_sequence(model, seq, card["input_keys"], progress)
         all_ids += ids
@@ -709,6 +964,9 @@ def predict(
     if not all_ids:
         raise ManifestError(f"no rows to predict in splits {wanted}", path=getattr(man, "path", None))
     path = Path(out) if out is not None else run / "predictions.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_predictions(path, all_ids, np.concatenate(all_p), spec.labels.classes)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_predictions(path, all_ids, np.concatenate(all_p), spec.labels.classes)
+    except OSError as exc:
+        raise _folder_error(exc, path, "the predictions") from None
     return path

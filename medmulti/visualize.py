@@ -4,7 +4,9 @@
 orthogonal slices (axial, coronal, sagittal) through the same world point of the
 study grid, with the MR's outline (Otsu foreground) drawn over the CT window,
 and each X-ray beside them. Radiological convention: patient left on the viewer's
-right in axial and coronal views, superior at the top.
+right in axial and coronal views, superior at the top. Text is literal: the patient
+key and modality names are drawn with ``parse_math=False`` (``$`` is a dollar sign)
+and control characters escaped (:func:`medmulti.text.printable`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from .errors import SpecError
 from .image import Image
 from .preprocess import Preprocessed, Source, preprocess_study
 from .spec import StudySpec
+from .text import printable
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -25,6 +28,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["inspect_study", "plot_preprocessed"]
 
 _OUTLINE_COLOR = "#ff3b30"
+
+#: Text properties for every string drawn: literal text, no mathtext, no TeX.
+_LITERAL = {"parse_math": False, "usetex": False}
 
 
 def _display(p: Preprocessed) -> np.ndarray:
@@ -120,19 +126,20 @@ def plot_preprocessed(
                 if 0 < m.sum() < m.size:
                     ax.contour(m, levels=[0.5], colors=_OUTLINE_COLOR, linewidths=0.8, origin=origin)
             label = f"{name} ({p.meta.get('kind', '?')})" if c == 0 else ""
-            ax.set_title(f"{label} {view}".strip(), fontsize=9)
+            ax.set_title(printable(f"{label} {view}".strip()), fontsize=9, **_LITERAL)
             ax.set_xticks([])
             ax.set_yticks([])
     for i, (name, p) in enumerate(flats.items()):
         ax = fig.add_subplot(grid[min(i, rows - 1), xcol] if len(flats) > 1 else grid[:, xcol])
         ax.imshow(p.array[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-        ax.set_title(f"{name} ({p.meta.get('kind', '?')})", fontsize=9)
+        ax.set_title(printable(f"{name} ({p.meta.get('kind', '?')})"), fontsize=9, **_LITERAL)
         ax.set_xticks([])
         ax.set_yticks([])
     if outline is not None and outline in vols and len(vols) > 1:
-        fig.text(0.01, 0.005, f"outline: {outline} foreground (Otsu)", color=_OUTLINE_COLOR, fontsize=8)
+        fig.text(0.01, 0.005, printable(f"outline: {outline} foreground (Otsu)"), color=_OUTLINE_COLOR, fontsize=8,
+                 **_LITERAL)
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(printable(title), fontsize=11, **_LITERAL)
     return fig
 
 

@@ -219,7 +219,7 @@ subcommand and option appears here.
 
 ```bash
 medmulti sample-data cohort/                                   # a generated cohort with faults
-medmulti validate cohort/manifest.csv --spec cohort/spec.yaml  # every problem, before training
+medmulti validate cohort/manifest.csv --spec cohort/spec.yaml  # every problem; exit 1: faults found
 ```
 
 ## Exit codes

@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from medmulti import cli
-from medmulti.errors import MissingFileError, SpecError
+from medmulti.errors import RunFolderError, SpecError
 from medmulti.training import evaluate, predict, train
 
 TINY = dict(epochs=1, batch_size=4, width=2, depth=2, embed_dim=4, stem_stride=2, progress=False)
@@ -146,7 +146,7 @@ def test_training_errors_are_typed(cohort, tmp_path):
     c, cache = cohort
     with pytest.raises(SpecError, match="not in the spec"):
         train(c.manifest, c.spec, tmp_path / "x", modalities=["pet"], cache_dir=cache, **TINY)
-    with pytest.raises(MissingFileError, match="not a medmulti run folder"):
+    with pytest.raises(RunFolderError, match="not a medmulti run folder"):
         evaluate(tmp_path)
 
 

@@ -53,3 +53,38 @@ def non_negative_int(text: str) -> int:
         If it is not an integer >= 0.
     """
     return _integer(text, 0, "a non-negative integer")
+
+
+#: ``on_missing`` / ``on_corrupt`` values; kept equal to medmulti.data.sequence.POLICIES by a test
+#: (not imported from there so that ``--help`` does not import Keras)
+POLICY_CHOICES = ("error", "skip", "zeros")
+
+
+def add_policy_arguments(parser: argparse.ArgumentParser, *, default: str | None = "error") -> None:
+    """Add ``--on-missing`` and ``--on-corrupt`` (the sequence policies, same names as in Python).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The subcommand parser.
+    default : str or None
+        The default policy; ``None`` means "the run's" (evaluate, predict).
+    """
+    what = "the run's policy" if default is None else default
+    parser.add_argument("--on-missing", choices=POLICY_CHOICES, default=default,
+                        help=f"a patient's input is absent: error (stop), skip the patient, or feed zeros "
+                             f"(default: {what})")
+    parser.add_argument("--on-corrupt", choices=POLICY_CHOICES, default=default,
+                        help=f"a patient's input cannot be read: error, skip or zeros (default: {what})")
+
+
+def add_data_root_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--data-root`` (a folder allowed to hold inputs outside the manifest's folder).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The subcommand parser.
+    """
+    parser.add_argument("--data-root", metavar="DIR", default=None,
+                        help="a folder allowed to hold inputs outside the manifest's folder")

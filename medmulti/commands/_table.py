@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from ..text import printable
+
 __all__ = ["format_table"]
 
 
@@ -20,8 +22,10 @@ def format_table(rows: Sequence[Sequence[object]], header: Sequence[object]) -> 
     Returns
     -------
     list of str
-        The header line, then one line per row, trailing spaces removed.
+        The header line, then one line per row, trailing spaces removed. Cells
+        are shown with control characters escaped (:func:`medmulti.text.printable`):
+        file names and header values cannot drive the terminal or break a row.
     """
-    lines = [header, *rows]
-    widths = [max(len(str(r[i])) for r in lines) for i in range(len(header))]
-    return ["  ".join(str(r[i]).ljust(widths[i]) for i in range(len(header))).rstrip() for r in lines]
+    lines = [[printable(c) for c in r] for r in (header, *rows)]
+    widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
+    return ["  ".join(r[i].ljust(widths[i]) for i in range(len(header))).rstrip() for r in lines]

@@ -6,7 +6,12 @@ found (listed; with ``--remove`` they are deleted and recomputed on next use).
 
 ``medmulti cache prune DIR [--manifest M --spec S] [--dry-run]``: with a manifest
 and spec, keeps only the entries they still use (same files, same spec sections);
-without, removes only temporary and unreferenced files. Exit 0, or 2 on a usage error.
+without, removes only temporary and unreferenced files. Exit 0, 1 when some files
+could not be removed (a read-only cache), or 2 on a usage error.
+
+Neither follows a symbolic link out of the cache or acts on a path a sidecar names
+outside its own folder; only files actually removed are reported as removed. A cache
+that cannot be read (another user's, no permission) is exit 1 with one line.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-HELP = "verify or prune a preprocessing cache (exit 0 ok, 1 bad entries, 2 usage error)"
+HELP = "verify or prune a preprocessing cache (exit 0 ok, 1 bad entries or unremovable files, 2 usage error)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         See the module doc.
     """
     from ..data.cache import PreprocessCache
+    from ..text import printable
     from ..errors import ManifestError, MissingFileError, SpecError
 
     root = Path(args.cache)
@@ -82,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         report = cache.verify(remove=args.remove, progress=not args.no_progress)
         print(report.summary())
         for p in report.problems:
-            print(f"  {p['key'][:12]}  {p.get('patient_id') or '-'}  {p.get('modality') or '-'}  {p['reason']}")
+            print("  " + "  ".join(printable(v) for v in (p["key"][:12], p.get("patient_id") or "-",
+                                                          p.get("modality") or "-", p["reason"])))
         code = 0 if not report.problems else 1
     else:
         if bool(args.manifest) != bool(args.spec):
@@ -100,6 +107,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{report.entries} entries, {report.ok} kept; {verb} {report.removed} files "
               f"({report.freed_bytes / 1e6:.1f} MB)")
         code = 0
+        if report.failed:
+            reasons = ", ".join(sorted({f["reason"] for f in report.failed}))
+            print(f"medmulti cache prune: could not remove {len(report.failed)} files ({printable(reasons)}); "
+                  "is the cache read-only or another user's?", file=sys.stderr)
+            code = 1
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(report.to_dict(), fh, indent=1)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ._args import add_data_root_argument, add_policy_arguments
+
 HELP = "score a trained run on a manifest split (exit 0 scored, 1 data problem, 2 usage error)"
 
 
@@ -27,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=["train", "val", "test"], default="test", help="split (default test)")
     parser.add_argument("--cache", metavar="DIR", default=None, help="preprocessing cache (default: the run's)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    parser.add_argument("--no-write", action="store_true",
+                        help="write nothing into RUN_DIR (score a read-only or shared run folder)")
+    add_policy_arguments(parser, default=None)
+    add_data_root_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -47,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from .train import print_metrics
 
     metrics = evaluate(args.run_dir, args.manifest, split=args.split, cache_dir=args.cache,
-                       progress=not args.no_progress)
+                       data_root=args.data_root, on_missing=args.on_missing, on_corrupt=args.on_corrupt,
+                       write=not args.no_write, progress=not args.no_progress)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:

@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from ..errors import MissingFileError
     from ..io.series_list import list_series
+    from ..text import printable
 
     p = Path(args.path)
     if not p.exists():
@@ -133,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         result["series"] = [s.to_dict() for s in listed]
         rows = [(s.select, "-" if s.number is None else s.number, s.modality, s.n_files, s.n_images,
                  f"{s.rows}x{s.columns}", s.plane, _volumes(s), _reads(s)) for s in listed]
-        lines.append(f"{args.path}: {len(listed)} image series")
+        lines.append(f"{printable(args.path)}: {len(listed)} image series")
         if rows:
             lines += ["  " + line for line in format_table(rows, ("--series", "number", "modality", "files", "images",
                                                              "size", "plane", "volumes", "reads"))]

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         errors propagate as ``MedmultiError`` and the dispatcher maps them).
     """
     from ..spec import StudySpec
+    from ..text import printable
     from ..visualize import inspect_study
 
     names = [name for name, _ in args.sources]
@@ -63,5 +64,5 @@ def run(args: argparse.Namespace) -> int:
         return 2
     spec = StudySpec.from_yaml(args.spec)
     inspect_study(dict(args.sources), spec, args.out, patient_id=args.patient_id, dpi=args.dpi)
-    print(f"wrote {args.out}")
+    print(f"wrote {printable(args.out)}")
     return 0

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._args import add_data_root_argument, add_policy_arguments
+
 HELP = "write class probabilities per patient from a trained run (exit 0 written, 1 data problem, 2 usage error)"
 
 
@@ -24,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", action="append", choices=["train", "val", "test"],
                         help="only this split (repeatable; default: every row)")
     parser.add_argument("--cache", metavar="DIR", default=None, help="preprocessing cache (default: the run's)")
+    add_policy_arguments(parser, default=None)
+    add_data_root_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -40,9 +44,11 @@ def run(args: argparse.Namespace) -> int:
     int
         0 written, 1 data problem (raised as MedmultiError).
     """
+    from ..text import printable
     from ..training import predict
 
     path = predict(args.run_dir, args.manifest, out=args.out, splits=args.split, cache_dir=args.cache,
+                   data_root=args.data_root, on_missing=args.on_missing, on_corrupt=args.on_corrupt,
                    progress=not args.no_progress)
-    print(f"predictions written to {path}")
+    print(f"predictions written to {printable(path)}")
     return 0

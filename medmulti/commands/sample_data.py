@@ -48,17 +48,25 @@ def run(args: argparse.Namespace) -> int:
         0 on success, 2 on a usage error (too few patients, OUT not empty).
     """
     from ..sample_data import make_sample_cohort
+    from ..text import printable
 
+    from pathlib import Path
+
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        print(f"medmulti sample-data: output folder {printable(str(out))!r} is not empty; choose another OUT or "
+              "add --overwrite", file=sys.stderr)
+        return 2
     try:
         cohort = make_sample_cohort(args.out, n_patients=args.patients, seed=args.seed, faults=args.faults,
                                     progress=not args.no_progress, overwrite=args.overwrite,
                                     workers=args.workers)
     except ValueError as exc:
-        print(f"medmulti sample-data: {exc}", file=sys.stderr)
+        print(f"medmulti sample-data: {printable(exc)}", file=sys.stderr)
         return 2
-    print(f"wrote {len(cohort.patient_ids)} patients to {cohort.root}")
-    print(f"manifest: {cohort.manifest}")
-    print(f"spec:     {cohort.spec}")
-    print(f"faults:   {cohort.faults} ({len(cohort.fault_records())} injected)")
-    print(f"next: medmulti validate {cohort.manifest} --spec {cohort.spec}")
+    print(f"wrote {len(cohort.patient_ids)} patients to {printable(cohort.root)}")
+    print(f"manifest: {printable(cohort.manifest)}")
+    print(f"spec:     {printable(cohort.spec)}")
+    print(f"faults:   {printable(cohort.faults)} ({len(cohort.fault_records())} injected)")
+    print(f"next: medmulti validate {printable(cohort.manifest)} --spec {printable(cohort.spec)}")
     return 0

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 # kept here (not imported from medmulti.models) so `--help` does not import Keras; a test keeps them equal
 FUSION_CHOICES = ("concat", "attention", "gated")
 BACKBONE_CHOICES = ("densenet121", "efficientnet_b0", "mobilenet_v2", "resnet50")
 
-from ._args import positive_int
+from ._args import add_data_root_argument, add_policy_arguments, positive_int
 
 HELP = "train a fusion model on a manifest (exit 0 trained, 1 data problem, 2 usage error)"
 
@@ -73,6 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--monitor", choices=["val_loss", "val_auc", "loss"], default="val_loss",
                         help="what picks the best checkpoint (default val_loss)")
     parser.add_argument("--overwrite", action="store_true", help="allow a non-empty RUN_DIR")
+    add_policy_arguments(parser)
+    add_data_root_argument(parser)
     add_model_arguments(parser)
 
 
@@ -94,6 +97,23 @@ def print_metrics(name: str, metrics: dict) -> None:
     print(f"{name}: test ROC AUC {auc_text}, accuracy {metrics['accuracy']:.3f} (n={metrics['n']})")
 
 
+def print_exclusions(excluded: dict) -> None:
+    """Print the patients the policies left out and the inputs fed as zeros, per split.
+
+    Parameters
+    ----------
+    excluded : dict
+        Split -> ``{"skipped": [...], "zeroed": [...]}`` as in the run card.
+    """
+    from ..text import printable
+
+    for split, found in excluded.items():
+        for what, verb in (("skipped", "skipped"), ("zeroed", "fed as zeros")):
+            for rec in found.get(what, []):
+                modality = rec["modality"] or "row"
+                print(printable(f"{split}: {verb}: patient {rec['patient_id']} ({modality}: {rec['reason']})"))
+
+
 def run(args: argparse.Namespace) -> int:
     """Train and print the test metrics.
 
@@ -109,8 +129,14 @@ def run(args: argparse.Namespace) -> int:
     """
     from ..errors import MissingFileError, SpecError
     from ..spec import StudySpec
+    from ..text import printable
     from ..training import train
 
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        print(f"medmulti train: run folder {printable(str(out))!r} is not empty; choose another --out or add "
+              "--overwrite", file=sys.stderr)
+        return 2
     try:
         spec = StudySpec.from_yaml(args.spec)
     except (SpecError, MissingFileError) as exc:
@@ -122,11 +148,12 @@ def run(args: argparse.Namespace) -> int:
             fusion=args.fusion, modalities=args.modalities, cache_dir=args.cache, learning_rate=args.learning_rate,
             patience=args.patience, monitor=args.monitor, width=args.width, depth=args.depth, dropout=args.dropout,
             modality_dropout=args.modality_dropout, backbone=args.backbone, progress=not args.no_progress,
-            overwrite=args.overwrite,
+            overwrite=args.overwrite, on_missing=args.on_missing, on_corrupt=args.on_corrupt, data_root=args.data_root,
         )
     except ValueError as exc:
-        print(f"medmulti train: {exc}", file=sys.stderr)
+        print(f"medmulti train: {printable(exc)}", file=sys.stderr)
         return 2
+    print_exclusions(result.excluded)
     print_metrics("model", result.metrics)
-    print(f"best epoch {result.best_epoch}, {result.seconds:.0f} s; run folder: {result.run_dir}")
+    print(f"best epoch {result.best_epoch}, {result.seconds:.0f} s; run folder: {printable(result.run_dir)}")
     return 0

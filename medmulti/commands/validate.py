@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._args import positive_int
+from ._args import add_data_root_argument, positive_int
 
 HELP = "check a manifest and its files before training (exit 0 clean, 1 problems, 2 usage error)"
 
@@ -31,8 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=positive_int, default=None, metavar="N",
                         help="worker processes (default: all cores)")
     parser.add_argument("--deep", action="store_true", help="also decode every pixel (slower)")
-    parser.add_argument("--data-root", metavar="DIR",
-                        help="a folder allowed to hold inputs outside the manifest's folder")
+    add_data_root_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 

@@ -35,17 +35,28 @@ dtype, CRC-32 of the payload). The CRC is computed on the first read of an entry
 by each process and again whenever the files' size, mtime or inode change (a CRC
 per read would cost more than the read itself). A corrupt or truncated entry is
 removed with a warning and reported as a miss, so the caller recomputes it.
+
+Nothing under the cache folder is trusted (it may be shared, copied or tampered
+with): below the root, no symbolic link is followed (folders are opened with
+``O_NOFOLLOW`` and files through their folder's descriptor), no FIFO or other
+non-regular file is read, and only names derived from a key, inside that key's
+own ``ab`` folder, are ever read or removed, whatever a sidecar says. Files and
+folders get the permissions of the user's umask. An entry that cannot be read
+(permissions, I/O) is a :class:`~medmulti.errors.CacheError` that keeps the
+``errno``; so is a failed write (``ENOSPC``: "no space left on device").
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
 import os
 import re
-import tempfile
+import secrets
+import stat
 import time
 import zlib
 from os import PathLike
@@ -103,19 +114,6 @@ def _relative(path: Path, root: Path | None) -> str:
     return Path(path).as_posix()
 
 
-def _walk(top: str, prefix: str, out: list[tuple[str, int, int]]) -> None:
-    """Append ``(relpath, size, mtime_ns)`` of every file under ``top``, sorted (os.scandir: one
-    syscall per entry; this runs for every patient read, so it avoids pathlib)."""
-    with os.scandir(top) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for e in entries:
-        if e.is_dir():
-            _walk(e.path, f"{prefix}{e.name}/", out)
-        else:
-            st = e.stat()
-            out.append((prefix + e.name, st.st_size, st.st_mtime_ns))
-
-
 def _selection(source: Any) -> tuple:
     """The series/volume a :class:`~medmulti.io.SourceRef` chooses, as key items (empty for none).
 
@@ -144,6 +142,75 @@ def _selection(source: Any) -> tuple:
     return out
 
 
+def _errname(exc: OSError) -> str:
+    """The symbolic errno of ``exc`` (``"ENOENT"``), or its class name."""
+    return errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+
+
+class _Unavailable(Exception):
+    """Internal: a source cannot be fingerprinted (the key becomes a miss)."""
+
+
+def _within(path: str, bound: str) -> bool:
+    return path == bound or path.startswith(bound.rstrip(os.sep) + os.sep)
+
+
+def _walk(top: str, prefix: str, out: list[tuple], bound: list, seen: frozenset) -> None:
+    """Append ``(relpath, size, mtime_ns)`` of every file under ``top``, sorted (os.scandir: one
+    syscall per entry; this runs for every patient read, so it avoids pathlib).
+
+    An entry that cannot be stat'ed or listed (a dangling symlink, a symlink loop, an
+    unreadable subfolder) is recorded as ``(relpath, "unreadable", errno name)``: every
+    readable file still enters the fingerprint, so changing one changes the key.
+    Symbolic links are followed only to targets inside ``bound`` (the manifest root,
+    or the source itself; computed on the first link met); a link leading outside
+    raises :class:`_Unavailable` without touching its target, and a linked folder
+    already on the current path is recorded as ``"loop"``.
+    """
+    with os.scandir(top) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        rel = prefix + e.name
+        try:
+            if e.is_symlink():
+                _walk_link(e.path, rel, out, bound, seen)
+            elif e.is_dir(follow_symlinks=False):
+                try:
+                    _walk(e.path, rel + "/", out, bound, seen)
+                except OSError as exc:  # an unreadable subfolder
+                    out.append((rel + "/", "unreadable", _errname(exc)))
+            else:
+                st = e.stat(follow_symlinks=False)
+                out.append((rel, st.st_size, st.st_mtime_ns))
+        except OSError as exc:
+            out.append((rel, "unreadable", _errname(exc)))
+
+
+def _walk_link(link: str, rel: str, out: list[tuple], bound: list, seen: frozenset) -> None:
+    if not bound[2]:  # resolved on the first link only: most series folders hold none
+        source = os.path.realpath(bound[1])
+        root = None if bound[0] is None else os.path.realpath(bound[0])
+        bound[2] = root if root is not None and _within(source, root) else source
+    target = os.readlink(link)
+    lexical = os.path.normpath(os.path.join(os.path.realpath(os.path.dirname(link)), target))
+    if not _within(lexical, bound[2]):  # decided without touching the target
+        raise _Unavailable("a symbolic link leads outside the data root")
+    real = os.path.realpath(link)
+    if not _within(real, bound[2]):
+        raise _Unavailable("a symbolic link leads outside the data root")
+    st = os.stat(real)  # OSError (dangling, loop) -> "unreadable" in the caller
+    if stat.S_ISDIR(st.st_mode):
+        if real in seen or _within(os.path.realpath(os.path.dirname(link)), real):
+            out.append((rel + "/", "loop", ""))
+            return
+        try:
+            _walk(real, rel + "/", out, bound, seen | {real})
+        except OSError as exc:
+            out.append((rel + "/", "unreadable", _errname(exc)))
+    else:
+        out.append((rel, st.st_size, st.st_mtime_ns))
+
+
 def _fingerprint(path: Any, root: Any, pin: str | None) -> tuple | None:
     """Hashable form of :func:`fingerprint_source`."""
     if path is None:
@@ -154,15 +221,18 @@ def _fingerprint(path: Any, root: Any, pin: str | None) -> tuple | None:
     rel = _relative(Path(path), None if root is None else Path(root))
     if pin:
         return (rel, "sha256", str(pin).lower()) + chosen
-    files: list[tuple[str, int, int]] = []
+    files: list[tuple] = []
     try:
         if os.path.isdir(path):
-            _walk(os.fspath(path), "", files)
+            _walk(os.fspath(path), "", files, [None if root is None else os.fspath(root), os.fspath(path), ""], frozenset())
         else:
             st = os.stat(path)
             files.append((".", st.st_size, st.st_mtime_ns))
-    except OSError:
-        return (rel, "missing") + chosen
+    except (OSError, _Unavailable) as exc:
+        # never a constant: a key that no stored entry can have, so the source is
+        # read again (and its reader raises the typed error) instead of a stale hit
+        reason = _errname(exc) if isinstance(exc, OSError) else "ELINKOUT"
+        return (rel, "unavailable", reason, secrets.token_hex(16)) + chosen
     return (rel, "files", tuple(files)) + chosen
 
 
@@ -172,9 +242,9 @@ def _fingerprint_doc(fp: tuple | None) -> dict[str, Any] | None:
     if fp[1] == "sha256":
         doc: dict[str, Any] = {"path": fp[0], "sha256": fp[2]}
         chosen = fp[3:]
-    elif fp[1] == "missing":
-        doc = {"path": fp[0], "files": "missing"}
-        chosen = fp[2:]
+    elif fp[1] == "unavailable":
+        doc = {"path": fp[0], "files": "unavailable", "reason": fp[2], "miss": fp[3]}
+        chosen = fp[4:]
     else:
         doc = {"path": fp[0], "files": [list(f) for f in fp[2]]}
         chosen = fp[3:]
@@ -207,7 +277,14 @@ def fingerprint_source(
     dict or None
         ``{"path": ..., "files": [[relpath, size, mtime_ns], ...]}`` or
         ``{"path": ..., "sha256": ...}``; ``None`` for an absent source.
-        A missing file is recorded as ``"missing"`` (the reader raises later).
+        Inside a folder, an entry that cannot be stat'ed or listed (a dangling
+        symlink, a symlink loop, an unreadable subfolder) is recorded as
+        ``[relpath, "unreadable", errno name]`` while every readable file still
+        counts. A source that cannot be fingerprinted at all (missing, unreadable,
+        or holding a symbolic link that leads outside ``root``) gets
+        ``{"path": ..., "files": "unavailable", "reason": ..., "miss": <random>}``:
+        never a constant, so its key matches no stored entry and the source is
+        read again (its reader raises the typed error).
         A source choosing a series adds ``"series": [kind, value]`` (kind
         ``"number"``, ``"uid"`` with a 16-hex digest of the UID, or ``"file"``
         with its path relative to the folder); one choosing a volume adds
@@ -373,6 +450,9 @@ class CacheReport:
         Files removed.
     freed_bytes : int
         Bytes freed by removals.
+    failed : list of dict
+        ``{"file", "reason"}`` per file that could not be removed (a read-only
+        cache, another user's files); never counted in ``removed``.
     """
 
     entries: int = 0
@@ -380,12 +460,16 @@ class CacheReport:
     problems: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     removed: int = 0
     freed_bytes: int = 0
+    failed: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     def summary(self) -> str:
         """Return a one-line human summary."""
         text = f"{self.entries} entries, {self.ok} ok, {len(self.problems)} bad"
         if self.removed:
             text += f"; removed {self.removed} files ({self.freed_bytes / 1e6:.1f} MB)"
+        if self.failed:
+            reasons = sorted({f["reason"] for f in self.failed})
+            text += f"; could not remove {len(self.failed)} files ({', '.join(reasons)})"
         return text
 
     def to_dict(self) -> dict[str, Any]:
@@ -394,32 +478,197 @@ class CacheReport:
 
 
 # ------------------------------------------------------------------------ files
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
+# Nothing under the cache folder is trusted (a colleague sharing it, a copied
+# cache, a careless `ln -s`): every folder below the root is opened without
+# following a symbolic link, every file through that folder's descriptor
+# (``dir_fd``), read without following a link or blocking on a FIFO, and only
+# single names this module derives from a key are ever unlinked.
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_BINARY = getattr(os, "O_BINARY", 0)
+_ROOT_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+_DIR_FLAGS = _ROOT_FLAGS | _NOFOLLOW
+_READ_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | _BINARY
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _BINARY
+_DIR_FD = (hasattr(os, "O_DIRECTORY") and {os.open, os.stat, os.unlink, os.replace, os.mkdir} <= os.supports_dir_fd
+           and os.listdir in os.supports_fd)
+_SHARD = re.compile(r"[0-9a-f]{2}")
+_ARRAY_NAME = re.compile(r"([0-9a-f]{64})-[0-9a-f]{8}\.npy")
+_MAX_SIDECAR_BYTES = 16 * 1024 * 1024
+_LINK_ERRNOS = {errno.ELOOP, getattr(errno, "EMLINK", errno.ELOOP)}
+_HINTS = {
+    errno.ENOSPC: "free disk space or choose another cache folder (--cache / cache_dir)",
+    errno.EDQUOT: "your disk quota is exhausted: free space or choose another cache folder",
+    errno.EACCES: ("the cache belongs to another user or is read-only to you: ask its owner to make it "
+                   "group-readable and -writable (umask 002), or use a cache folder of your own"),
+    errno.EPERM: "the cache belongs to another user: use a cache folder of your own",
+    errno.EROFS: "the file system is read-only: use a cache folder on a writable disk",
+}
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write via ``write(fh)`` to a temp file beside ``path``, fsync, rename over it."""
-    # the writer's PID in the name lets a later run remove what a killed writer left behind
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{_TMP_PREFIX}{os.getpid()}-", suffix=path.suffix)
+class _NotAFolder(Exception):
+    """Internal: a symbolic link or a file stands where the cache expects a folder."""
+
+
+def _cache_error(what: str, exc: OSError, *, path: Any, patient_id: str | None = None,
+                 modality: str | None = None) -> CacheError:
+    """A :class:`CacheError` for ``exc`` that keeps its errno (``err.errno``) and says it in words."""
+    code = exc.errno
+    reason = os.strerror(code).lower() if code else type(exc).__name__
+    err = CacheError(f"{what}: {reason} ({_errname(exc)})", path=path, patient_id=patient_id, modality=modality,
+                     hint=_HINTS.get(code or 0, "check free space and permissions of the cache folder"))
+    err.errno = code  # kept across pickle (MedmultiError.__reduce__ carries __dict__)
+    return err
+
+
+def _not_a_folder_error(path: Path) -> CacheError:
+    return CacheError("a symbolic link or a file stands where the cache expects a folder; medmulti never "
+                      "follows a link out of the cache", path=path,
+                      hint="remove it (medmulti cache verify DIR --remove) or use another cache folder")
+
+
+def _is_sidecar_name(name: str, shard: str) -> bool:
+    return len(name) == 69 and name.endswith(".json") and name[:2] == shard and bool(_HEX64.fullmatch(name[:64]))
+
+
+def _array_name_ok(key: str, name: Any) -> bool:
+    """True when ``name`` is an array file name this cache writes for ``key`` (one component)."""
+    m = _ARRAY_NAME.fullmatch(name) if isinstance(name, str) else None
+    return m is not None and m.group(1) == key
+
+
+class _Dir:
+    """A folder of the cache, opened without following a symbolic link (except the root itself).
+
+    Operations take single names and go through the folder's descriptor, so a
+    folder swapped for a symlink after the check is never followed. Platforms
+    without ``dir_fd`` (Windows) use ``lstat`` checks on paths instead.
+    """
+
+    def __init__(self, path: Path, fd: int | None) -> None:
+        self.path = path
+        self.fd = fd
+
+    @classmethod
+    def open_root(cls, path: Path) -> "_Dir":
+        if not _DIR_FD:
+            if not os.path.isdir(path):
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+            return cls(path, None)
+        return cls(path, os.open(path, _ROOT_FLAGS))
+
+    def sub(self, name: str, *, create: bool = False) -> "_Dir":
+        """Open the child folder ``name``; raise _NotAFolder for a link or a file."""
+        path = self.path / name
+        if create:
+            try:
+                if self.fd is not None:
+                    os.mkdir(name, dir_fd=self.fd)  # mode 0o777 less the umask
+                else:
+                    os.mkdir(path)
+            except FileExistsError:
+                pass
+        if self.fd is None:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                raise _NotAFolder(name)
+            return _Dir(path, None)
+        try:
+            return _Dir(path, os.open(name, _DIR_FLAGS, dir_fd=self.fd))
+        except OSError as exc:
+            if exc.errno in _LINK_ERRNOS or exc.errno == errno.ENOTDIR:
+                raise _NotAFolder(name) from None
+            raise
+
+    def names(self) -> list[str]:
+        return sorted(os.listdir(self.path if self.fd is None else self.fd))
+
+    def lstat(self, name: str) -> os.stat_result:
+        if self.fd is None:
+            return os.lstat(self.path / name)
+        return os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+
+    def open_read(self, name: str) -> int:
+        """Open a regular file for reading; a symlink, FIFO or folder is _Corrupt."""
+        try:
+            if self.fd is None:
+                if stat.S_ISLNK(os.lstat(self.path / name).st_mode):
+                    raise _Corrupt("a file of the entry is a symbolic link (never followed)")
+                fd = os.open(self.path / name, _READ_FLAGS)
+            else:
+                fd = os.open(name, _READ_FLAGS, dir_fd=self.fd)
+        except OSError as exc:
+            if exc.errno in _LINK_ERRNOS:
+                raise _Corrupt("a file of the entry is a symbolic link (never followed)") from None
+            if exc.errno in (errno.EISDIR, errno.ENXIO):
+                raise _Corrupt("a file of the entry is not a regular file") from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise _Corrupt("a file of the entry is not a regular file (a FIFO, device or folder)")
+        return fd
+
+    def read_bytes(self, name: str) -> bytes:
+        with os.fdopen(self.open_read(name), "rb") as fh:
+            data = fh.read(_MAX_SIDECAR_BYTES + 1)
+        if len(data) > _MAX_SIDECAR_BYTES:
+            raise _Corrupt("the sidecar is implausibly large")
+        return data
+
+    def create_temp(self, suffix: str) -> tuple[int, str]:
+        """Create a new temporary file (mode 0o666 less the umask, as for any file the user writes)."""
+        while True:
+            # the writer's PID in the name lets a later run remove what a killed writer left behind
+            name = f"{_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}{suffix}"
+            try:
+                if self.fd is None:
+                    return os.open(self.path / name, _WRITE_FLAGS, 0o666), name
+                return os.open(name, _WRITE_FLAGS, 0o666, dir_fd=self.fd), name
+            except FileExistsError:
+                continue
+
+    def replace(self, src: str, dst: str) -> None:
+        if self.fd is None:
+            os.replace(self.path / src, self.path / dst)
+        else:
+            os.replace(src, dst, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
+    def unlink(self, name: str) -> None:
+        if self.fd is None:
+            os.unlink(self.path / name)
+        else:
+            os.unlink(name, dir_fd=self.fd)
+
+    def fsync(self) -> None:
+        if self.fd is None:  # pragma: no cover - platforms without directory fds
+            return
+        try:
+            os.fsync(self.fd)
+        except OSError:  # pragma: no cover
+            pass
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> "_Dir":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _atomic_write(folder: _Dir, name: str, write) -> None:
+    """Write via ``write(fh)`` to a new temp file in ``folder``, fsync, rename it over ``name``."""
+    fd, tmp = folder.create_temp(os.path.splitext(name)[1])
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        folder.replace(tmp, name)
     except BaseException:
         try:
-            os.unlink(tmp)
+            folder.unlink(tmp)
         except OSError:
             pass
         raise
@@ -450,7 +699,7 @@ def _sig(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _read_npy(path: Path, *, shape: tuple[int, ...], dtype: np.dtype, out: np.ndarray | None,
+def _read_npy(folder: _Dir, name: str, *, shape: tuple[int, ...], dtype: np.dtype, out: np.ndarray | None,
               crc: int, trusted: tuple[tuple[int, int, int], int] | None = None) -> tuple[np.ndarray, tuple, int]:
     """Read a plain ``.npy`` (no pickle) straight into ``out`` when it fits; check it.
 
@@ -460,7 +709,7 @@ def _read_npy(path: Path, *, shape: tuple[int, ...], dtype: np.dtype, out: np.nd
     Returns the array, the opened file's signature and the data offset.
     """
     try:
-        fh = open(path, "rb", buffering=0)
+        fh = os.fdopen(folder.open_read(name), "rb", buffering=0)
     except FileNotFoundError:
         raise _Corrupt("the array file is missing") from None
     with fh:
@@ -553,8 +802,7 @@ class PreprocessCache:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise CacheError(f"cannot create the cache folder ({type(exc).__name__})", path=self.root,
-                             hint="choose a writable folder for --cache / cache_dir") from None
+            raise _cache_error("cannot create the cache folder", exc, path=self.root) from None
         if not self.root.is_dir():
             raise CacheError("the cache path is not a folder", path=self.root)
 
@@ -572,32 +820,79 @@ class PreprocessCache:
         if not (isinstance(key, str) and _HEX64.fullmatch(key)):
             raise ValueError("a cache key is 64 lowercase hex digits (see entry_key)")
 
+    def _open_root(self) -> _Dir:
+        try:
+            return _Dir.open_root(self.root)
+        except OSError as exc:
+            raise _cache_error("cannot open the cache folder", exc, path=self.root) from None
+
+    def _shards(self, root: _Dir) -> Iterator[tuple[str, _Dir | None]]:
+        """Yield ``(name, open shard)`` per ``ab`` folder; ``None`` for a link or file of that name."""
+        try:
+            names = root.names()
+        except OSError as exc:
+            raise _cache_error("cannot list the cache folder", exc, path=self.root) from None
+        for name in names:
+            if not _SHARD.fullmatch(name):
+                continue  # not ours: never followed, never removed
+            try:
+                shard = root.sub(name)
+            except _NotAFolder:
+                yield name, None
+                continue
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise _cache_error("cannot open a folder of the cache", exc, path=self.root / name) from None
+            with shard:
+                yield name, shard
+
+    def _names(self, shard: _Dir) -> list[str]:
+        try:
+            return shard.names()
+        except OSError as exc:
+            raise _cache_error("cannot list a folder of the cache", exc, path=shard.path) from None
+
     def keys(self) -> Iterator[str]:
-        """Yield the keys of committed entries (those with a sidecar)."""
-        for sub in sorted(self.root.glob("??")):
-            if sub.is_dir():
-                for p in sorted(sub.glob("*.json")):
-                    if not p.name.startswith(_TMP_PREFIX):
-                        yield p.stem
+        """Yield the keys of committed entries (those with a sidecar).
+
+        Raises
+        ------
+        CacheError
+            If the cache folder or one of its folders cannot be listed (permissions).
+        """
+        with self._open_root() as root:
+            for name, shard in self._shards(root):
+                if shard is not None:
+                    for n in self._names(shard):
+                        if _is_sidecar_name(n, name):
+                            yield n[:64]
 
     def __contains__(self, key: str) -> bool:
-        return self.sidecar_path(key).is_file()
+        side = self.sidecar_path(key)
+        try:
+            with self._open_root() as root, root.sub(key[:2]) as shard:
+                return stat.S_ISREG(shard.lstat(side.name).st_mode)
+        except (OSError, _NotAFolder, CacheError):
+            return False
 
     # -- read ------------------------------------------------------------------
-    def _sidecar(self, key: str, *, use_memo: bool) -> tuple[dict[str, Any], Path, Any]:
-        """Return (sidecar, array path, trusted); raise _Corrupt or FileNotFoundError."""
+    def _sidecar(self, shard: _Dir, key: str, *, use_memo: bool) -> tuple[dict[str, Any], str, Any]:
+        """Return (sidecar, array file name, trusted); raise _Corrupt, FileNotFoundError or OSError."""
         side = self.sidecar_path(key)
-        side_sig = _sig(os.stat(side))  # FileNotFoundError -> miss
+        st = shard.lstat(side.name)  # FileNotFoundError -> miss
+        if not stat.S_ISREG(st.st_mode):
+            raise _Corrupt("the sidecar is not a regular file (a symbolic link is never followed)")
+        side_sig = _sig(st)
         memo = _VERIFIED.get(str(side))
         if memo is not None and use_memo and memo[0] == side_sig:
             info = memo[1]
-            return info, side.parent / info["file"], memo[2]
+            return info, info["file"], memo[2]
         try:
-            info = json.loads(side.read_bytes().decode("utf-8"))
-            if info.get("cache_format") != CACHE_FORMAT or info.get("key") != key:
+            info = json.loads(shard.read_bytes(side.name).decode("utf-8"))
+            if not isinstance(info, dict) or info.get("cache_format") != CACHE_FORMAT or info.get("key") != key:
                 raise _Corrupt("the sidecar belongs to another cache format or key")
-            fname = str(info["file"])
-            if "/" in fname or "\\" in fname or not fname.startswith(key):
+            if not _array_name_ok(key, info.get("file")):
                 raise _Corrupt("the sidecar names an unexpected array file")
             info["shape"] = [int(v) for v in info["shape"]]
             int(info["crc32"])
@@ -605,7 +900,7 @@ class PreprocessCache:
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             raise _Corrupt("the sidecar is unreadable") from None
         _VERIFIED[str(side)] = (side_sig, info, None)
-        return info, side.parent / fname, None
+        return info, info["file"], None
 
     def load(self, key: str, *, out: np.ndarray | None = None) -> CachedArray | None:
         """Read an entry, checking it; a bad entry is removed and reported as a miss.
@@ -623,46 +918,91 @@ class PreprocessCache:
         -------
         CachedArray or None
             ``None`` on a miss, including a corrupt or truncated entry (logged as a
-            warning and removed, so the caller recomputes it).
+            warning and removed, so the caller recomputes it). A sidecar or array
+            file that is a symbolic link, a FIFO or another non-regular file is
+            corrupt: it is never followed or opened for reading.
+
+        Raises
+        ------
+        CacheError
+            If the entry exists but cannot be read (another user's cache, a
+            permission or I/O error; ``err.errno`` says which), or a symbolic link
+            stands where the cache expects its ``ab`` folder.
         """
         side = self.sidecar_path(key)
         try:
-            info, arr_path, trusted = self._sidecar(key, use_memo=self.verify_reads == "first")
-            shape = tuple(info["shape"])
-            if out is not None and (out.shape != shape or out.dtype != np.float32):
-                out = None  # the caller checks the shape of what it gets back
-            arr, sig, offset = _read_npy(arr_path, shape=shape, dtype=np.dtype(info["stored_dtype"]), out=out,
-                                         crc=int(info["crc32"]), trusted=trusted)
-            memo = _VERIFIED.get(str(side))
-            if memo is not None and memo[1] is info:
-                _VERIFIED[str(side)] = (memo[0], info, (sig, offset))
+            with self._open_root() as root, root.sub(key[:2]) as shard:
+                info, arr_name, trusted = self._sidecar(shard, key, use_memo=self.verify_reads == "first")
+                shape = tuple(info["shape"])
+                if out is not None and (out.shape != shape or out.dtype != np.float32):
+                    out = None  # the caller checks the shape of what it gets back
+                arr, sig, offset = _read_npy(shard, arr_name, shape=shape, dtype=np.dtype(info["stored_dtype"]),
+                                             out=out, crc=int(info["crc32"]), trusted=trusted)
+                memo = _VERIFIED.get(str(side))
+                if memo is not None and memo[1] is info:
+                    _VERIFIED[str(side)] = (memo[0], info, (sig, offset))
         except FileNotFoundError:
             return None
+        except _NotAFolder:
+            raise _not_a_folder_error(side.parent) from None
         except _Corrupt as exc:
             self._discard(key, str(exc))
             return None
+        except OSError as exc:
+            raise _cache_error("cannot read the cache entry", exc, path=side) from None
         if arr.dtype != np.float32:
             arr = arr.astype(np.float32)
         affine = None if info.get("affine") is None else np.asarray(info["affine"], np.float64)
         return CachedArray(arr, affine, tuple(info.get("spacing") or ()), dict(info.get("meta") or {}), info)
 
-    def _discard(self, key: str, reason: str) -> None:
-        side = self.sidecar_path(key)
-        who = ""
+    @staticmethod
+    def _who(shard: _Dir, key: str) -> dict[str, Any]:
+        """Patient and modality a (maybe damaged) sidecar names, plus its array file name if valid."""
         try:
-            info = json.loads(side.read_text(encoding="utf-8"))
-            who = f" (patient {info.get('patient_id')!r}, modality {info.get('modality')!r})"
-            arr = side.parent / str(info.get("file", ""))
-        except (OSError, ValueError, UnicodeDecodeError):
-            arr = None
-        log.warning("cache entry %s%s is corrupt: %s; it will be recomputed", key[:12], who, reason)
+            raw = json.loads(shard.read_bytes(f"{key}.json").decode("utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError, _Corrupt):
+            return {}
+        if not isinstance(raw, dict):
+            return {}
+        who = {"patient_id": raw.get("patient_id"), "modality": raw.get("modality")}
+        who = {k: (v if v is None or isinstance(v, str) else repr(v)) for k, v in who.items()}
+        if _array_name_ok(key, raw.get("file")):
+            who["file"] = raw["file"]
+        return who
+
+    def _discard(self, key: str, reason: str, report: CacheReport | None = None) -> None:
+        """Remove a bad entry (its sidecar and the array file it names, both in its own folder)."""
+        side = self.sidecar_path(key)
         _VERIFIED.pop(str(side), None)
-        for p in (side, arr):
-            if p is not None and p.name.startswith(key):
-                try:
-                    p.unlink()
-                except OSError:
-                    pass
+        try:
+            with self._open_root() as root, root.sub(key[:2]) as shard:
+                who = self._who(shard, key)
+                log.warning("cache entry %s%s is corrupt: %s; it will be recomputed", key[:12],
+                            f" (patient {who.get('patient_id')!r}, modality {who.get('modality')!r})" if who else "",
+                            reason)
+                for name in (side.name, who.get("file")):
+                    if name is not None:
+                        self._remove(shard, name, report if report is not None else CacheReport(), dry_run=False)
+        except (OSError, _NotAFolder, CacheError):
+            log.warning("cache entry %s is corrupt: %s; it could not be removed", key[:12], reason)
+
+    @staticmethod
+    def _remove(folder: _Dir, name: str, report: CacheReport, *, dry_run: bool) -> None:
+        """Unlink one name of ``folder`` (never followed: a link is removed, not its target); count it."""
+        try:
+            st = folder.lstat(name)
+            if stat.S_ISDIR(st.st_mode):
+                return  # never descended into or removed
+            if not dry_run:
+                folder.unlink(name)
+                _VERIFIED.pop(str(folder.path / name), None)
+            report.removed += 1
+            report.freed_bytes += st.st_size
+        except FileNotFoundError:
+            pass  # removed meanwhile
+        except OSError as exc:
+            report.failed.append({"file": f"{folder.path.name}/{name}",
+                                  "reason": f"{os.strerror(exc.errno).lower() if exc.errno else type(exc).__name__}"})
 
     # -- write -----------------------------------------------------------------
     def store(
@@ -678,6 +1018,10 @@ class PreprocessCache:
         provenance: Mapping[str, Any] | None = None,
     ) -> Path:
         """Write an entry atomically (see the module notes).
+
+        Files and folders are created with the permissions the user's umask gives
+        (``0o666``/``0o777`` less the umask), so a group sharing a cache folder
+        can read each other's entries when its members use ``umask 002``.
 
         Parameters
         ----------
@@ -703,7 +1047,10 @@ class PreprocessCache:
         Raises
         ------
         CacheError
-            If the folder is not writable or ``meta`` is not JSON-serialisable.
+            If the folder is not writable or full (``err.errno`` keeps the cause,
+            e.g. ``errno.ENOSPC``, and the message says it in words), a symbolic
+            link stands where the entry's folder should be, or ``meta`` is not
+            JSON-serialisable.
         """
         self._check_key(key)
         arr = np.ascontiguousarray(array, dtype=np.float32)
@@ -715,16 +1062,15 @@ class PreprocessCache:
             else:
                 log.debug("entry %s overflows float16; stored as float32", key[:12])
         crc = _payload_crc(stored)
-        sub = self.root / key[:2]
-        side = sub / f"{key}.json"
-        arr_path = sub / f"{key}-{crc:08x}.npy"
+        side = self.sidecar_path(key)
+        arr_name = f"{key}-{crc:08x}.npy"
         info: dict[str, Any] = {
             "cache_format": CACHE_FORMAT,
             "key": key,
             "medmulti": _version(),
             "patient_id": patient_id,
             "modality": modality,
-            "file": arr_path.name,
+            "file": arr_name,
             "shape": list(arr.shape),
             "stored_dtype": str(stored.dtype),
             "crc32": crc,
@@ -741,14 +1087,16 @@ class PreprocessCache:
             raise CacheError(f"the metadata is not JSON-serialisable ({type(exc).__name__})",
                              patient_id=patient_id, modality=modality) from None
         try:
-            sub.mkdir(exist_ok=True)
-            _atomic_write(arr_path, lambda fh: np.lib.format.write_array(fh, stored, allow_pickle=False))
-            _atomic_write(side, lambda fh: fh.write(text.encode("utf-8")))
-            _fsync_dir(sub)
+            with self._open_root() as root, root.sub(key[:2], create=True) as shard:
+                _atomic_write(shard, arr_name, lambda fh: np.lib.format.write_array(fh, stored, allow_pickle=False))
+                _atomic_write(shard, side.name, lambda fh: fh.write(text.encode("utf-8")))
+                shard.fsync()
+        except _NotAFolder:
+            err = _not_a_folder_error(side.parent)
+            raise err.with_context(patient_id=patient_id, modality=modality) from None
         except OSError as exc:
-            raise CacheError(f"cannot write the cache entry ({type(exc).__name__})", path=self.root,
-                             patient_id=patient_id, modality=modality,
-                             hint="check free space and permissions of the cache folder") from None
+            raise _cache_error("cannot write the cache entry", exc, path=self.root, patient_id=patient_id,
+                               modality=modality) from None
         _VERIFIED.pop(str(side), None)
         return side
 
@@ -772,11 +1120,14 @@ class PreprocessCache:
         Returns
         -------
         object or None
-            The decoded JSON; ``None`` when absent or unreadable.
+            The decoded JSON; ``None`` when absent, unreadable, or reached through a
+            symbolic link (never followed).
         """
+        path = self._record_path(namespace, key)
         try:
-            return json.loads(self._record_path(namespace, key).read_text(encoding="utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError):
+            with self._open_root() as root, root.sub("records") as rec, rec.sub(namespace) as ns:
+                return json.loads(ns.read_bytes(path.name).decode("utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError, _NotAFolder, _Corrupt, CacheError):
             return None
 
     def put_record(self, namespace: str, key: str, value: Any) -> None:
@@ -794,14 +1145,20 @@ class PreprocessCache:
         path = self._record_path(namespace, key)
         text = json.dumps(value, sort_keys=True).encode("utf-8")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(path, lambda fh: fh.write(text))
-        except OSError as exc:
+            with self._open_root() as root, root.sub("records", create=True) as rec, \
+                    rec.sub(namespace, create=True) as ns:
+                _atomic_write(ns, path.name, lambda fh: fh.write(text))
+        except (OSError, _NotAFolder, CacheError) as exc:
             log.debug("could not store a %s record (%s)", namespace, type(exc).__name__)
 
     # -- maintenance -------------------------------------------------------------
     def verify(self, *, remove: bool = False, progress: bool = False) -> CacheReport:
         """Read every entry in full and check it (sidecar, shape, dtype, size, CRC-32).
+
+        Only ``ab/<key>.json`` sidecars and the array files they name in their own
+        folder are examined; other names are left to :meth:`prune`. A symbolic
+        link or a file named like an ``ab`` folder is reported (and with
+        ``remove``, the link itself is removed; it is never followed).
 
         Parameters
         ----------
@@ -813,44 +1170,49 @@ class PreprocessCache:
         Returns
         -------
         CacheReport
+            ``removed`` counts files actually removed; ``failed`` lists those that
+            could not be (a read-only cache).
+
+        Raises
+        ------
+        CacheError
+            If the cache or an entry cannot be read (permissions, I/O error).
         """
         from tqdm.auto import tqdm
 
         report = CacheReport()
-        keys = list(self.keys())
+        with self._open_root() as root:
+            keys: list[str] = []
+            for name, shard in self._shards(root):
+                if shard is None:
+                    report.problems.append({"key": name, "patient_id": None, "modality": None,
+                                            "reason": "a symbolic link or a file where a cache folder belongs "
+                                                      "(not followed)"})
+                    if remove:
+                        self._remove(root, name, report, dry_run=False)
+                    continue
+                keys += [n[:64] for n in self._names(shard) if _is_sidecar_name(n, name)]
         for key in tqdm(keys, desc="verify cache", unit="entry", disable=not progress):
             report.entries += 1
             side = self.sidecar_path(key)
             try:
-                info, arr_path, _ = self._sidecar(key, use_memo=False)
-                _read_npy(arr_path, shape=tuple(info["shape"]), dtype=np.dtype(info["stored_dtype"]), out=None,
-                          crc=int(info["crc32"]))
-                report.ok += 1
-            except FileNotFoundError:
-                report.entries -= 1  # removed meanwhile
-            except _Corrupt as exc:
-                who: dict[str, Any] = {}
-                try:
-                    raw = json.loads(side.read_text(encoding="utf-8"))
-                    who = {"patient_id": raw.get("patient_id"), "modality": raw.get("modality")}
-                except (OSError, ValueError, UnicodeDecodeError):
-                    pass
-                report.problems.append({"key": key, **who, "reason": str(exc)})
-                if remove:
-                    before = self._size_of(key)
-                    self._discard(key, str(exc))
-                    report.removed += 1
-                    report.freed_bytes += before
+                with self._open_root() as root, root.sub(key[:2]) as shard:
+                    try:
+                        info, arr_name, _ = self._sidecar(shard, key, use_memo=False)
+                        _read_npy(shard, arr_name, shape=tuple(info["shape"]), dtype=np.dtype(info["stored_dtype"]),
+                                  out=None, crc=int(info["crc32"]))
+                        report.ok += 1
+                    except _Corrupt as exc:
+                        who = self._who(shard, key)
+                        report.problems.append({"key": key, "patient_id": who.get("patient_id"),
+                                                "modality": who.get("modality"), "reason": str(exc)})
+                        if remove:
+                            self._discard(key, str(exc), report)
+            except (FileNotFoundError, _NotAFolder):
+                report.entries -= 1  # removed or replaced meanwhile
+            except OSError as exc:
+                raise _cache_error("cannot read the cache entry", exc, path=side) from None
         return report
-
-    def _size_of(self, key: str) -> int:
-        total = 0
-        for p in (self.root / key[:2]).glob(f"{key}*"):
-            try:
-                total += p.stat().st_size
-            except OSError:
-                pass
-        return total
 
     def remove_orphan_temps(self) -> int:
         """Remove temporary files left by writers that were killed (their PID no longer runs).
@@ -863,22 +1225,29 @@ class PreprocessCache:
         -------
         int
             The number of files removed.
+
+        Raises
+        ------
+        CacheError
+            If the cache folder cannot be listed (permissions).
         """
-        removed = 0
-        for sub in self.root.glob("??"):
-            if not sub.is_dir():
-                continue
-            for p in sub.glob(f"{_TMP_PREFIX}*"):
-                if _writer_is_dead(p.name):
-                    try:
-                        p.unlink()
-                        removed += 1
-                    except OSError:
-                        pass
-        return removed
+        report = CacheReport()
+        with self._open_root() as root:
+            for _, shard in self._shards(root):
+                if shard is None:
+                    continue
+                for name in self._names(shard):
+                    if name.startswith(_TMP_PREFIX) and _writer_is_dead(name):
+                        self._remove(shard, name, report, dry_run=False)
+        return report.removed
 
     def prune(self, keep: set[str] | None = None, *, grace_s: float = 600.0, dry_run: bool = False) -> CacheReport:
         """Remove entries not in ``keep``, unreferenced array files and stale temporary files.
+
+        Only names directly inside the cache's ``ab`` folders (and ``records``) are
+        removed; a symbolic link is never followed (a link itself is debris like
+        any other file), and a sidecar's ``"file"`` field is acted on only when it
+        is an array name of its own key, in its own folder.
 
         Parameters
         ----------
@@ -895,61 +1264,83 @@ class PreprocessCache:
         Returns
         -------
         CacheReport
-            ``entries`` committed entries seen, ``ok`` kept, ``removed`` files removed.
+            ``entries`` committed entries seen, ``ok`` kept, ``removed`` files
+            removed, ``failed`` files that could not be removed (read-only cache).
+
+        Raises
+        ------
+        CacheError
+            If the cache, one of its folders or a sidecar cannot be read (permissions).
         """
         report = CacheReport()
         now = time.time()
-        records = self.root / "records"
-        if keep is not None and records.is_dir():  # cheap to rebuild; may describe gone files
-            for p in sorted(records.rglob("*.json")):
-                try:
-                    size = p.stat().st_size
-                    if not dry_run:
-                        p.unlink()
-                    report.removed += 1
-                    report.freed_bytes += size
-                except OSError:
-                    pass
-        for sub in sorted(self.root.glob("??")):
-            if not sub.is_dir():
-                continue
-            referenced: set[str] = set()
-            doomed: list[Path] = []
-            for side in sorted(sub.glob("*.json")):
-                if side.name.startswith(_TMP_PREFIX):
-                    continue
-                report.entries += 1
-                key = side.stem
-                try:
-                    fname = str(json.loads(side.read_text(encoding="utf-8"))["file"])
-                except (OSError, ValueError, KeyError, UnicodeDecodeError):
-                    fname = None
-                if (keep is not None and key not in keep) or fname is None:
-                    doomed.append(side)
-                    if fname:
-                        doomed.append(sub / fname)
-                else:
-                    referenced.add(fname)
-                    report.ok += 1
-            for p in sorted(sub.iterdir()):
-                if p in doomed or p.suffix == ".json" and not p.name.startswith(_TMP_PREFIX):
-                    continue
-                if p.name in referenced:
-                    continue
-                try:
-                    dead_writer = p.name.startswith(_TMP_PREFIX) and _writer_is_dead(p.name)
-                    if dead_writer or now - p.stat().st_mtime >= grace_s:
-                        doomed.append(p)
-                except OSError:
-                    pass
-            for p in doomed:
-                try:
-                    size = p.stat().st_size
-                    if not dry_run:
-                        p.unlink()
-                        _VERIFIED.pop(str(p), None)
-                    report.removed += 1
-                    report.freed_bytes += size
-                except OSError:
-                    pass
+        with self._open_root() as root:
+            if keep is not None:  # records are cheap to rebuild and may describe gone files
+                self._prune_records(root, report, dry_run)
+            for name, shard in self._shards(root):
+                if shard is not None:
+                    self._prune_shard(name, shard, keep, report, now=now, grace_s=grace_s, dry_run=dry_run)
         return report
+
+    def _prune_records(self, root: _Dir, report: CacheReport, dry_run: bool) -> None:
+        try:
+            rec = root.sub("records")
+        except (FileNotFoundError, _NotAFolder):
+            return
+        except OSError as exc:
+            raise _cache_error("cannot open a folder of the cache", exc, path=self.root / "records") from None
+        with rec:
+            for ns_name in self._names(rec):
+                try:
+                    ns = rec.sub(ns_name)
+                except (FileNotFoundError, _NotAFolder):
+                    continue
+                except OSError as exc:
+                    raise _cache_error("cannot open a folder of the cache", exc, path=rec.path / ns_name) from None
+                with ns:
+                    for name in self._names(ns):
+                        if name.endswith(".json"):
+                            self._remove(ns, name, report, dry_run=dry_run)
+
+    def _prune_shard(self, shard_name: str, shard: _Dir, keep: set[str] | None, report: CacheReport, *,
+                     now: float, grace_s: float, dry_run: bool) -> None:
+        names = self._names(shard)
+        referenced: set[str] = set()
+        doomed: list[str] = []
+        for name in names:
+            if not _is_sidecar_name(name, shard_name):
+                continue
+            key = name[:64]
+            try:
+                info = json.loads(shard.read_bytes(name).decode("utf-8"))
+                fname = info.get("file") if isinstance(info, dict) else None
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            except (ValueError, UnicodeDecodeError, _Corrupt):
+                fname = None
+            except OSError as exc:
+                raise _cache_error("cannot read the cache entry", exc, path=shard.path / name) from None
+            report.entries += 1
+            if not _array_name_ok(key, fname):
+                fname = None  # a name outside the entry's own files is never acted on
+            if (keep is not None and key not in keep) or fname is None:
+                doomed.append(name)
+                if fname:
+                    doomed.append(fname)
+            else:
+                referenced.add(fname)
+                report.ok += 1
+        for name in names:
+            if name in doomed or name in referenced or _is_sidecar_name(name, shard_name):
+                continue
+            try:
+                st = shard.lstat(name)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            dead_writer = name.startswith(_TMP_PREFIX) and _writer_is_dead(name)
+            if dead_writer or now - st.st_mtime >= grace_s:
+                doomed.append(name)
+        for name in doomed:
+            self._remove(shard, name, report, dry_run=dry_run)

@@ -7,6 +7,7 @@ the path relative to the manifest folder.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -51,10 +52,11 @@ def name_error(exc: MedmultiError, row: Any, spec: StudySpec, root: Any,
     src = row.sources.get(exc.modality) if exc.modality in names else None
     if exc.path is not None:
         p = Path(exc.path)
-        if not p.is_absolute() and src is not None and Path(src).is_dir() and (Path(src) / p).exists():
+        if not p.is_absolute() and src is not None and Path(src).is_dir() and os.path.lexists(Path(src) / p):
             p = Path(src) / p  # a reader naming a file inside the series folder
         try:
-            exc.path = p.resolve().relative_to(Path(root).resolve()).as_posix()
+            # resolve the folder only: the file itself may be a refused symlink, never followed
+            exc.path = (p.parent.resolve() / p.name).relative_to(Path(root).resolve()).as_posix()
         except (ValueError, OSError):
             pass
     elif exc.modality in names:

@@ -14,13 +14,15 @@ import dataclasses
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from os import PathLike
 from typing import Any, Iterable
 
-from .._processes import workers_allowed
+from .._processes import WorkerPool, workers_allowed
 from ..errors import MedmultiError
+from ..manifest.schema import SERIES_SUFFIX
 from ..spec import StudySpec
+from ..text import printable
 from .cache import PreprocessCache, entry_key
 from .context import name_error
 
@@ -71,7 +73,8 @@ class PreprocessSummary:
                  f"{self.computed} computed, {self.cached} already cached, {self.absent} absent, "
                  f"{len(self.failures)} failed"]
         for f in self.failures:
-            lines.append(f"  {f['patient_id']} {f['modality'] or '-'} {f['path'] or '-'}: {f['error']}: {f['message']}")
+            lines.append("  " + printable(f"{f['patient_id']} {f['modality'] or '-'} {f['path'] or '-'}: "
+                                          f"{f['error']}: {f['message']}"))
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,6 +121,11 @@ def preprocess_row(row: Any, spec: StudySpec, cache: PreprocessCache, root: str 
     keys = {}
     todo = []
     for n in spec.names:
+        refused = row.refused.get(n) or row.refused.get(n + SERIES_SUFFIX)
+        if refused:  # an unsafe path is a failure, never an absent input
+            out["failures"].append({"patient_id": row.key, "modality": n, "path": row.paths.get(n),
+                                    "error": "UnsafePathError", "message": refused})
+            continue
         if sources[n] is None:
             out["absent"] += 1
             continue
@@ -172,6 +180,7 @@ def preprocess_manifest(
     splits: Iterable[str] | None = None,
     workers: int | None = None,
     dtype: str = "float32",
+    data_root: str | PathLike[str] | None = None,
     progress: bool = True,
 ) -> PreprocessSummary:
     """Preprocess every patient of a manifest into the cache.
@@ -191,6 +200,9 @@ def preprocess_manifest(
         Processes (default: all CPU cores; ``0`` or ``1`` runs in this process).
     dtype : {"float32", "float16"}
         Storage dtype when ``cache_dir`` is a path.
+    data_root : str or PathLike, optional
+        A folder allowed to hold inputs outside the manifest's folder (when
+        ``manifest`` is a path; see :func:`~medmulti.manifest.load_manifest`).
     progress : bool
         Show a tqdm progress bar.
 
@@ -205,7 +217,7 @@ def preprocess_manifest(
     t0 = time.perf_counter()
     spec = spec if isinstance(spec, StudySpec) else StudySpec.from_yaml(spec)
     if not isinstance(manifest, Manifest):
-        manifest = load_manifest(manifest, spec, strict=False)
+        manifest = load_manifest(manifest, spec, strict=False, data_root=data_root)
     cache = cache_dir if isinstance(cache_dir, PreprocessCache) else PreprocessCache(cache_dir, dtype=dtype)
     cache.remove_orphan_temps()  # debris of a killed earlier run
     wanted = None if splits is None else set(splits)
@@ -237,7 +249,7 @@ def preprocess_manifest(
             done = 0
             pending: list[Any] = []
             try:
-                with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker) as pool:
+                with WorkerPool(n_workers, mp_context=ctx, initializer=_init_worker) as pool:
                     futures = {pool.submit(_task, (row, spec, cache, manifest.root)): row for row in rows}
                     for fut in as_completed(futures):
                         try:

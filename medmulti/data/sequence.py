@@ -35,7 +35,7 @@ from ..errors import (
     UnsafePathError,
     UnsupportedDataError,
 )
-from .._processes import workers_allowed
+from .._processes import WorkerPool, workers_allowed
 from ..spec import StudySpec
 from .buffers import BufferPool
 from .augment import Augmenter
@@ -76,6 +76,18 @@ def _error_from_problem(problem: Any) -> MedmultiError:
     cls = _CHECK_ERRORS.get(problem.check, ManifestError)
     return cls(f"{problem.message} [{problem.check}]", path=problem.path, modality=problem.modality,
                patient_id=problem.patient_id, hint=problem.hint or None)
+
+
+#: Patients named one by one in the skipped / zeroed warning; the rest are counted.
+LISTED_PATIENTS = 20
+
+
+def _listing(records: list, attribute: str) -> str:
+    """``patient (modality: check)`` for the first records, then a count of the rest."""
+    shown = [f"{key!r} ({modality or 'row'}: {reason.split(':', 1)[0]})" for key, modality, reason in
+             records[:LISTED_PATIENTS]]
+    more = len(records) - len(shown)
+    return ", ".join(shown) + (f" and {more} more (see {attribute})" if more > 0 else "")
 
 
 class PatientSequence(keras.utils.PyDataset):
@@ -283,11 +295,11 @@ class PatientSequence(keras.utils.PyDataset):
             kept.append(row)
             present.append(has)
         if self.skipped:
-            log.warning("%s split: skipped %d of %d patients (%s)", self.split,
-                        len({s[0] for s in self.skipped}), len(rows),
-                        ", ".join(f"{c} x{n}" for c, n in Counter(s[2].split(":")[0] for s in self.skipped).items()))
+            log.warning("%s split: skipped %d of %d patients: %s", self.split,
+                        len({s[0] for s in self.skipped}), len(rows), _listing(self.skipped, "seq.skipped"))
         if self.zeroed:
-            log.warning("%s split: %d inputs will be fed as zeros (see seq.zeroed)", self.split, len(self.zeroed))
+            log.warning("%s split: %d inputs fed as zeros: %s", self.split, len(self.zeroed),
+                        _listing(self.zeroed, "seq.zeroed"))
         return kept, present
 
     def _check_key(self, row: Any) -> str:
@@ -327,13 +339,11 @@ class PatientSequence(keras.utils.PyDataset):
         n_proc = min(os.cpu_count() or 1, 8, len(todo))
         if len(todo) > PARALLEL_CHECK_MIN and n_proc > 1 and workers_allowed("checking patients"):
             import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
-
             from concurrent.futures import as_completed
             from concurrent.futures.process import BrokenProcessPool
 
             try:
-                with ProcessPoolExecutor(n_proc, mp_context=mp.get_context("spawn")) as pool:
+                with WorkerPool(n_proc, mp_context=mp.get_context("spawn")) as pool:
                     futures = {pool.submit(row_error_records, rows[i], self.spec): i for i in todo}
                     for fut in as_completed(futures):
                         out[futures[fut]] = [Problem(**d) for d in fut.result()]
@@ -501,6 +511,17 @@ class PatientSequence(keras.utils.PyDataset):
     def patient_ids(self) -> list[str]:
         """Patient keys in batch order for the current epoch."""
         return [self._rows[j].key for j in self._order(self._epoch)]
+
+    @property
+    def labels(self) -> list[np.ndarray]:
+        """Encoded labels of the served patients, in manifest order (not batch order).
+
+        Returns
+        -------
+        list of numpy.ndarray
+            One per patient: a class index (single-label) or a 0/1 vector (multi-label).
+        """
+        return list(self._labels)
 
     @property
     def num_patients(self) -> int:

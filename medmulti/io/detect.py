@@ -17,6 +17,8 @@ from enum import Enum
 from os import PathLike
 from pathlib import Path
 
+from .safe_files import open_regular
+
 __all__ = ["FileFormat", "detect_format", "sniff_bytes"]
 
 
@@ -104,8 +106,11 @@ def detect_format(path: str | PathLike[str]) -> FileFormat:
     ------
     OSError
         If the file cannot be opened (callers turn it into ``MissingFileError``).
+    UnsupportedDataError
+        A FIFO, socket, device or folder: opened without blocking
+        (``O_NONBLOCK``) and refused before any read.
     """
-    with open(Path(path), "rb") as f:
+    with open_regular(Path(path)) as f:
         head = f.read(544)
     if head[:2] == b"\x1f\x8b":
         try:
@@ -123,6 +128,6 @@ def detect_format(path: str | PathLike[str]) -> FileFormat:
 
 def _read_more(path, n: int = 4096) -> bytes:
     # a gzip header plus a little deflate data is enough to inflate 544 bytes
-    with open(Path(path), "rb") as f:
+    with open_regular(Path(path)) as f:
         f.seek(544)
         return f.read(n)

@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import CorruptFileError, MedmultiError, MissingFileError, ResourceLimitError, UnsupportedDataError
 from .detect import FileFormat, sniff_bytes
 from .limits import DEFAULT_LIMITS, Limits
+from .safe_files import open_regular
 
 __all__ = ["DicomHeader", "read_header", "PROJECTION_MODALITIES", "COLOR_PHOTOMETRICS"]
 
@@ -644,7 +645,7 @@ class DicomHeader:
         if self.buffer is not None:
             f = io.BytesIO(self.buffer)
         else:
-            f = open(self.path, "rb")
+            f = open_regular(self.path, name=self.name)
         f.seek(self.pixel_offset)
         return f
 
@@ -812,7 +813,7 @@ def read_header(
         f = _Borrowed(fileobj)
     else:
         try:
-            f = open(path, "rb")
+            f = open_regular(path, name=name)
         except OSError:
             raise MissingFileError("the file cannot be opened (missing or unreadable)", path=name) from None
     with f as f:  # a borrowed file yields the caller's object and is not closed

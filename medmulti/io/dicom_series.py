@@ -38,6 +38,7 @@ from .detect import FileFormat, sniff_bytes
 from .dicom_file import base_meta, is_projection, no_volume_choice, read_dicom_file, single_slice_spacing
 from .dicom_header import DicomHeader, read_header
 from .limits import Limits
+from .safe_files import list_files, open_regular
 from .pixels import PARALLEL_SYNTAXES, _decode_options, decode_compressed_file, decode_pool, default_workers, read_stored, reset_pool
 from .values import apply_rescale_into, voi_meta
 
@@ -143,7 +144,9 @@ class SeriesVolumes:
         return f"{self.n} volumes (by {self.keyword}: {self.n} values; {counts})"
 
 
-def scan_folder(folder: Path, limits: Limits, *, display: str | None = None) -> tuple[list[DicomHeader], int, int]:
+def scan_folder(
+    folder: Path, limits: Limits, *, display: str | None = None, root: str | os.PathLike[str] | None = None
+) -> tuple[list[DicomHeader], int, int]:
     """Parse the header of every DICOM image file under ``folder`` (recursively).
 
     Parameters
@@ -154,11 +157,15 @@ def scan_folder(folder: Path, limits: Limits, *, display: str | None = None) -> 
         Caps (``max_files`` bounds the walk).
     display : str, optional
         Folder name for messages.
+    root : str or PathLike, optional
+        The folder symlinks under ``folder`` may point into (default: ``folder``
+        itself); see :func:`~medmulti.io.safe_files.list_files`.
 
     Returns
     -------
     (headers, n_non_image, n_non_dicom)
-        Image headers in path order, and the counts of skipped files.
+        Image headers in path order, and the counts of skipped files (symlinks
+        to folders inside the root count as non-DICOM).
 
     Raises
     ------
@@ -166,51 +173,42 @@ def scan_folder(folder: Path, limits: Limits, *, display: str | None = None) -> 
         More than ``limits.max_files`` files.
     CorruptFileError
         A DICOM file that cannot be parsed (named relative to the folder).
+    UnsafePathError
+        A symlink under the folder leads outside the root.
+    UnsupportedDataError
+        A FIFO, socket or device under the folder (never opened).
+    MissingFileError
+        A file or subfolder that cannot be read; a dangling symlink.
     """
-    from ..errors import ResourceLimitError
-
     headers: list[DicomHeader] = []
-    non_image = non_dicom = 0
-    count = 0
-    base = os.fspath(folder)
-    for root, dirs, files in os.walk(base):
-        dirs.sort()
-        rel_root = os.path.relpath(root, base)
-        for fname in sorted(files):
-            count += 1
-            if count > limits.max_files:
-                raise ResourceLimitError(
-                    f"more than {limits.max_files:,} files under this folder", path=display or str(folder),
-                    hint="point medmulti at one series folder, or raise Limits(max_files=...)",
-                )
-            path = os.path.join(root, fname)
-            name = fname if rel_root == "." else os.path.join(rel_root, fname)
+    non_image = 0
+    entries, non_dicom = list_files(folder, root=root, max_files=limits.max_files, display=display or str(folder))
+    for entry in entries:
+        name = entry.name
+        try:
+            f = open_regular(entry.path, name=name, follow=False)
+        except OSError:
+            raise MissingFileError("a file in the folder cannot be read", path=name) from None
+        with f:
             try:
-                if not os.path.isfile(path):
-                    continue
-                f = open(path, "rb")
+                head = f.read(2048)
             except OSError:
                 raise MissingFileError("a file in the folder cannot be read", path=name) from None
-            with f:
-                try:
-                    head = f.read(2048)
-                except OSError:
-                    raise MissingFileError("a file in the folder cannot be read", path=name) from None
-                fmt = sniff_bytes(head)
-                if fmt not in (FileFormat.DICOM, FileFormat.DICOM_RAW):
-                    non_dicom += 1
-                    continue
-                h = read_header(Path(path), name=name, limits=limits, head=head, check_depth=False, fileobj=f)
-            if h.is_non_image:
-                non_image += 1
+            fmt = sniff_bytes(head)
+            if fmt not in (FileFormat.DICOM, FileFormat.DICOM_RAW):
+                non_dicom += 1
                 continue
-            if not h.has_pixels:
-                raise CorruptFileError(
-                    "an image object in the folder has no PixelData (truncated or damaged?)",
-                    path=name,
-                    keyword="PixelData",
-                )
-            headers.append(h)
+            h = read_header(entry.path, name=name, limits=limits, head=head, check_depth=False, fileobj=f)
+        if h.is_non_image:
+            non_image += 1
+            continue
+        if not h.has_pixels:
+            raise CorruptFileError(
+                "an image object in the folder has no PixelData (truncated or damaged?)",
+                path=name,
+                keyword="PixelData",
+            )
+        headers.append(h)
     return headers, non_image, non_dicom
 
 
@@ -616,6 +614,7 @@ def plan_series(
     volume: int | None = None,
     limits: Limits,
     display: str | None = None,
+    root: str | os.PathLike[str] | None = None,
 ) -> SeriesPlan:
     """Scan a folder, choose the series and check it (headers only).
 
@@ -637,6 +636,9 @@ def plan_series(
         Caps.
     display : str, optional
         Folder name for messages (default: the path as given).
+    root : str or PathLike, optional
+        The folder symlinks under ``folder`` may point into (default: ``folder``
+        itself); a link leading elsewhere is refused (:func:`scan_folder`).
 
     Returns
     -------
@@ -645,9 +647,11 @@ def plan_series(
     Raises
     ------
     MissingFileError
-        No DICOM file in the folder.
+        No DICOM file in the folder; a file or subfolder that cannot be read.
+    UnsafePathError
+        A symlink under the folder leads outside ``root``.
     UnsupportedDataError
-        Only non-image DICOM objects in the folder; a series holding several
+        A FIFO, socket or device under the folder (never opened); only non-image DICOM objects in the folder; a series holding several
         volumes without ``volume=``, ``volume=`` out of range, or given for a
         series of single-frame files holding one volume.
     SeriesGeometryError
@@ -660,7 +664,7 @@ def plan_series(
         ``series`` of another type.
     """
     where = display or str(folder)
-    headers, non_image, non_dicom = scan_folder(folder, limits, display=where)
+    headers, non_image, non_dicom = scan_folder(folder, limits, display=where, root=root)
     warnings = []
     if non_image:
         warnings.append(f"{non_image} non-image DICOM object(s) ignored")
@@ -748,6 +752,7 @@ def read_dicom_series(
     workers: int | None = None,
     display: str | None = None,
     plan: SeriesPlan | None = None,
+    root: str | os.PathLike[str] | None = None,
 ) -> Image:
     """Read one DICOM series from a folder into a float32 volume.
 
@@ -774,6 +779,9 @@ def read_dicom_series(
         Folder name for messages.
     plan : SeriesPlan, optional
         A plan from :func:`plan_series` (avoids scanning twice).
+    root : str or PathLike, optional
+        The folder symlinks under ``folder`` may point into (default: ``folder``
+        itself); a link leading elsewhere is refused (:func:`scan_folder`).
 
     Returns
     -------
@@ -786,10 +794,12 @@ def read_dicom_series(
     Raises
     ------
     MissingFileError, CorruptFileError, SeriesGeometryError, UnsupportedDataError, ResourceLimitError
+    UnsafePathError
+        A symlink under the folder leads outside ``root``.
     """
     where = display or str(folder)
     if plan is None:
-        plan = plan_series(folder, series=series, volume=volume, limits=limits, display=where)
+        plan = plan_series(folder, series=series, volume=volume, limits=limits, display=where, root=root)
     if plan.single_file:
         img = read_dicom_file(plan.headers[0], modality, limits, volume=volume)
         img.meta["n_files"] = 1

@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import CorruptFileError, MedmultiError, ResourceLimitError, UnsupportedDataError
 from ..image import Image, affine_from_itk
 from .limits import Limits
+from .safe_files import open_regular
 
 __all__ = ["read_nifti", "NiftiHeaderInfo", "read_nifti_header"]
 
@@ -45,7 +46,7 @@ class _Stream:
     """Sequential reader of a file's (possibly gzip-inflated) bytes."""
 
     def __init__(self, path: Path, gz: bool, name: str) -> None:
-        self.f = open(path, "rb")
+        self.f = open_regular(path, name=name)
         self.gz = gz
         self.name = name
         self.d = _inflater() if gz else None

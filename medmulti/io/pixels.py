@@ -9,7 +9,6 @@ PixelData value, so the header is not parsed again. Every decoder failure become
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import multiprocessing as mp
 import os
 import threading
@@ -17,8 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from .._processes import WorkerPool
 from ..errors import CorruptFileError, MedmultiError, ResourceLimitError, UnsupportedDataError
 from .dicom_header import DicomHeader
+from .safe_files import open_regular
 
 __all__ = ["read_stored", "fix_bits", "decode_compressed_file", "decode_pool", "PARALLEL_SYNTAXES"]
 
@@ -152,7 +153,7 @@ def decode_compressed_file(path: str, offset: int, transfer_syntax: str, options
             "the pixel decoder for this transfer syntax is not installed", path=name, keyword="TransferSyntaxUID"
         )
     try:
-        f = io.BytesIO(buffer) if buffer is not None else open(path, "rb")
+        f = io.BytesIO(buffer) if buffer is not None else open_regular(path, name=name)
         with f:
             _check_fragments(f, offset, name)
             arr, _ = decoder.as_array(f, **options)
@@ -204,7 +205,7 @@ def read_stored(h: DicomHeader, out: np.ndarray | None = None) -> np.ndarray:
             src = np.frombuffer(h.buffer, dtype=dtype, count=out.size, offset=h.pixel_offset)
             out[...] = src.reshape(shape)
         else:
-            with open(h.path, "rb") as f:
+            with open_regular(h.path, name=h.name) as f:
                 f.seek(h.pixel_offset)
                 n = f.readinto(memoryview(out).cast("B"))
             if n != out.nbytes:
@@ -219,12 +220,12 @@ def read_stored(h: DicomHeader, out: np.ndarray | None = None) -> np.ndarray:
 
 
 # -- parallel decoding ----------------------------------------------------------
-_POOL: cf.ProcessPoolExecutor | None = None
+_POOL: WorkerPool | None = None
 _POOL_SIZE = 0
 _POOL_LOCK = threading.Lock()
 
 
-def decode_pool(workers: int) -> cf.ProcessPoolExecutor:
+def decode_pool(workers: int) -> WorkerPool:
     """Return the shared process pool used to decode compressed series.
 
     The pool is created on first use (``forkserver`` start method, safe with
@@ -241,15 +242,16 @@ def decode_pool(workers: int) -> cf.ProcessPoolExecutor:
 
     Returns
     -------
-    concurrent.futures.ProcessPoolExecutor
+    medmulti._processes.WorkerPool
+        Its workers ignore Ctrl-C; the ``medmulti`` command stops them on one.
     """
     global _POOL, _POOL_SIZE
     with _POOL_LOCK:
-        if _POOL is None or _POOL_SIZE != workers:
+        if _POOL is None or _POOL_SIZE != workers or _POOL.stopped:
             if _POOL is not None:
                 _POOL.shutdown(wait=False, cancel_futures=True)
             method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-            _POOL = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method))
+            _POOL = WorkerPool(workers, mp_context=mp.get_context(method))
             _POOL_SIZE = workers
         return _POOL
 

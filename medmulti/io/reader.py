@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .source import SourceRef
 from .limits import DEFAULT_LIMITS, Limits
 from .nifti import read_nifti
+from .safe_files import check_regular
 from .quiet import quiet_pydicom
 
 __all__ = ["read_image", "resolve_format"]
@@ -43,12 +44,12 @@ def resolve_format(path: Path, name: str) -> FileFormat:
     MissingFileError
         The path does not exist or cannot be read.
     UnsupportedDataError
-        Neither DICOM nor NIfTI.
+        Neither DICOM nor NIfTI; a FIFO, socket or device (refused after a
+        ``stat``, never opened).
     CorruptFileError
         A gzip stream that is cut or damaged before its content can be recognised.
     """
-    if not path.exists():
-        raise MissingFileError("no such file or folder", path=name)
+    check_regular(path, name=name)  # a FIFO would block open() forever
     try:
         fmt = detect_format(path)
     except OSError:
@@ -73,6 +74,7 @@ def read_image(
     volume: int | None = None,
     limits: Limits | None = None,
     workers: int | None = None,
+    root: str | PathLike[str] | None = None,
 ) -> Image:
     """Read a DICOM file, a folder holding one DICOM series, or a NIfTI file.
 
@@ -109,6 +111,11 @@ def read_image(
     workers : int, optional
         Processes for decoding JPEG 2000 series (default: usable CPUs, at most
         8; ``1`` disables parallel decoding).
+    root : str or PathLike, optional
+        For a folder: the folder that symlinks inside it may point into
+        (default: the folder itself; a ``SourceRef`` may carry one). Nothing
+        outside it is opened, listed or ``stat``-ed; a link leading out is
+        refused. It does not constrain ``path`` itself (a manifest checks that).
 
     Returns
     -------
@@ -122,12 +129,15 @@ def read_image(
     ------
     MissingFileError
         The path does not exist, or a folder holds no DICOM image.
+    UnsafePathError
+        A symlink inside the folder leads outside ``root`` (or loops).
     CorruptFileError
         Truncated, unparseable or undecodable data (pixels are decoded here).
     UnsupportedDataError
         Non-image DICOM objects, colour images, 4D NIfTI or multi-stack enhanced
         DICOM without ``volume=``, ``volume=`` out of range or given for a
-        single volume, ``series=`` given for a file...
+        single volume, ``series=`` given for a file, a FIFO, socket or device
+        (refused after a ``stat``, never opened)...
     SeriesGeometryError
         Several series without ``series=``, a ``series=`` that names none of the
         folder's series (or several sharing a SeriesNumber); gaps, duplicates,
@@ -159,6 +169,7 @@ def read_image(
         for arg, given, own in (("series", series, path.series), ("volume", volume, path.volume)):
             if given is not None and own is not None and given != own:
                 raise TypeError(f"{arg}= given twice (as an argument and in the SourceRef), with different values")
+        root = path.root if root is None else root
         path, series, volume = path.resolve(series, volume)
     limits = DEFAULT_LIMITS if limits is None else limits
     name = str(path)
@@ -169,7 +180,7 @@ def read_image(
     try:
         if p.is_dir():
             return read_dicom_series(
-                p, modality, series=series, volume=volume, limits=limits, workers=workers, display=name
+                p, modality, series=series, volume=volume, limits=limits, workers=workers, display=name, root=root
             )
         if series is not None and p.exists():
             raise series_given_for_a_file(name)

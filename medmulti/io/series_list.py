@@ -106,7 +106,9 @@ def _plane(h: DicomHeader) -> str:
     return ("sagittal", "coronal", "axial")[k]
 
 
-def list_series(folder: str | os.PathLike[str], *, limits: Limits | None = None) -> list[SeriesSummary]:
+def list_series(
+    folder: str | os.PathLike[str], *, limits: Limits | None = None, root: str | os.PathLike[str] | None = None
+) -> list[SeriesSummary]:
     """List the image series under a folder (recursively), headers only.
 
     Parameters
@@ -115,6 +117,9 @@ def list_series(folder: str | os.PathLike[str], *, limits: Limits | None = None)
         A folder of DICOM files.
     limits : Limits, optional
         Caps (default :data:`~medmulti.io.limits.DEFAULT_LIMITS`).
+    root : str or PathLike, optional
+        The folder symlinks under ``folder`` may point into (default: ``folder``
+        itself). Nothing outside it is opened, listed or ``stat``-ed.
 
     Returns
     -------
@@ -132,12 +137,16 @@ def list_series(folder: str | os.PathLike[str], *, limits: Limits | None = None)
         A DICOM file whose header cannot be parsed.
     ResourceLimitError
         More files than ``limits.max_files``.
+    UnsafePathError
+        A symlink under the folder leads outside ``root`` (or loops).
+    UnsupportedDataError
+        A FIFO, socket or device under the folder (never opened).
     """
     limits = limits or DEFAULT_LIMITS
     p = Path(folder)
     if not p.is_dir():
         raise MissingFileError("no such folder", path=str(folder))
-    headers, _, _ = scan_folder(p, limits, display=str(folder))
+    headers, _, _ = scan_folder(p, limits, display=str(folder), root=root)
     groups = _group(headers)
     numbers = [g[0].series_number for g in groups]
     out = []

@@ -31,6 +31,7 @@ from .dicom_series import parse_series_choice, series_given_for_a_file, plan_ser
 from .limits import DEFAULT_LIMITS, Limits
 from .nifti import _checked_affine, _itk_geometry, _Stream, read_nifti_header
 from .reader import read_image, resolve_format
+from .safe_files import open_regular
 from .quiet import quiet_pydicom
 
 __all__ = ["SourceInfo", "SourceRef", "inspect_source", "digest", "identity_key"]
@@ -64,6 +65,9 @@ class SourceRef:
         0-based volume of a 4D NIfTI file, a multi-volume enhanced DICOM file or
         a DICOM series holding several volumes (repeated slice positions), as
         ``volume=`` of :func:`~medmulti.io.read_image`.
+    root : str or PathLike, optional
+        For a folder: the folder symlinks inside it may point into, as ``root=``
+        of :func:`~medmulti.io.read_image` (default: the folder itself).
 
     Raises
     ------
@@ -89,9 +93,12 @@ class SourceRef:
     path: Path
     series: int | str | Path | None = None
     volume: int | None = None
+    root: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
+        if self.root is not None:
+            object.__setattr__(self, "root", Path(self.root))
         if self.series is not None:
             kind, value = parse_series_choice(self.series)  # TypeError for a wrong type
             if isinstance(self.series, PathLike):
@@ -114,7 +121,8 @@ class SourceRef:
             shown = "<a SeriesInstanceUID>"
         else:
             shown = repr(series)
-        return f"SourceRef({str(self.path)!r}, series={shown}, volume={self.volume!r})"
+        extra = "" if self.root is None else f", root={str(self.root)!r}"
+        return f"SourceRef({str(self.path)!r}, series={shown}, volume={self.volume!r}{extra})"
 
     @property
     def selects(self) -> bool:
@@ -127,13 +135,15 @@ class SourceRef:
         Returns
         -------
         dict
-            ``{"series": ..., "volume": ...}`` without the ``None`` entries.
+            ``{"series": ..., "volume": ..., "root": ...}`` without the ``None`` entries.
         """
         out: dict[str, Any] = {}
         if self.series is not None:
             out["series"] = self.series
         if self.volume is not None:
             out["volume"] = self.volume
+        if self.root is not None:
+            out["root"] = self.root
         return out
 
     def resolve(self, series: Any = None, volume: int | None = None) -> tuple[Path, Any, int | None]:
@@ -312,7 +322,7 @@ def _nifti_probe(p: Path, info: Any, volume: int | None) -> str:
 
     size = os.path.getsize(p)
     start, n = _middle(0, size)
-    with open(p, "rb") as f:
+    with open_regular(p) as f:
         f.seek(start)
         block = f.read(n)
     fields = ("nifti", tuple(int(d) for d in info.shape), info.dtype.str, size, volume)
@@ -392,7 +402,7 @@ def _inspect_nifti(p: Path, name: str, gz: bool, modality: str | None, volume: i
     if gz:
         # header level only: the gzip trailer (ISIZE, the inflated size mod 2**32)
         # of a complete single-member file equals the declared size
-        with open(p, "rb") as f:
+        with open_regular(p, name=name) as f:
             f.seek(max(0, size - 4))
             isize = int.from_bytes(f.read(4), "little")
         if isize != need % 2**32:
@@ -425,6 +435,7 @@ def inspect_source(
     series: int | str | PathLike[str] | None = None,
     volume: int | None = None,
     limits: Limits | None = None,
+    root: str | PathLike[str] | None = None,
 ) -> SourceInfo:
     """Summarise and check an image source from its headers.
 
@@ -448,6 +459,10 @@ def inspect_source(
         :func:`read_image`); the info then describes that volume's files.
     limits : Limits, optional
         Caps (default :data:`~medmulti.io.limits.DEFAULT_LIMITS`).
+    root : str or PathLike, optional
+        For a folder: the folder symlinks inside it may point into (default:
+        the folder itself; a ``SourceRef`` may carry one), as ``root=`` of
+        :func:`read_image`.
 
     Returns
     -------
@@ -457,7 +472,10 @@ def inspect_source(
     ------
     MissingFileError, CorruptFileError, UnsupportedDataError, SeriesGeometryError, ResourceLimitError
         As :func:`read_image` for anything decidable from the headers (and
-        everything else with ``deep=True``).
+        everything else with ``deep=True``); a FIFO, socket or device is
+        :class:`UnsupportedDataError` (never opened).
+    UnsafePathError
+        A symlink inside the folder leads outside ``root`` (or loops).
 
     Notes
     -----
@@ -483,6 +501,7 @@ def inspect_source(
     """
     limits = DEFAULT_LIMITS if limits is None else limits
     if isinstance(path, SourceRef):
+        root = path.root if root is None else root
         path, series, volume = path.resolve(series, volume)
     name = str(path)
     p = Path(path)
@@ -491,7 +510,7 @@ def inspect_source(
     check_volume_argument(volume)
     try:
         if p.is_dir():
-            plan = plan_series(p, series=series, volume=volume, limits=limits, display=name)
+            plan = plan_series(p, series=series, volume=volume, limits=limits, display=name, root=root)
             if plan.single_file:
                 info = _inspect_dicom_file(plan.headers[0], plan.headers[0].name, limits, volume)
                 info.kind = "dicom-series"
@@ -521,7 +540,7 @@ def inspect_source(
             middle = headers[len(headers) // 2]
             info.digests["pixels_probe"] = _dicom_probe(middle, len(headers), volume if plan.single_file else None)
             if deep:
-                read_image(p, modality, series=series, volume=volume, limits=limits)
+                read_image(p, modality, series=series, volume=volume, limits=limits, root=root)
                 info.digests["pixels"] = _pixel_digest(headers)
             return info
         if series is not None and p.exists():

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import io
 import logging
+import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from os import PathLike
@@ -26,12 +27,14 @@ from ..errors import (
     MissingFileError,
     ResourceLimitError,
     SeriesGeometryError,
+    UnsafePathError,
     UnsupportedDataError,
 )
+from ..io.safe_files import check_regular, list_files, open_regular
 from ..io.source import SourceRef
 from ..spec import StudySpec
 from .report import Problem
-from .schema import SERIES_SUFFIX, SPLITS, VOLUME_SUFFIX, ManifestRow, check_fields
+from .schema import SERIES_SUFFIX, SPLITS, VOLUME_SUFFIX, ManifestRow, canonical_key, check_fields
 
 __all__ = [
     "RowCheck",
@@ -58,6 +61,8 @@ ERROR_CHECKS: dict[type, tuple[str, str]] = {
                                                "that medmulti reads"),
     ResourceLimitError: ("resource_limit", "the input is larger than the configured limits, or declares more data "
                                            "than it holds: check the file, or raise the limits"),
+    UnsafePathError: ("unsafe_path", "a symlink in the input's folder leads outside the manifest folder: copy the "
+                                     "file into the folder instead of linking to it"),
 }
 
 #: Every check name validation reports -> its severity (the names are stable: tools read them).
@@ -87,6 +92,7 @@ CHECKS: dict[str, str] = {
     "tiny_split": "warning",
     "anisotropic_spacing": "warning",
     "reader_warning": "warning",
+    "key_normalised": "warning",
 }
 
 #: Spec kind -> DICOM Modality values accepted in the header.
@@ -152,29 +158,36 @@ def sha256_of(path: str | PathLike[str]) -> str:
         below it, sorted by relative POSIX path (byte order), one line
         ``"<hex>  <relative/path>\\n"`` each; i.e. the output of
         ``cd DIR && find . -type f -printf '%P\\n' | LC_ALL=C sort | xargs -d '\\n' sha256sum | sha256sum``.
+        A symlink to a file inside the folder counts as that file (``find -L``);
+        the folder is listed as the readers list it
+        (:func:`~medmulti.io.safe_files.list_files`), so nothing outside it is read.
 
     Raises
     ------
     MissingFileError
         If the path does not exist or cannot be read.
+    UnsupportedDataError
+        A FIFO, socket or device (never opened), named or inside the folder.
+    UnsafePathError
+        A symlink inside the folder leads outside it.
     """
     p = Path(path)
 
     def file_hex(f: Path) -> str:
         h = hashlib.sha256()
         try:
-            with open(f, "rb") as fh:
+            with open_regular(f) as fh:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):
                     h.update(chunk)
         except OSError:
             raise MissingFileError("cannot read the file to compute its sha256", path=f) from None
         return h.hexdigest()
 
-    if p.is_file():
-        return file_hex(p)
     if not p.is_dir():
-        raise MissingFileError("no such file or folder", path=p)
-    files = sorted((f.relative_to(p).as_posix().encode("utf-8"), f) for f in p.rglob("*") if f.is_file())
+        check_regular(p)  # a FIFO would block open() forever
+        return file_hex(p)
+    entries, _ = list_files(p)
+    files = sorted((Path(e.name).as_posix().encode("utf-8"), e.path) for e in entries)
     h = hashlib.sha256()
     for rel, f in files:
         h.update(f"{file_hex(f)}  ".encode() + rel + b"\n")
@@ -202,7 +215,7 @@ def _identity_scan(files: Sequence[Path]) -> tuple[set[str], set[str]]:
     studies: set[str] = set()
     for f in files:
         try:
-            with open(f, "rb") as fh:
+            with open_regular(f) as fh:
                 ds = read_partial(fh, stop_when=stop, specific_tags=tags)
         except Exception:  # the reader reports unreadable files
             continue
@@ -210,6 +223,15 @@ def _identity_scan(files: Sequence[Path]) -> tuple[set[str], set[str]]:
         patients.add(_short(str(ds.get("PatientID", "") or "").strip()))
         studies.add(_short(ds.get("StudyInstanceUID", "")))
     return patients, studies
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """The regular files under a series folder, listed as the readers list them (empty if it cannot be)."""
+    try:
+        entries, _ = list_files(folder)
+    except MedmultiError:  # reported by the reader
+        return []
+    return sorted(e.path for e in entries)
 
 
 def _inspect(source: Path | SourceRef, deep: bool):
@@ -266,7 +288,8 @@ def _error_problem(row: ManifestRow, name: str, exc: BaseException) -> Problem:
         ep = Path(err_path)
         try:
             rel = ep.relative_to(src) if ep.is_absolute() else ep
-            if str(rel) != "." and ".." not in rel.parts and (src / rel).exists():
+            # lexists: a symlink that leads out is named, never followed
+            if str(rel) != "." and ".." not in rel.parts and os.path.lexists(src / rel):
                 shown = f"{written.rstrip('/')}/{rel.as_posix()}"
         except (ValueError, OSError):
             pass
@@ -364,8 +387,8 @@ def check_row(row: ManifestRow, spec: StudySpec, *, deep: bool = False, thumbnai
         if m.name in row.sha256 and len(row.sha256[m.name]) == 64:
             try:
                 actual = sha256_of(folder)
-            except MissingFileError:
-                actual = None  # reported below by the reader
+            except MedmultiError:
+                actual = None  # reported below by the reader (missing, FIFO, symlink leading out...)
             if actual is not None and actual != row.sha256[m.name]:
                 out.problems.append(Problem(row.key, m.name, written, "sha256_mismatch", "error",
                                             "the input's sha256 differs from the pinned value",
@@ -375,7 +398,7 @@ def check_row(row: ManifestRow, spec: StudySpec, *, deep: bool = False, thumbnai
             info = _inspect(src, deep)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a problem record
             if isinstance(exc, SeriesGeometryError) and folder.is_dir():
-                patients, _ = _identity_scan(sorted(f for f in folder.rglob("*") if f.is_file()))
+                patients, _ = _identity_scan(_folder_files(folder))
                 if len(patients) > 1:  # several studies of one patient stay a series problem
                     out.problems.append(_mixed_identity(row, m.name))
                     continue
@@ -450,7 +473,7 @@ def _identity_matches(results: list[RowCheck], what: tuple[str, ...], check: str
             for k in what:
                 d = ident.get(k)
                 if d:
-                    owners[(k, d)].add(res.row.patient_id)
+                    owners[(k, d)].add(canonical_key(res.row.patient_id))
                     where[(k, d)].append((res.row, name))
     flagged: set[tuple[str, str]] = set() if skip is None else skip
     out: list[Problem] = []
@@ -461,7 +484,7 @@ def _identity_matches(results: list[RowCheck], what: tuple[str, ...], check: str
             if (row.key, name) in flagged:
                 continue
             flagged.add((row.key, name))
-            out.append(_listed_twice(row, name, check, sorted(pids - {row.patient_id}),
+            out.append(_listed_twice(row, name, check, sorted(pids - {canonical_key(row.patient_id)}),
                                      {r.split for r, _ in where[dk]}, prefix, hint))
     return out
 
@@ -485,14 +508,15 @@ def _duplicate_images(results: list[RowCheck]) -> list[Problem]:
             if ident.get("pixels_probe"):
                 by_probe[ident["pixels_probe"]].append((res.row, name, ident.get("pixels")))
     for entries in by_probe.values():
-        if len({row.patient_id for row, _, _ in entries}) < 2:
+        if len({canonical_key(row.patient_id) for row, _, _ in entries}) < 2:
             continue
         for row, name, full in entries:
             if (row.key, name) in flagged:
                 continue
             # a partner of another patient whose image is not known to differ (deep: full digests win)
             partners = [(r, f) for r, n, f in entries
-                        if r.patient_id != row.patient_id and not (full and f and f != full)]
+                        if canonical_key(r.patient_id) != canonical_key(row.patient_id)
+                        and not (full and f and f != full)]
             if not partners:
                 continue
             flagged.add((row.key, name))
@@ -526,6 +550,9 @@ def cross_row_checks(results: Iterable[RowCheck], spec: StudySpec) -> list[Probl
     where both inputs have one, and otherwise the pixel probe (``"pixels_probe"``,
     64 KiB sampled from the middle of the pixel data, both modes): in deep mode
     a probe collision whose full pixels differ is not flagged.
+
+    Keys are compared in their canonical form (:func:`~medmulti.manifest.schema.canonical_key`):
+    ``SYN0001`` and ``SYN0001`` with a zero-width space are one patient.
     """
     results = list(results)
     rows = [r.row for r in results]
@@ -533,9 +560,9 @@ def cross_row_checks(results: Iterable[RowCheck], spec: StudySpec) -> list[Probl
     by_key: dict[str, list[ManifestRow]] = defaultdict(list)
     splits_of: dict[str, set[str]] = defaultdict(set)
     for r in rows:
-        by_key[r.key].append(r)
+        by_key[canonical_key(r.key)].append(r)
         if r.split in SPLITS:
-            splits_of[r.patient_id].add(r.split)
+            splits_of[canonical_key(r.patient_id)].add(r.split)
     for key, rs in by_key.items():
         if len(rs) > 1 and len({r.split for r in rs}) == 1:
             out.append(Problem(key, None, None, "duplicate_row", "error",
@@ -563,7 +590,7 @@ def cross_row_checks(results: Iterable[RowCheck], spec: StudySpec) -> list[Probl
                                        f"class {c!r} is {share:.0%} of the rows: consider class_balance=True "
                                        "or sample weights when training"))
     for s in SPLITS:
-        n = len({r.patient_id for r in rows if r.split == s})
+        n = len({canonical_key(r.patient_id) for r in rows if r.split == s})
         if 0 < n < TINY_SPLIT_PATIENTS:
             out.append(Problem(None, None, None, "tiny_split", "warning",
                                f"split {s!r} has only {n} patient(s)",

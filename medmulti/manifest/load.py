@@ -11,15 +11,19 @@ from manifest cells, never from DICOM header values.
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 import logging
 import os
 import re
-import stat
+from collections import Counter
 from os import PathLike
 from pathlib import Path, PurePosixPath
+from typing import Callable, Iterator
 from urllib.parse import unquote
 
 from ..errors import ManifestError, MissingFileError, UnsafePathError
+from ..io.safe_files import SymlinkEscape, resolve_within
 from ..io.source import SourceRef
 from ..spec import StudySpec
 from .schema import (
@@ -30,6 +34,7 @@ from .schema import (
     VOLUME_SUFFIX,
     Manifest,
     ManifestRow,
+    canonical_key,
     check_fields,
     expected_columns,
     parse_series_cell,
@@ -43,7 +48,6 @@ log = logging.getLogger("medmulti.manifest")
 #: Longest manifest path accepted (characters); longer ones are refused as unsafe.
 MAX_PATH_CHARS = 1024
 _MAX_COMPONENT = 255
-_MAX_SYMLINKS = 40
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _FORMAT_LINE = re.compile(r"^#\s*format\s*:\s*(\S+)\s*$")
 
@@ -129,36 +133,28 @@ def resolve_path(
 def _walk(lexical: Path, allowed: Path, text: str, where: str) -> Path:
     """Follow symlinks component by component, refusing (before any stat) one that leads outside.
 
-    ``os.path.realpath`` would stat the target of an outside-pointing link before we
-    could refuse it; here a link's target is checked lexically first, so nothing
-    outside ``allowed`` is ever touched, not even by ``lstat``.
+    The rule the readers apply inside series folders too
+    (:func:`medmulti.io.safe_files.resolve_within`): a link's target is checked
+    lexically first, so nothing outside ``allowed`` is ever touched, not even by ``lstat``.
     """
-    cur = allowed
-    stack = list(lexical.relative_to(allowed).parts)
-    hops = 0
-    while stack:
-        part = stack.pop(0)
-        nxt = cur / part
-        try:
-            st = os.lstat(nxt)
-        except OSError:  # missing (reported later by the file checks) or not a folder
-            return nxt.joinpath(*stack)
-        if not stat.S_ISLNK(st.st_mode):
-            cur = nxt
-            continue
-        hops += 1
-        if hops > _MAX_SYMLINKS:
-            raise UnsafePathError("too many symlinks on the path", path=text)
-        target = Path(os.path.normpath(cur / os.readlink(nxt)))
-        if not _within(target, allowed):
-            raise UnsafePathError(f"a symlink on the path points outside the {where}", path=text,
-                                  hint="copy the data, or pass an explicit data root that contains the target")
-        cur = allowed
-        stack = list(target.relative_to(allowed).parts) + stack
-    return cur
+    try:
+        return resolve_within(lexical, allowed)
+    except SymlinkEscape as exc:
+        if exc.loop:
+            raise UnsafePathError("too many symlinks on the path", path=text) from None
+        raise UnsafePathError(f"a symlink on the path points outside the {where}", path=text,
+                              hint="copy the data, or pass an explicit data root that contains the target") from None
 
 
-def _read_lines(p: Path) -> tuple[int, list[str]]:
+def _read_rows(p: Path) -> tuple[int, Iterator[list[str]], Callable[[], int]]:
+    """Open the manifest's CSV: ``(comment lines skipped, row iterator, physical lines read so far)``.
+
+    The text is read as a file with ``newline=""`` (the csv module's rule): only
+    ``\\n``, ``\\r`` and ``\\r\\n`` end a line, and a quoted cell may hold any of them;
+    U+2028, NEL and form feeds inside a cell are cell content. ``csv.Error`` (a cell
+    over the csv module's field size limit, 131,072 characters) is a
+    :class:`ManifestError` naming the line.
+    """
     try:
         raw = p.read_bytes()
     except OSError:
@@ -167,11 +163,13 @@ def _read_lines(p: Path) -> tuple[int, list[str]]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ManifestError("the manifest is not UTF-8 text", path=p) from None
-    lines = text.splitlines(keepends=True)
+    fh = io.StringIO(text, newline="")
     fmt = MANIFEST_FORMAT
     skipped = 0
-    for line in lines:
+    first: list[str] = []
+    for line in fh:
         if not line.startswith("#"):
+            first = [line]
             break
         m = _FORMAT_LINE.match(line.strip())
         if m:
@@ -183,7 +181,22 @@ def _read_lines(p: Path) -> tuple[int, list[str]]:
         skipped += 1
     if fmt != MANIFEST_FORMAT:
         raise ManifestError(f"unsupported manifest format {fmt}; this medmulti reads format {MANIFEST_FORMAT}", path=p)
-    return skipped, lines[skipped:]
+    reader = csv.reader(itertools.chain(first, fh))
+
+    def rows() -> Iterator[list[str]]:
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                why = ("a cell is longer than the csv module's limit of "
+                       f"{csv.field_size_limit():,} characters" if "field limit" in str(exc) else "malformed CSV")
+                raise ManifestError(why, row=skipped + reader.line_num, path=p,
+                                    hint="a manifest cell holds a short path, key or label") from None
+            yield cells
+
+    return skipped, rows(), lambda: skipped + reader.line_num
 
 
 def load_manifest(
@@ -219,9 +232,17 @@ def load_manifest(
     MissingFileError
         The manifest (or the spec file) does not exist.
     ManifestError
-        Missing or unknown columns, no rows, a row with a bad cell count or an empty
-        ``patient_id`` (always), and with ``strict=True`` every row-level problem;
-        the message names the line and column.
+        Missing, unknown or repeated columns, no rows, a row with a bad cell count,
+        a cell longer than the csv module's field size limit, or an empty
+        ``patient_id`` (also one holding only invisible characters) (always), and
+        with ``strict=True`` every row-level error; the message names the line and
+        column.
+
+    Notes
+    -----
+    ``patient_id`` and ``study_id`` are kept and compared in their canonical form
+    (:func:`~medmulti.manifest.schema.canonical_key`); a key the canonical form
+    changes is the ``key_normalised`` warning (logged by a strict load).
     UnsafePathError
         With ``strict=True``, a path (or a ``<modality>_series`` file path) leaving
         the allowed folder.
@@ -237,8 +258,7 @@ def load_manifest(
     droot = Path(os.path.realpath(data_root)) if data_root is not None else None
     if droot is not None and not droot.is_dir():
         raise MissingFileError("the data root is not a folder", path=droot)
-    skipped, lines = _read_lines(p)
-    reader = csv.reader(lines)
+    skipped, reader, line_of = _read_rows(p)
     try:
         header = next(reader)
     except StopIteration:
@@ -249,7 +269,7 @@ def load_manifest(
         if h not in known and not h.startswith(EXTRA_PREFIX):
             raise ManifestError(f"unknown column; known columns are {sorted(known)} (free columns start with "
                                 f"'{EXTRA_PREFIX}')", row=skipped + 1, column=h or f"#{i + 1}", path=p)
-    dup = sorted({h for h in header if header.count(h) > 1})
+    dup = sorted(h for h, n in Counter(header).items() if n > 1)
     if dup:
         raise ManifestError("column appears twice", row=skipped + 1, column=dup[0], path=p)
     required = ["patient_id", "split", *spec.labels.manifest_columns]
@@ -260,15 +280,24 @@ def load_manifest(
     rows: list[ManifestRow] = []
     problems = []
     for cells in reader:
-        line = skipped + reader.line_num
+        line = line_of()
         if not any(c.strip() for c in cells):
             continue
         if len(cells) != len(header):
             raise ManifestError(f"{len(cells)} cells, the header has {len(header)}", row=line, path=p)
         rec = {h: c.strip() for h, c in zip(header, cells)}
+        written_keys = {}
+        for column in ("patient_id", "study_id"):
+            if column in rec:
+                canonical = canonical_key(rec[column])
+                if canonical != rec[column]:
+                    written_keys[column] = rec[column]
+                    rec[column] = canonical
         pid = rec["patient_id"]
         if not pid:
-            raise ManifestError("patient_id is empty", row=line, column="patient_id", path=p)
+            raise ManifestError("patient_id is empty" + (" (it holds only invisible or control characters)"
+                                                         if "patient_id" in written_keys else ""),
+                                row=line, column="patient_id", path=p)
         paths: dict[str, str | None] = {}
         sources: dict[str, Path | None] = {}
         refused: dict[str, str] = {}
@@ -312,16 +341,22 @@ def load_manifest(
             extra={h: rec[h] for h in header if h.startswith(EXTRA_PREFIX)},
             series=series,
             volume=volume,
+            written_keys=written_keys,
         )
         found = check_fields(row, spec)
-        if strict and found:
-            prob = found[0]
+        errors = [prob for prob in found if prob.is_error]
+        if strict and errors:
+            prob = errors[0]
             suffix = {"bad_series": SERIES_SUFFIX, "bad_volume": VOLUME_SUFFIX}.get(prob.check, "")
             column = (prob.modality and prob.modality + suffix) or {
                 "bad_split": "split", "unknown_label": spec.labels.manifest_columns[0]}.get(prob.check)
             raise ManifestError(prob.message.split(": ", 1)[-1], row=line, column=column, patient_id=row.key,
                                 modality=prob.modality, hint=prob.hint, path=p)
-        problems.extend(found)
+        if strict:  # only warnings are left: logged, Manifest.problems stays empty
+            for prob in found:
+                log.warning("%s", prob.message)
+        else:
+            problems.extend(found)
         rows.append(row)
     if not rows:
         raise ManifestError("the manifest has no rows", path=p)

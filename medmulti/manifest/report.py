@@ -5,7 +5,9 @@ A :class:`Problem` is one finding about one patient (and modality, and file); a
 table and the one-line-per-problem listing, and writes the JSON and HTML files.
 Problems never hold values read from a header: messages are written by the checks
 from fixed text plus manifest-given names (patient key, modality column, path as
-written in the manifest).
+written in the manifest). Those names are kept as given in the records and the JSON
+file; the text and HTML renderings pass them through :func:`medmulti.text.printable`,
+so a hostile key cannot drive the terminal or forge a report line.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from os import PathLike
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+from ..text import printable
 
 __all__ = ["Problem", "ValidationReport", "SEVERITIES", "PROBLEM_KEYS"]
 
@@ -74,9 +78,13 @@ class Problem:
         return self.severity == "error"
 
     def line(self) -> str:
-        """One text line: ``patient_id  modality  path  check  what to do``."""
+        """One text line: ``patient_id  modality  path  check  what to do``.
+
+        Control and format characters in any field are escaped
+        (:func:`medmulti.text.printable`): the result is always one line.
+        """
         todo = self.hint or self.message
-        return "  ".join(str(v) if v is not None else "-" for v in
+        return "  ".join(printable(v) if v is not None else "-" for v in
                          (self.patient_id, self.modality, self.path, self.check, todo))
 
 
@@ -177,7 +185,7 @@ class ValidationReport:
                 ps = [p for p in self.problems if p.check == check]
                 sev = "error" if any(p.is_error for p in ps) else "warning"
                 pats = {p.patient_id for p in ps if p.patient_id is not None}
-                rows.append((check, sev, str(len(ps)), str(len(pats))))
+                rows.append((printable(check), sev, str(len(ps)), str(len(pats))))
             head = ("check", "severity", "problems", "patients")
             widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
             fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -229,7 +237,9 @@ class ValidationReport:
         pathlib.Path
             The written file.
         """
-        esc = html.escape
+        def esc(text: object) -> str:  # literal, one line, no control or bidi characters
+            return html.escape(printable(text))
+
         title = f"medmulti validation: {self.manifest_path or ''}"
         parts = [
             "<!doctype html><html><head><meta charset='utf-8'>",
@@ -240,7 +250,7 @@ class ValidationReport:
             ".thumbs div{display:inline-block;margin:4px;text-align:center;font-size:small}</style>",
             "</head><body>",
             f"<h1>{esc(title)}</h1>",
-            f"<pre>{esc(self.summary())}</pre>",
+            f"<pre>{html.escape(self.summary())}</pre>",  # lines built from escaped fields
             "<h2>Problems</h2><table><tr>"
             + "".join(f"<th>{esc(k)}</th>" for k in PROBLEM_KEYS) + "</tr>",
         ]

@@ -28,6 +28,10 @@ one column per spec modality
 ``x_*``
     Free columns (age, site...) kept in :attr:`ManifestRow.extra`, never checked.
 
+Keys (``patient_id``, ``study_id``) are compared in their canonical form
+(:func:`canonical_key`: invisible, control and format characters removed, NFKC), so
+``SYN0001`` and ``SYN0001`` followed by a zero-width space are one patient.
+
 Lines starting with ``#`` before the header are comments; ``# format: 1`` declares
 the format version (1 is assumed when absent).
 """
@@ -35,6 +39,7 @@ the format version (1 is assumed when absent).
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -52,6 +57,7 @@ __all__ = [
     "check_fields",
     "parse_series_cell",
     "parse_volume_cell",
+    "canonical_key",
 ]
 
 MANIFEST_FORMAT = 1
@@ -62,6 +68,68 @@ VOLUME_SUFFIX = "_volume"
 EXTRA_PREFIX = "x_"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _VOLUME = re.compile(r"[0-9]+")
+
+# Characters a key is compared without: control (Cc), format (Cf: zero-width spaces and
+# joiners, bidi controls, BOM, soft hyphen), surrogate, private-use and unassigned code
+# points, line/paragraph separators, and the other Default_Ignorable_Code_Points of
+# Unicode (DerivedCoreProperties.txt: variation selectors, Hangul fillers, CGJ...).
+_IGNORED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_IGNORED_RANGES = ((0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F), (0x3164, 0x3164),
+                   (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0), (0xE0000, 0xE0FFF))
+
+
+def _ignored(ch: str) -> bool:
+    if unicodedata.category(ch) in _IGNORED_CATEGORIES:
+        return True
+    cp = ord(ch)
+    return any(lo <= cp <= hi for lo, hi in _IGNORED_RANGES)
+
+
+def canonical_key(text: str) -> str:
+    """Return the form in which a patient or study key is compared.
+
+    Invisible characters are removed (control, format, line/paragraph separator,
+    surrogate, private-use, unassigned and default-ignorable code points: zero-width
+    spaces and joiners, bidi controls, BOMs, soft hyphens, variation selectors...),
+    the rest is normalised to NFKC (full-width ``ＳＹＮ１`` is ``SYN1``, a no-break
+    space is a space) and surrounding white space is stripped. Case is kept.
+
+    Parameters
+    ----------
+    text : str
+        A key as written in the manifest (or given on the command line).
+
+    Returns
+    -------
+    str
+        The canonical key; ``""`` when nothing visible is left.
+
+    Notes
+    -----
+    Unicode Standard Annex #15 (normalisation forms) and the
+    Default_Ignorable_Code_Point property of UAX #44.
+
+    Examples
+    --------
+    >>> canonical_key("SYN0001\u200b") == canonical_key("ＳＹＮ０００１") == "SYN0001"
+    True
+    >>> canonical_key("\u200b\u2060")
+    ''
+    """
+    if text.isascii() and text.isprintable():
+        return text.strip()
+    kept = "".join(ch for ch in text if not _ignored(ch))
+    kept = unicodedata.normalize("NFKC", kept)
+    return "".join(ch for ch in kept if not _ignored(ch)).strip()
+
+
+def _changed_characters(text: str) -> list[str]:
+    """``U+XXXX`` for the characters :func:`canonical_key` removes or rewrites (first five)."""
+    out: list[str] = []
+    for ch in text:
+        if (_ignored(ch) or unicodedata.normalize("NFKC", ch) != ch) and f"U+{ord(ch):04X}" not in out:
+            out.append(f"U+{ord(ch):04X}")
+    return out[:5]
 
 
 def parse_series_cell(cell: str) -> tuple[str, int | str]:
@@ -114,9 +182,10 @@ class ManifestRow:
     line : int
         1-based line number in the CSV file (the header is a line too).
     patient_id : str
-        Patient key as written in the manifest.
+        Patient key in its canonical form (:func:`canonical_key` of the cell; the
+        cell as written when it holds only visible characters).
     study_id : str or None
-        Study key, when the manifest has a ``study_id`` column.
+        Study key (canonical too), when the manifest has a ``study_id`` column.
     split : str
         As written (``train``/``val``/``test`` when valid).
     labels : dict
@@ -143,6 +212,10 @@ class ManifestRow:
     volume : dict
         Modality name -> the ``<modality>_volume`` cell as written, for the rows
         that fill it.
+    written_keys : dict
+        ``"patient_id"``/``"study_id"`` -> the cell as written, for the key cells
+        :func:`canonical_key` changed (left out of ``repr``: they hold invisible
+        or control characters).
     """
 
     line: int
@@ -157,6 +230,7 @@ class ManifestRow:
     extra: dict[str, str] = field(default_factory=dict)
     series: dict[str, str] = field(default_factory=dict, repr=False)  # may hold a UID: not in the repr
     volume: dict[str, str] = field(default_factory=dict)
+    written_keys: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def key(self) -> str:
@@ -267,11 +341,20 @@ def check_fields(row: ManifestRow, spec: StudySpec) -> list[Problem]:
         ``bad_split``, ``unknown_label``, ``bad_sha256``, ``bad_series`` (a series
         chosen for an empty path), ``bad_volume`` (not a non-negative integer, or
         given for an empty path), ``unsafe_path`` (the path, or the series file
-        path) and ``missing_modality`` problems (all errors). No message repeats a
-        series cell (it may be a SeriesInstanceUID).
+        path) and ``missing_modality`` problems (all errors), and the
+        ``key_normalised`` warning (a key cell holding invisible, control or
+        compatibility characters, compared in its canonical form). No message
+        repeats a series cell (it may be a SeriesInstanceUID).
     """
     out: list[Problem] = []
     pid = row.key
+    for column, written in row.written_keys.items():
+        canonical = row.patient_id if column == "patient_id" else (row.study_id or "")
+        out.append(Problem(pid, None, None, "key_normalised", "warning",
+                           f"line {row.line}: {column} holds invisible, control or compatibility characters "
+                           f"({', '.join(_changed_characters(written))}); it is compared as {canonical!r}",
+                           f"write {column} in plain characters: keys that differ only by such characters are "
+                           "the same patient"))
     if row.split not in SPLITS:
         out.append(Problem(pid, None, None, "bad_split", "error",
                            f"line {row.line}: split {row.split!r} is not one of {list(SPLITS)}",

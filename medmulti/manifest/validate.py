@@ -6,11 +6,10 @@ import functools
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from os import PathLike
 from pathlib import Path
 
-from .._processes import workers_allowed
+from .._processes import WorkerPool, workers_allowed
 from ..spec import StudySpec
 from .checks import RowCheck, check_row, cross_row_checks
 from .load import load_manifest
@@ -34,7 +33,7 @@ def _check_rows(rows, spec: StudySpec, *, workers: int, deep: bool, thumbnails: 
                 bar.update(1)
         else:
             chunk = max(1, min(32, len(rows) // (workers * 8)))
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with WorkerPool(workers) as pool:  # Ctrl-C: workers stopped, not left on a queue lock
                 for res in pool.map(job, rows, chunksize=chunk):
                     results.append(res)
                     bar.update(1)

@@ -2,6 +2,11 @@
 
 Uses :class:`matplotlib.figure.Figure` directly (no ``pyplot``, no global backend
 switch), so it is safe in scripts, notebooks and worker processes.
+
+Text is literal: class names, titles and metric names are drawn with
+``parse_math=False`` (a ``$`` is a dollar sign, never mathtext, so a class named
+``"$\\frac$"`` cannot crash a run after training) and with control characters
+escaped by :func:`medmulti.text.printable`.
 """
 
 from __future__ import annotations
@@ -11,9 +16,25 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..text import printable
 from .metrics import confusion_matrix, roc_auc, roc_curve
 
 __all__ = ["plot_history", "plot_confusion_roc"]
+
+#: Text properties for every string drawn: literal text, no mathtext, no TeX.
+_LITERAL: dict[str, Any] = {"parse_math": False, "usetex": False}
+
+
+def _literal_legend(ax: Any, **kwargs: Any) -> None:
+    """``ax.legend(**kwargs)`` with literal entries (labels are escaped where they are set).
+
+    No legend when nothing is labelled (a test split of one class has no ROC curve).
+    """
+    if not ax.get_legend_handles_labels()[0]:
+        return
+    legend = ax.legend(**kwargs)
+    for text in legend.get_texts():
+        text.set(**_LITERAL)
 
 
 def plot_history(history: Mapping[str, Sequence[float]], path: str | PathLike[str], *, title: str = "") -> None:
@@ -41,11 +62,11 @@ def plot_history(history: Mapping[str, Sequence[float]], path: str | PathLike[st
             if values:
                 ax.plot(np.arange(1, len(values) + 1), values, marker="o", ms=3, label=label)
         ax.set_xlabel("epoch")
-        ax.set_title(name)
+        ax.set_title(printable(name), **_LITERAL)
         ax.grid(alpha=0.3)
-        ax.legend()
+        _literal_legend(ax)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(printable(title), **_LITERAL)
     fig.savefig(path, dpi=100)
 
 
@@ -94,8 +115,9 @@ def plot_confusion_roc(
         ax.imshow(cm, cmap="Blues")
         for (i, j), v in np.ndenumerate(cm):
             ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
-        ax.set_xticks(range(k), classes, rotation=30)
-        ax.set_yticks(range(k), classes)
+        names = [printable(c) for c in classes]
+        ax.set_xticks(range(k), names, rotation=30, **_LITERAL)
+        ax.set_yticks(range(k), names, **_LITERAL)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title("confusion matrix")
@@ -107,12 +129,12 @@ def plot_confusion_roc(
         if auc is None:
             continue
         fpr, tpr = roc_curve(onehot[:, i], p[:, i])
-        ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
+        ax.plot(fpr, tpr, label=f"{printable(name)} (AUC {auc:.3f})")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title("ROC")
-    ax.legend(loc="lower right")
+    _literal_legend(ax, loc="lower right")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(printable(title), **_LITERAL)
     fig.savefig(path, dpi=100)

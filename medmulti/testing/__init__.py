@@ -10,6 +10,10 @@ inputs and measure how the readers and pipeline react to them:
   bundled files plus :mod:`medmulti.synth` output), found locally, never downloaded.
 * :mod:`medmulti.testing.bombs` - size bombs (huge declared sizes, deflate bombs,
   deeply nested sequences).
+* :mod:`medmulti.testing.hostile_text` - spec bombs (YAML alias, merge-key and
+  nesting bombs; NaN, infinity, booleans and absurd sizes in every number) and
+  manifests with control or invisible characters in one field, or a patient
+  leaking into another split under a disguised key.
 * :mod:`medmulti.testing.harness` - run a reader on one input and classify the
   outcome (accepted / typed error / untyped escape) with CPU time and memory.
 * :mod:`medmulti.testing.canary` - a study whose every PHI attribute holds a

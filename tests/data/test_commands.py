@@ -51,7 +51,12 @@ def test_preprocess_reports_failures_per_patient(fault_cohort, spec, tmp_path):
         if f["check"] in ("corrupt_file", "series_geometry"):
             assert (f["patient_id"], f["modality"]) in failed, summary.summary()
     for f in summary.failures:  # paths relative to the manifest folder, naming the file
+        if f["error"] == "UnsafePathError":  # as written in the manifest: never resolved, never absent
+            assert f["path"].startswith("..") and "outside" in f["message"]
+            continue
         assert f["path"] and f["path"].startswith(f"{f['patient_id']}/{f['modality']}")
+    unsafe = [f for f in faults if f["check"] == "unsafe_path"]
+    assert unsafe and all((f["patient_id"], f["modality"]) in failed for f in unsafe)
     assert summary.computed > 0
     assert all(f["error"].endswith("Error") for f in summary.failures)
 
