@@ -22,6 +22,7 @@ from .errors import (
     MedmultiError,
     MissingFileError,
     RegistrationError,
+    OutputError,
     ResourceLimitError,
     RunFolderError,
     SeriesGeometryError,
@@ -86,6 +87,7 @@ __all__ = [
     "GeometryError",
     "CacheError",
     "RunFolderError",
+    "OutputError",
     *_LAZY,
 ]
 

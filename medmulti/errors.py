@@ -28,6 +28,7 @@ __all__ = [
     "GeometryError",
     "CacheError",
     "RunFolderError",
+    "OutputError",
 ]
 
 
@@ -245,3 +246,8 @@ class CacheError(MedmultiError):
 class RunFolderError(MedmultiError):
     """A run folder cannot be used: not a run, a failed run, a model that does not load,
     or a folder that cannot be written."""
+
+
+class OutputError(MedmultiError):
+    """An output file the user asked for (a report, a JSON summary, a PNG) cannot be
+    written: a read-only folder, a full disk, a folder in the way. ``errno`` is kept."""

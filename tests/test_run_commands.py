@@ -300,3 +300,45 @@ def test_policy_choices_match_the_sequence():
     from medmulti.data.sequence import POLICIES
 
     assert tuple(POLICY_CHOICES) == tuple(POLICIES)
+
+
+@pytest.mark.parametrize("option", ["--json", "--html"])
+def test_reports_to_an_unwritable_place_are_typed(work, tmp_path, option):
+    (tmp_path / "afile").write_text("x")
+    target = tmp_path / "afile" / "report.out"  # below a file: ENOTDIR, as a read-only mount would be EROFS
+    proc = medmulti("validate", "c/manifest.csv", "--spec", "c/spec.yaml", option, str(target), "--no-progress",
+                    cwd=work)
+    assert_clean_failure(proc, 1, "OutputError", "cannot write the")
+    proc = medmulti("preprocess", "c/manifest.csv", "--spec", "c/spec.yaml", "--cache", "cache", "--json",
+                    str(target), "--no-progress", cwd=work)
+    assert_clean_failure(proc, 1, "OutputError", "JSON summary")
+
+
+def test_validate_text_lines_say_what_happened_and_what_to_do(work, tmp_path):
+    shutil.copytree(work / "c", tmp_path / "c")
+    (tmp_path / "c" / "SYN0002" / "mr.nii.gz").unlink()
+    proc = medmulti("validate", "c/manifest.csv", "--spec", "c/spec.yaml", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 1
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("SYN0002"))
+    patient, modality, path, check, todo = line.split("  ", 4)
+    assert (modality, path, check) == ("mr", "SYN0002/mr.nii.gz", "missing_file")
+    message, hint = todo.split(" -> ")
+    assert "no such file" in message and hint and hint != message
+
+
+def test_native_log_filter_drops_absl_lines_and_keeps_everything_else(tmp_path):
+    code = r'''
+import os, sys
+from medmulti.commands._native_log import NativeLogFilter
+with NativeLogFilter():
+    os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+    os.write(2, b"I0000 00:00:1796521544.063679    4767 cudart_stub.cc:31] Could not find cuda drivers\n")
+    print("WARNING medmulti.data: kept", file=sys.stderr, flush=True)
+    os.write(2, b"\rprogress 50%")
+    os.write(2, b"E0000 00:00:1796521549.364666    4767 cuda_platform.cc:52] failed call to cuInit\n")
+    os.write(2, b"Error: a line of our own\n")
+print("after", file=sys.stderr)
+'''
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == b"WARNING medmulti.data: kept\n\rprogress 50%Error: a line of our own\nafter\n"

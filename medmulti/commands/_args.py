@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import os
+from typing import Iterator
+
+from ..errors import OutputError
 
 
 def _integer(text: str, minimum: int, what: str) -> int:
@@ -88,3 +94,31 @@ def add_data_root_argument(parser: argparse.ArgumentParser) -> None:
     """
     parser.add_argument("--data-root", metavar="DIR", default=None,
                         help="a folder allowed to hold inputs outside the manifest's folder")
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Turn an ``OSError`` while writing a user-named output into one typed error.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The output the user named (``--json``, ``--html``, ``--out``).
+    what : str
+        What is written, for the message (e.g. ``"the JSON summary"``).
+
+    Raises
+    ------
+    OutputError
+        The folder is read-only or missing, the disk is full, or a folder is in the
+        way; ``errno`` is kept on the error.
+    """
+    try:
+        yield
+    except OSError as exc:
+        reason = "no space left on the device" if exc.errno == errno.ENOSPC else (
+            os.strerror(exc.errno) if exc.errno else type(exc).__name__)
+        err = OutputError(f"cannot write {what}: {reason}", path=path,
+                          hint="choose another path, or free some space")
+        err.errno = exc.errno  # type: ignore[attr-defined]
+        raise err from None

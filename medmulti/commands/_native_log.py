@@ -23,6 +23,8 @@ _NATIVE = re.compile(
     rb"|[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.+-]+:\d+\] "
     rb"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags)"
 )
+#: the same, after other text on the line (a progress bar redraws with "\r" and no newline)
+_NATIVE_WITHIN = re.compile(_NATIVE.pattern[1:])
 #: a partial line starting with one of these may become a native line: wait for its end
 _MAYBE = (b"W", b"I", b"E", b"F", b"T")
 #: forward a partial line anyway once it is this long
@@ -88,9 +90,10 @@ class NativeLogFilter:
             pass
         os.dup2(self._saved, 2)  # closes our write end: the pump sees end-of-file
         if self._thread is not None:
-            self._thread.join(timeout=2.0)  # a worker process may still hold the pipe
-        os.close(self._saved)
-        self._saved = None
+            # A worker process (or a multiprocessing fork server) started meanwhile may still
+            # hold the pipe; the pump then keeps forwarding its lines and closes both of its
+            # descriptors itself at end-of-file, so none is closed under it and reused.
+            self._thread.join(timeout=2.0)
 
     def _emit(self, data: bytes) -> None:
         if data and self._saved is not None:
@@ -120,9 +123,15 @@ class NativeLogFilter:
                     pending = b""
                     break
                 line, pending = pending[: end + 1], pending[end + 1 :]
-                if not is_native_log_line(line):
+                found = _NATIVE_WITHIN.search(line)
+                if found is None:
                     out.append(line)
+                elif found.start():  # a native line written after a progress bar's "\r..." text
+                    out.append(line[: found.start()])
             self._emit(b"".join(out))
         if pending and not is_native_log_line(pending):
             self._emit(pending)
         os.close(self._read)
+        saved, self._saved = self._saved, None
+        if saved is not None:
+            os.close(saved)

@@ -21,6 +21,8 @@ import json
 import sys
 from pathlib import Path
 
+from ._args import writing
+
 HELP = "verify or prune a preprocessing cache (exit 0 ok, 1 bad entries or unremovable files, 2 usage error)"
 
 
@@ -113,6 +115,6 @@ def run(args: argparse.Namespace) -> int:
                   "is the cache read-only or another user's?", file=sys.stderr)
             code = 1
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
+        with writing(args.json, "the JSON report"), open(args.json, "w", encoding="utf-8") as fh:
             json.dump(report.to_dict(), fh, indent=1)
     return code

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._args import writing
+
 HELP = "draw one study's preprocessed modalities as a PNG montage (exit 0 written, 1 data error, 2 usage)"
 
 
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"medmulti inspect: modality given twice: {dup}", file=sys.stderr)
         return 2
     spec = StudySpec.from_yaml(args.spec)
-    inspect_study(dict(args.sources), spec, args.out, patient_id=args.patient_id, dpi=args.dpi)
+    with writing(args.out, "the picture"):
+        inspect_study(dict(args.sources), spec, args.out, patient_id=args.patient_id, dpi=args.dpi)
     print(f"wrote {printable(args.out)}")
     return 0

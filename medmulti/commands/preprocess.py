@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from ._args import add_data_root_argument, non_negative_int
+from ._args import add_data_root_argument, non_negative_int, writing
 
 HELP = "preprocess a manifest into the cache (exit 0 all cached, 1 failures, 2 usage error)"
 
@@ -70,6 +70,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(summary.summary())
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
+        with writing(args.json, "the JSON summary"), open(args.json, "w", encoding="utf-8") as fh:
             json.dump(summary.to_dict(), fh, indent=1)
     return 0 if summary.ok else 1

@@ -1,7 +1,7 @@
 """Check a manifest and every file it names before training; report every problem.
 
 Prints a summary table (patients OK / with errors, problems per check) and one line
-per problem: ``patient_id  modality  path  check  what to do``. Exit codes: 0 no
+per problem: ``patient_id  modality  path  check  what happened -> what to do``. Exit codes: 0 no
 errors (warnings allowed), 1 errors found, 2 usage error (bad arguments, spec or
 manifest not found or malformed).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._args import add_data_root_argument, positive_int
+from ._args import add_data_root_argument, positive_int, writing
 
 HELP = "check a manifest and its files before training (exit 0 clean, 1 problems, 2 usage error)"
 
@@ -68,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
     for line in report.lines():
         print(line)
     if args.json:
-        report.to_json(args.json)
+        with writing(args.json, "the JSON report"):
+            report.to_json(args.json)
     if args.html:
-        report.to_html(args.html)
+        with writing(args.html, "the HTML report"):
+            report.to_html(args.html)
     return 0 if report.ok else 1

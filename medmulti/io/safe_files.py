@@ -41,6 +41,7 @@ __all__ = [
     "check_regular",
     "open_regular",
     "resolve_within",
+    "is_within",
     "list_files",
 ]
 
@@ -190,7 +191,18 @@ def open_regular(path: str | PathLike[str], *, name: str | None = None, follow: 
     return f
 
 
-def _within(path: Path, root: Path) -> bool:
+def is_within(path: Path, root: Path) -> bool:
+    """Whether ``path`` lies in ``root`` by its components alone (nothing on disk is touched).
+
+    Parameters
+    ----------
+    path, root : Path
+        Absolute, normalised paths.
+
+    Returns
+    -------
+    bool
+    """
     try:
         path.relative_to(root)
         return True
@@ -227,7 +239,7 @@ def resolve_within(path: str | PathLike[str], root: str | PathLike[str]) -> Path
     """
     root = Path(root)
     lexical = Path(os.path.normpath(os.fspath(path)))
-    if not _within(lexical, root):
+    if not is_within(lexical, root):
         raise SymlinkEscape()
     cur = root
     stack = list(lexical.relative_to(root).parts)
@@ -246,7 +258,7 @@ def resolve_within(path: str | PathLike[str], root: str | PathLike[str]) -> Path
         if hops > MAX_SYMLINKS:
             raise SymlinkEscape(loop=True)
         target = Path(os.path.normpath(cur / os.readlink(nxt)))
-        if not _within(target, root):
+        if not is_within(target, root):
             raise SymlinkEscape()
         cur = root
         stack = list(target.relative_to(root).parts) + stack
@@ -325,7 +337,7 @@ def list_files(
     shown = os.fspath(folder) if display is None else display
     base = Path(os.path.realpath(folder))
     allowed = base if root is None else Path(os.path.realpath(root))
-    if not _within(base, allowed):
+    if not is_within(base, allowed):
         raise UnsafePathError("the folder lies outside the allowed root", path=shown,
                               hint="pass a root that contains the folder")
     entries: list[FolderEntry] = []

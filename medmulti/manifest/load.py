@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 from urllib.parse import unquote
 
 from ..errors import ManifestError, MissingFileError, UnsafePathError
-from ..io.safe_files import SymlinkEscape, resolve_within
+from ..io.safe_files import SymlinkEscape, is_within, resolve_within
 from ..io.source import SourceRef
 from ..spec import StudySpec
 from .schema import (
@@ -52,12 +52,6 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 _FORMAT_LINE = re.compile(r"^#\s*format\s*:\s*(\S+)\s*$")
 
 
-def _within(path: Path, root: Path) -> bool:
-    try:
-        path.relative_to(root)
-        return True
-    except ValueError:
-        return False
 
 
 def resolve_path(
@@ -122,7 +116,7 @@ def resolve_path(
                               hint="write paths relative to the manifest's folder, or pass an explicit data root "
                                    "that contains them")
     lexical = Path(os.path.normpath(base / norm)) if not norm.startswith("/") else Path(os.path.normpath(norm))
-    if not _within(lexical, allowed):
+    if not is_within(lexical, allowed):
         why = "absolute path" if norm.startswith("/") else "'..' leads"
         raise UnsafePathError(f"{why} outside the {where}", path=text,
                               hint="move the data under the manifest's folder, or pass an explicit data root "

@@ -78,12 +78,12 @@ class Problem:
         return self.severity == "error"
 
     def line(self) -> str:
-        """One text line: ``patient_id  modality  path  check  what to do``.
+        """One text line: ``patient_id  modality  path  check  what happened -> what to do``.
 
         Control and format characters in any field are escaped
         (:func:`medmulti.text.printable`): the result is always one line.
         """
-        todo = self.hint or self.message
+        todo = f"{self.message} -> {self.hint}" if self.hint else self.message
         return "  ".join(printable(v) if v is not None else "-" for v in
                          (self.patient_id, self.modality, self.path, self.check, todo))
 
@@ -196,7 +196,7 @@ class ValidationReport:
         return "\n".join(lines)
 
     def lines(self) -> list[str]:
-        """One line per problem: ``patient_id  modality  path  check  what to do``."""
+        """One line per problem: ``patient_id  modality  path  check  what happened -> what to do``."""
         return [p.line() for p in self.problems]
 
     def __str__(self) -> str:

@@ -125,44 +125,7 @@ def test_safe_paths_still_accepted(layout, small_spec):
 
 # -- the recorder ---------------------------------------------------------------------
 
-_EVENTS: list[tuple[str, str]] | None = None
-
-
-def _audit(event: str, args: tuple) -> None:
-    if _EVENTS is None or event not in ("open", "os.listdir", "os.scandir"):
-        return
-    target = args[0] if args else None
-    if isinstance(target, (str, bytes, os.PathLike)):
-        _EVENTS.append((event, os.fsdecode(target)))
-
-
-sys.addaudithook(_audit)  # audit hooks cannot be removed; _EVENTS gates it
-
-
-@contextlib.contextmanager
-def record_fs(monkeypatch):
-    """Record every open/os.open/listdir/scandir/stat/lstat/readlink path."""
-    global _EVENTS
-    events: list[tuple[str, str]] = []
-
-    def wrap(name):
-        real = getattr(os, name)
-
-        def spy(path, *a, **k):
-            if isinstance(path, (str, bytes, os.PathLike)):
-                events.append((name, os.fsdecode(path)))
-            return real(path, *a, **k)
-
-        monkeypatch.setattr(os, name, spy)
-
-    for name in ("stat", "lstat", "readlink", "access"):
-        wrap(name)
-    _EVENTS = events
-    try:
-        yield events
-    finally:
-        _EVENTS = None
-        monkeypatch.undo()
+from fs_recorder import record_fs  # noqa: E402
 
 
 def _touched_outside(events, outside: Path) -> list[tuple[str, str]]:
