@@ -11,10 +11,14 @@ unchanged and in order. ``medmulti -v`` does not install it.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import struct
 import sys
+import termios
 import threading
+import time
 
 __all__ = ["NativeLogFilter", "is_native_log_line"]
 
@@ -53,6 +57,16 @@ def is_native_log_line(line: bytes) -> bool:
     return bool(_NATIVE.match(line))
 
 
+def _unread(fd: int | None) -> int:
+    """Bytes waiting in a pipe (``FIONREAD``); 0 when it is closed."""
+    if fd is None:
+        return 0
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
+
+
 class NativeLogFilter:
     """A context manager that drops native absl lines written to descriptor 2.
 
@@ -66,6 +80,7 @@ class NativeLogFilter:
         self._saved: int | None = None
         self._read: int | None = None
         self._thread: threading.Thread | None = None
+        self._waiting = threading.Event()  # set while the pump waits for data
 
     def __enter__(self) -> "NativeLogFilter":
         try:
@@ -89,11 +104,16 @@ class NativeLogFilter:
         except (OSError, ValueError):
             pass
         os.dup2(self._saved, 2)  # closes our write end: the pump sees end-of-file
-        if self._thread is not None:
-            # A worker process (or a multiprocessing fork server) started meanwhile may still
-            # hold the pipe; the pump then keeps forwarding its lines and closes both of its
-            # descriptors itself at end-of-file, so none is closed under it and reused.
-            self._thread.join(timeout=2.0)
+        # A helper process started meanwhile (multiprocessing's resource tracker or fork
+        # server, a worker) may still hold the pipe, so end-of-file may never come: wait only
+        # until what was written so far has been forwarded. The pump keeps forwarding such a
+        # process's lines and closes both of its descriptors itself at end-of-file, so none
+        # is closed under it and reused.
+        deadline = time.monotonic() + 2.0
+        while self._thread is not None and self._thread.is_alive() and time.monotonic() < deadline:
+            if self._waiting.is_set() and _unread(self._read) == 0:
+                break
+            time.sleep(0.005)
 
     def _emit(self, data: bytes) -> None:
         if data and self._saved is not None:
@@ -106,10 +126,13 @@ class NativeLogFilter:
         assert self._read is not None
         pending = b""
         while True:
+            self._waiting.set()
             try:
                 chunk = os.read(self._read, 65536)
             except OSError:
                 break
+            finally:
+                self._waiting.clear()
             if not chunk:
                 break
             pending += chunk

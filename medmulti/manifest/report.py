@@ -83,7 +83,10 @@ class Problem:
         Control and format characters in any field are escaped
         (:func:`medmulti.text.printable`): the result is always one line.
         """
-        todo = f"{self.message} -> {self.hint}" if self.hint else self.message
+        if not self.hint or self.hint.startswith(self.message):
+            todo = self.hint or self.message
+        else:
+            todo = f"{self.message} -> {self.hint}"
         return "  ".join(printable(v) if v is not None else "-" for v in
                          (self.patient_id, self.modality, self.path, self.check, todo))
 
