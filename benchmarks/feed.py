@@ -38,7 +38,7 @@ from pathlib import Path
 
 
 def _spec(size: int):
-    from medmulti.sample_data import sample_spec
+    from medmulti.examples.cohort import sample_spec
     from medmulti.spec import ModalitySpec, StudySpec
 
     base = sample_spec()
@@ -88,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from medmulti.data.cache import PreprocessCache, entry_key
-    from medmulti.data.preprocess_all import preprocess_manifest
+    from medmulti.data.cache import PreprocessCache
+    from medmulti.data.cache_key import entry_key
+    from medmulti.data.cache_fill import preprocess_manifest
     from medmulti.data.sequence import PatientSequence
     from medmulti.manifest import load_manifest
-    from medmulti.sample_data import make_sample_cohort
+    from medmulti.examples.cohort import make_sample_cohort
 
     tmp = None
     data = args.data

@@ -63,7 +63,7 @@ def _phantom(xx: np.ndarray, yy: np.ndarray, zz, ct: bool) -> np.ndarray:
 
 def make_data(root: Path, quick: bool, tiny: bool = False) -> dict:
     """Write the CT series and the MR NIfTI (once; reused when present)."""
-    from medmulti.synth import affine_from_geometry, write_dicom_series, write_nifti
+    from medmulti.examples.synth import affine_from_geometry, write_dicom_series, write_nifti
 
     root.mkdir(parents=True, exist_ok=True)
     ct_shape = (60, 256, 256) if quick else (300, 512, 512)
@@ -125,7 +125,7 @@ def _grid_spacing(info, grid=GRID) -> list[float]:
 def chain_medmulti(root: Path, info: dict, mode: str, grid=GRID) -> dict:
     from medmulti import StudySpec
     from medmulti.io import read_image
-    from medmulti.preprocess import preprocess_study
+    from medmulti.study.preprocess import preprocess_study
 
     d = spec_dict("rigid" if mode == "medmulti-rigid" else "none", grid)
     d["modalities"][0]["spacing_mm"] = _grid_spacing(info, grid)

@@ -39,7 +39,7 @@ def generate(data_dir: Path, n_slices: int, size: int, mr_shape: tuple[int, int,
     import pydicom
     from pydicom.uid import JPEG2000Lossless
 
-    from medmulti import synth
+    from medmulti.examples import synth
 
     raw, j2k = data_dir / "ct_raw", data_dir / "ct_j2k"
     nii = data_dir / "mr.nii.gz"

@@ -10,22 +10,22 @@ Sections (all by default; ``--only`` picks some):
                 operations, 10 at random times), each followed by verify + rerun.
 ``models``      the keras.applications backbones saved to .keras and reloaded with
                 safe_mode=True (the fast tier covers every other option).
-``specbombs``   hostile specs (medmulti.testing.hostile_text.spec_bombs): alias, merge-key
+``specbombs``   hostile specs (medmulti_testing.hostile_text.spec_bombs): alias, merge-key
                 and nesting bombs, an oversized file, repeated keys, NaN/inf/bool/huge
                 values in every number; each must be a SpecError in < 1 CPU s.
 ``controlchars`` control, format and invisible characters in every manifest field
-                (header too; medmulti.testing.hostile_text): strict and lenient loads end
+                (header too; medmulti_testing.hostile_text): strict and lenient loads end
                 in a manifest or a typed error, and the same patient in two splits under
                 keys differing by one such character is always found (what the command
                 prints for such fields is the ``terminal`` section).
 ``terminal``    every C0/C1 control, DEL, bidi/zero-width character and forged line in
                 every manifest field (and a DICOM folder name and Modality), printed
                 through ``medmulti validate``, ``preprocess`` and ``info``
-                (medmulti.testing.terminal_output): no raw control character, no
+                (medmulti_testing.terminal_output): no raw control character, no
                 forged line, no traceback.
 ``datafolders`` symlinks leading out of the root (absolute, relative, chains, folders),
                 link loops, dangling links, FIFOs, sockets and device links placed
-                in DICOM series folders (medmulti.testing.data_folders); every reader
+                in DICOM series folders (medmulti_testing.data_folders); every reader
                 must give the expected typed error within a deadline (quick: 1 round, full: 5).
 
 ``--quick`` runs every section at about a tenth of the size (a smoke test).
@@ -54,13 +54,18 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+# the fuzzers, bombs, canaries and kill points live in tools/, outside the installed package
+TOOLS = str(Path(__file__).resolve().parents[1] / "tools")
+sys.path.insert(0, TOOLS)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (TOOLS, os.environ.get("PYTHONPATH")) if p)
+
 SECTIONS = ("fuzz", "truncation", "bombs", "kills", "models", "specbombs", "controlchars", "terminal", "datafolders")
 
 
 def _fuzz(work: Path, per_reader: int, seed: int, crashers: Path, progress: bool) -> dict:
     from medmulti.io import inspect_source, read_image
-    from medmulti.testing.campaign import file_inputs, run_campaign, save_input, series_inputs
-    from medmulti.testing.seeds import build_seeds
+    from medmulti_testing.campaign import file_inputs, run_campaign, save_input, series_inputs
+    from medmulti_testing.seeds import build_seeds
 
     seeds = build_seeds(work / "seeds")
     out = {}
@@ -88,8 +93,8 @@ def _fuzz(work: Path, per_reader: int, seed: int, crashers: Path, progress: bool
 def _truncation(work: Path, after: int, head: int) -> dict:
     from medmulti.errors import CorruptFileError, MedmultiError
     from medmulti.io import read_image
-    from medmulti.testing.campaign import truncation_offsets
-    from medmulti.testing.seeds import build_seeds
+    from medmulti_testing.campaign import truncation_offsets
+    from medmulti_testing.seeds import build_seeds
 
     seeds = build_seeds(work / "seeds")
     res: dict = {"cuts": 0, "outcomes": Counter(), "accepted": [], "escapes": []}
@@ -122,8 +127,8 @@ def _bombs(work: Path) -> dict:
 
     from medmulti.errors import MedmultiError
     from medmulti.io import Limits, inspect_source, read_image
-    from medmulti.testing import bombs
-    from medmulti.testing.harness import peak_rss_mib
+    from medmulti_testing import bombs
+    from medmulti_testing.harness import peak_rss_mib
 
     out = {}
     for name, (builder, kwargs) in sorted(bombs.BOMBS.items()):
@@ -154,15 +159,15 @@ def _bombs(work: Path) -> dict:
 def _kills(work: Path, n_ops: int, n_random: int, seed: int) -> dict:
     from medmulti import StudySpec
     from medmulti.data.cache import PreprocessCache
-    from medmulti.data.preprocess_all import preprocess_manifest
-    from medmulti.sample_data import make_sample_cohort
-    from medmulti.testing.snapshot import cache_snapshot
+    from medmulti.data.cache_fill import preprocess_manifest
+    from medmulti.examples.cohort import make_sample_cohort
+    from medmulti_testing.snapshot import cache_snapshot
 
     cohort = make_sample_cohort(work / "cohort", n_patients=4, faults=False, progress=False, overwrite=True,
                                 ct_slices=12)
     spec = StudySpec.from_yaml(cohort.spec)
     args = ["preprocess", str(cohort.manifest), "--spec", str(cohort.spec), "--workers", "1", "--no-progress"]
-    killpoint = [sys.executable, "-m", "medmulti.testing.killpoint"]
+    killpoint = [sys.executable, "-m", "medmulti_testing.killpoint"]
     clean = work / "clean"
     t_run = time.perf_counter()
     done = subprocess.run(killpoint + ["0", *args, "--cache", str(clean)], capture_output=True, text=True)
@@ -236,7 +241,7 @@ def _spec_bombs(work: Path, quick: bool) -> dict:
 
     from medmulti.errors import SpecError
     from medmulti.spec import StudySpec
-    from medmulti.testing.hostile_text import spec_bombs
+    from medmulti_testing.hostile_text import spec_bombs
 
     res: dict = {"specs": 0, "outcomes": Counter(), "failures": [], "max_cpu_s": 0.0, "max_traced_mib": 0.0}
     path = work / "spec.yaml"
@@ -271,8 +276,8 @@ def _control_chars(work: Path, quick: bool) -> dict:
     from medmulti import StudySpec
     from medmulti.errors import MedmultiError
     from medmulti.manifest import load_manifest, validate_manifest
-    from medmulti.sample_data import make_sample_cohort
-    from medmulti.testing.hostile_text import CONTROL_CHARACTERS, control_character_manifests, leakage_manifests
+    from medmulti.examples.cohort import make_sample_cohort
+    from medmulti_testing.hostile_text import CONTROL_CHARACTERS, control_character_manifests, leakage_manifests
 
     cohort = make_sample_cohort(work / "cohort", n_patients=4, faults=False, progress=False, overwrite=True,
                                 ct_slices=12)
@@ -301,7 +306,7 @@ def _control_chars(work: Path, quick: bool) -> dict:
 
 
 def _terminal(work: Path, quick: bool) -> dict:
-    from medmulti.testing.terminal_output import TERMINAL_HOSTILE_CHARACTERS, control_character_campaign
+    from medmulti_testing.terminal_output import TERMINAL_HOSTILE_CHARACTERS, control_character_campaign
 
     chars = ("\x1b", "\x07", "\r", "\x9b", "\u202e", "\u2028") if quick else TERMINAL_HOSTILE_CHARACTERS
     res = control_character_campaign(work, chars=chars)
@@ -312,7 +317,7 @@ def _terminal(work: Path, quick: bool) -> dict:
 
 
 def _data_folders(work: Path, rounds: int, seed: int) -> dict:
-    from medmulti.testing.data_folders import run_placements
+    from medmulti_testing.data_folders import run_placements
 
     res = run_placements(work, rounds=rounds, seed=seed)
     print(f"data folders: {res['cases']} reader calls on {len(res['outcomes'])} placements, "

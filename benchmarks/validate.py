@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = args.workers or sorted({1, cores})
 
     from medmulti.manifest import validate_manifest
-    from medmulti.sample_data import make_sample_cohort
+    from medmulti.examples.cohort import make_sample_cohort
 
     tmp = None
     data = args.data

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ._version import __version__
 from .errors import (
     CacheError,
     CorruptFileError,
@@ -33,18 +34,17 @@ from .errors import (
 from .image import Image
 from .spec import LabelSpec, ModalitySpec, StudySpec
 
-__version__ = "0.1.0"
 
 # name -> module that defines it (imported on first access)
 _LAZY = {
     "read_image": "medmulti.io",
-    "preprocess_study": "medmulti.preprocess",
+    "preprocess_study": "medmulti.study",
     "resample_to": "medmulti.geometry",
     "register_rigid": "medmulti.geometry",
     "check_coregistered": "medmulti.geometry",
     "apply_window": "medmulti.intensity",
     "CT_WINDOWS": "medmulti.intensity",
-    "inspect_study": "medmulti.visualize",
+    "inspect_study": "medmulti.study",
     "load_manifest": "medmulti.manifest",
     "Manifest": "medmulti.manifest",
     "validate_manifest": "medmulti.manifest",
@@ -56,8 +56,8 @@ _LAZY = {
     "list_series": "medmulti.io",
     "SourceInfo": "medmulti.io",
     "SourceRef": "medmulti.io",
-    "Preprocessed": "medmulti.preprocess",
-    "make_sample_cohort": "medmulti.sample_data",
+    "Preprocessed": "medmulti.study",
+    "make_sample_cohort": "medmulti.examples",
     "PatientSequence": "medmulti.data.sequence",
     "MultiModalSequence": "medmulti.data.sequence",
     "PreprocessCache": "medmulti.data.cache",

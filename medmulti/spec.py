@@ -65,13 +65,24 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .errors import MissingFileError, SpecError
-from .io.limits import DEFAULT_LIMITS
+from .limits import DEFAULT_LIMITS
 
 __all__ = ["ModalitySpec", "LabelSpec", "StudySpec", "SPEC_FORMAT", "MAX_SPEC_BYTES", "MAX_SPEC_DEPTH",
-           "SPACING_RANGE_MM"]
+           "SPACING_RANGE_MM", "present_input_name", "KINDS", "KIND_MODALITIES"]
 
 SPEC_FORMAT = 1
 KINDS = ("ct", "mr", "xray")
+
+#: The one table of modality kinds: spec ``kind`` -> the DICOM Modality values (PS3.3
+#: C.7.3.1.1.1) a source of that kind may carry. Validation checks headers against it,
+#: the readers treat the ``xray`` values as projection radiographs (no patient-space
+#: geometry), and error messages map a header Modality back to the spec's name with it.
+#: ``DR`` (retired) and ``RG`` still appear in exports.
+KIND_MODALITIES: dict[str, tuple[str, ...]] = {
+    "ct": ("CT",),
+    "mr": ("MR",),
+    "xray": ("CR", "DX", "DR", "RG", "PX", "MG", "RF", "XA", "IO", "DF"),
+}
 REGISTER = ("none", "rigid", "auto")
 CROP = ("center", "body")
 ENCODINGS = ("int", "onehot")
@@ -208,6 +219,31 @@ def _check_intensity(opts: dict[str, Any], kind: str, where: str) -> dict[str, A
     return opts
 
 
+def present_input_name(modality: str) -> str:
+    """Name of the presence input of ``modality`` (``"<name>_present"``).
+
+    :func:`~medmulti.models.build_fusion_model` gives each optional modality a Keras input of
+    this name (shape ``(1,)``: 1 present, 0 missing), and the sequences yield
+    the flag under the same key.
+
+    Parameters
+    ----------
+    modality : str
+        Modality name as in the spec (not checked against any spec).
+
+    Returns
+    -------
+    str
+        ``modality + "_present"``.
+
+    Examples
+    --------
+    >>> present_input_name("xray")
+    'xray_present'
+    """
+    return f"{modality}_present"
+
+
 @dataclass
 class ModalitySpec:
     """How one modality is read and prepared for one Keras input.
@@ -255,7 +291,7 @@ class ModalitySpec:
         where = f"modality {self.name!r}"
         if not isinstance(self.name, str) or not self.name.isidentifier():
             raise SpecError(f"modality name must be a Python identifier, got {self.name!r}", keyword="name")
-        if self.name.endswith("_present"):
+        if self.name.endswith(present_input_name("")):
             raise SpecError(f"{where}: names ending in '_present' are reserved", keyword="name")
         if self.kind not in KINDS:
             raise SpecError(f"{where}: kind must be one of {KINDS}, got {self.kind!r}", keyword="kind")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from medmulti import cli
-from medmulti.commands.demo import run_demo
+from medmulti.cli.demo import run_demo
 
 TINY = {"width": 2, "depth": 2, "embed_dim": 4, "stem_stride": 2, "batch_size": 4}
 

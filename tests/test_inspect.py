@@ -7,9 +7,9 @@ from matplotlib.image import imread
 from medmulti import StudySpec
 from medmulti.cli import main
 from medmulti.image import Image
-from medmulti.synth import affine_from_geometry, write_dicom_series, write_dicom_xray, write_nifti
-from medmulti.visualize import inspect_study, plot_preprocessed
-from medmulti.preprocess import preprocess_study
+from medmulti.examples.synth import affine_from_geometry, write_dicom_series, write_dicom_xray, write_nifti
+from medmulti.study.picture import inspect_study, plot_preprocessed
+from medmulti.study.preprocess import preprocess_study
 
 SPEC = {
     "labels": {"column": "dx", "classes": ["a", "b"]},

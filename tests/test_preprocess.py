@@ -11,8 +11,8 @@ from medmulti import RegistrationError, SpecError, StudySpec, UnsupportedDataErr
 from medmulti.geometry import apply_affine, rigid_matrix
 from medmulti.image import Image
 from medmulti.intensity import apply_window
-from medmulti.preprocess import Preprocessed, preprocess_study
-from medmulti.synth import affine_from_geometry, write_dicom_series, write_nifti
+from medmulti.study.preprocess import Preprocessed, preprocess_study
+from medmulti.examples.synth import affine_from_geometry, write_dicom_series, write_nifti
 
 CENTER = np.array([0.0, 0.0, 0.0])
 MARKER = np.array([6.0, -8.0, 10.0])  # LPS mm; a voxel centre of the 2 mm study grid centred on CENTER
@@ -263,7 +263,7 @@ def test_xray_file_matches_pydicom_voi_then_display_inversion(tmp_path, photomet
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    from medmulti.synth import write_dicom_xray
+    from medmulti.examples.synth import write_dicom_xray
 
     rng = np.random.default_rng(3)
     stored = rng.integers(0, 4096, (60, 80))

@@ -238,6 +238,7 @@ def test_evaluate_no_write_leaves_the_run_folder_untouched(work, tmp_path):
 def test_unwritable_run_folder_and_full_disk_are_typed(work, tmp_path, monkeypatch):
     from medmulti import training
     from medmulti.models import saving
+    from medmulti.training import apply
 
     # evaluate into a folder that refuses writes (read-only mount; simulated: root ignores modes)
     run = tmp_path / "ro_run"
@@ -246,7 +247,7 @@ def test_unwritable_run_folder_and_full_disk_are_typed(work, tmp_path, monkeypat
     def read_only(path, data):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
 
-    monkeypatch.setattr(training, "_write_json", read_only)
+    monkeypatch.setattr(apply, "write_json", read_only)
     with pytest.raises(RunFolderError) as info:
         training.evaluate(run, work / "c/manifest.csv", split="val", progress=False)
     assert "--no-write" in info.value.cli_text() and "write=False" in str(info.value)
@@ -296,7 +297,7 @@ def test_atomic_model_save_keeps_the_previous_file(tmp_path, monkeypatch):
 
 
 def test_policy_choices_match_the_sequence():
-    from medmulti.commands._args import POLICY_CHOICES
+    from medmulti.cli._args import POLICY_CHOICES
     from medmulti.data.sequence import POLICIES
 
     assert tuple(POLICY_CHOICES) == tuple(POLICIES)
@@ -329,7 +330,7 @@ def test_validate_text_lines_say_what_happened_and_what_to_do(work, tmp_path):
 def test_native_log_filter_drops_absl_lines_and_keeps_everything_else(tmp_path):
     code = r'''
 import os, sys
-from medmulti.commands._native_log import NativeLogFilter
+from medmulti.cli._native_log import NativeLogFilter
 with NativeLogFilter():
     os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
     os.write(2, b"I0000 00:00:1796521544.063679    4767 cudart_stub.cc:31] Could not find cuda drivers\n")

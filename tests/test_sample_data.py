@@ -14,7 +14,7 @@ import pytest
 import SimpleITK as sitk
 
 from medmulti.manifest import load_manifest
-from medmulti.sample_data import BLOB_HU, TISSUE_HU, make_sample_cohort, sample_spec
+from medmulti.examples.cohort import BLOB_HU, TISSUE_HU, make_sample_cohort, sample_spec
 from medmulti.spec import StudySpec
 
 N = 10

@@ -1,6 +1,6 @@
 """train / evaluate / predict and their commands on a tiny generated cohort (one epoch each).
 
-The cohort (real DICOM series, NIfTI and X-ray files from medmulti.sample_data) is made
+The cohort (real DICOM series, NIfTI and X-ray files from medmulti.examples.cohort) is made
 and preprocessed into a cache once per module; every training run is one epoch on tiny
 CNNs, so the whole module takes seconds of compute. Learning itself is measured by
 benchmarks/demo_learning.py, not here.
@@ -31,8 +31,8 @@ def _rows(manifest):
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    from medmulti.data.preprocess_all import preprocess_manifest
-    from medmulti.sample_data import make_sample_cohort
+    from medmulti.data.cache_fill import preprocess_manifest
+    from medmulti.examples.cohort import make_sample_cohort
 
     root = tmp_path_factory.mktemp("tiny_cohort")
     c = make_sample_cohort(root / "cohort", n_patients=12, seed=3, faults=False, progress=False)
@@ -151,7 +151,7 @@ def test_training_errors_are_typed(cohort, tmp_path):
 
 
 def test_command_choices_match_the_models():
-    from medmulti.commands import train as train_command
+    from medmulti.cli import train as train_command
     from medmulti.models import BACKBONES, FUSIONS
 
     assert tuple(train_command.FUSION_CHOICES) == tuple(FUSIONS)

@@ -11,7 +11,7 @@ from typing import Any
 
 _LAZY = {
     "PreprocessCache": "medmulti.data.cache",
-    "entry_key": "medmulti.data.cache",
+    "entry_key": "medmulti.data.cache_key",
     "CacheReport": "medmulti.data.cache",
     "PatientSequence": "medmulti.data.sequence",
     "MultiModalSequence": "medmulti.data.sequence",
@@ -19,8 +19,8 @@ _LAZY = {
     "as_tf_dataset": "medmulti.data.tfdata",
     "typed_errors": "medmulti.data.tfdata",
     "typed_error_of": "medmulti.data.tfdata",
-    "preprocess_manifest": "medmulti.data.preprocess_all",
-    "PreprocessSummary": "medmulti.data.preprocess_all",
+    "preprocess_manifest": "medmulti.data.cache_fill",
+    "PreprocessSummary": "medmulti.data.cache_fill",
 }
 
 __all__ = sorted(_LAZY)

@@ -36,12 +36,14 @@ from ..errors import (
     UnsupportedDataError,
 )
 from .._processes import WorkerPool, workers_allowed
-from ..spec import StudySpec
+from .._version import __version__
+from ..spec import StudySpec, present_input_name
 from .buffers import BufferPool
 from .augment import Augmenter
 from .context import name_error
 from .rowcheck import row_error_records
-from .cache import PreprocessCache, _version, entry_keys, fingerprint_source
+from .cache import PreprocessCache
+from .cache_key import entry_keys, fingerprint_source
 
 __all__ = ["PatientSequence", "MultiModalSequence", "POLICIES"]
 
@@ -210,7 +212,7 @@ class PatientSequence(keras.utils.PyDataset):
         zeros_policy = "zeros" in (on_missing, on_corrupt)
         self.optional_modalities: list[str] = [m.name for m in self.spec.modalities
                                                if not m.required or zeros_policy]
-        self.input_names: list[str] = self.spec.names + [f"{n}_present" for n in self.optional_modalities]
+        self.input_names: list[str] = self.spec.names + [present_input_name(n) for n in self.optional_modalities]
 
         rows = manifest.split(split)
         self.skipped: list[tuple[str, str | None, str]] = []
@@ -304,7 +306,7 @@ class PatientSequence(keras.utils.PyDataset):
 
     def _check_key(self, row: Any) -> str:
         doc = {
-            "medmulti": _version(),
+            "medmulti": __version__,
             "spec": self.spec.to_dict(),
             "row": [row.patient_id, row.study_id, row.split, row.labels, row.paths, row.sha256, row.refused],
             "sources": {n: fingerprint_source(row.sources.get(n), root=self.manifest.root) for n in self.spec.names},
@@ -444,7 +446,7 @@ class PatientSequence(keras.utils.PyDataset):
                     continue
             misses.append(n)
         if misses:
-            from ..preprocess import preprocess_study
+            from ..study.preprocess import preprocess_study
 
             try:
                 computed = preprocess_study(sources, self.spec, patient_id=row.key, only=list(misses))
@@ -539,7 +541,7 @@ class PatientSequence(keras.utils.PyDataset):
     def element_shapes(self) -> dict[str, tuple[int, ...]]:
         """Per-input shape without the batch axis: ``(*spatial, channels)`` or ``(1,)`` for ``_present``."""
         out: dict[str, tuple[int, ...]] = {n: self._shapes[n] for n in self.spec.names}
-        out.update({f"{n}_present": (1,) for n in self.optional_modalities})
+        out.update({present_input_name(n): (1,) for n in self.optional_modalities})
         return out
 
     def label_shape(self) -> tuple[int, ...]:
@@ -576,14 +578,14 @@ class PatientSequence(keras.utils.PyDataset):
         for n in self.spec.names:
             inputs[n] = self._buffers.empty((b, *self._shapes[n]))
         for n in self.optional_modalities:
-            inputs[f"{n}_present"] = np.zeros((b, 1), np.float32)
+            inputs[present_input_name(n)] = np.zeros((b, 1), np.float32)
         for j, i in enumerate(rows):
             have = [n for n in self.spec.names if self._present[i][n]]
             for n in self.spec.names:
                 if not self._present[i][n]:
                     inputs[n][j] = 0.0
                 elif n in self.optional_modalities:
-                    inputs[f"{n}_present"][j, 0] = 1.0
+                    inputs[present_input_name(n)][j, 0] = 1.0
             slots = {n: inputs[n][j] for n in have}
             loaded = self._load_patient(int(i), have, out=slots)
             if self.augmenter is not None and have:
@@ -664,7 +666,7 @@ class PatientSequence(keras.utils.PyDataset):
         """
         import dataclasses
 
-        from .preprocess_all import preprocess_manifest
+        from .cache_fill import preprocess_manifest
 
         if self.cache is None:
             raise CacheError("this sequence has no cache to fill", hint="build it with cache_dir=...")

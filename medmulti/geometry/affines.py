@@ -1,18 +1,26 @@
-"""Short pure functions on 4x4 affines (array-order index -> LPS mm)."""
+"""Short pure functions on 4x4 affines (array-order index -> LPS mm).
+
+Applying an affine and reading voxel sizes are nibabel's public functions
+(:func:`nibabel.affines.apply_affine`, :func:`nibabel.affines.voxel_sizes`,
+:func:`nibabel.affines.from_matvec`); the wrappers here only fix the dtype
+(float64 always, whatever the input's) and accept array-likes. nibabel is
+imported inside the functions, so importing :mod:`medmulti.geometry` stays
+light (nibabel, like SimpleITK, loads on first use).
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 __all__ = [
     "apply_affine",
-    "voxel_sizes",
-    "rigid_matrix",
-    "rotation_angle_deg",
     "grid_center",
     "grid_corners",
+    "rigid_matrix",
+    "rotation_angle_deg",
+    "voxel_sizes",
 ]
 
 
@@ -31,14 +39,20 @@ def apply_affine(affine: np.ndarray, points) -> np.ndarray:
     numpy.ndarray
         float64 transformed coordinates, same shape.
 
+    Notes
+    -----
+    :func:`nibabel.affines.apply_affine` on float64 copies of both inputs: its
+    result keeps the input dtype (integer points and affine give integers), ours
+    is always float64.
+
     Examples
     --------
     >>> apply_affine(np.diag([2.0, 2.0, 2.0, 1.0]), [1, 2, 3]).tolist()
     [2.0, 4.0, 6.0]
     """
-    a = np.asarray(affine, dtype=np.float64)
-    p = np.asarray(points, dtype=np.float64)
-    return p @ a[:3, :3].T + a[:3, 3]
+    from nibabel.affines import apply_affine as nib_apply_affine
+
+    return nib_apply_affine(np.asarray(affine, dtype=np.float64), np.asarray(points, dtype=np.float64))
 
 
 def voxel_sizes(affine: np.ndarray) -> np.ndarray:
@@ -57,13 +71,19 @@ def voxel_sizes(affine: np.ndarray) -> np.ndarray:
     numpy.ndarray
         float64, shape ``(3,)``: voxel sizes in array axis order ``(z, y, x)``, mm.
 
+    Notes
+    -----
+    :func:`nibabel.affines.voxel_sizes` on a float64 copy: nibabel's keeps a
+    float32 affine's dtype and needs an array, not a nested list.
+
     Examples
     --------
     >>> voxel_sizes(np.diag([2.0, 0.5, 0.5, 1.0])).tolist()
     [2.0, 0.5, 0.5]
     """
-    a = np.asarray(affine, dtype=np.float64)
-    return np.linalg.norm(a[:3, :3], axis=0)
+    from nibabel.affines import voxel_sizes as nib_voxel_sizes
+
+    return nib_voxel_sizes(np.asarray(affine, dtype=np.float64))
 
 
 def rigid_matrix(rotation_rad: Sequence[float] = (0.0, 0.0, 0.0), translation_mm: Sequence[float] = (0.0, 0.0, 0.0),
@@ -92,12 +112,11 @@ def rigid_matrix(rotation_rad: Sequence[float] = (0.0, 0.0, 0.0), translation_mm
     Rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
     Ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     Rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    from nibabel.affines import from_matvec
+
     R = Rz @ Rx @ Ry
     c = np.asarray(center_mm, dtype=np.float64)
-    m = np.eye(4)
-    m[:3, :3] = R
-    m[:3, 3] = c + np.asarray(translation_mm, dtype=np.float64) - R @ c
-    return m
+    return from_matvec(R, c + np.asarray(translation_mm, dtype=np.float64) - R @ c)
 
 
 def rotation_angle_deg(matrix: np.ndarray) -> float:

@@ -2,17 +2,17 @@
 
 Everything later (geometry checks, truncation checks, digests, decoding) works
 from the :class:`DicomHeader` built here, so each file is parsed exactly once.
-pydicom does the parsing (``stop_before_pixels``); the file object is wrapped so
-that a header cut short is reported as corrupt instead of silently accepted (pydicom
-only warns), and every exception from pydicom is wrapped at this boundary.
+pydicom does the parsing (``stop_before_pixels``) through the byte layer of
+:mod:`medmulti.io.dicom_bytes`, which reports a header cut short as corrupt instead
+of silently accepting it (pydicom only warns), bounds deflated data, locates
+PixelData and walks what follows it. Every exception from pydicom is wrapped at
+this boundary.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import struct
-import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -21,14 +21,18 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorruptFileError, MedmultiError, MissingFileError, ResourceLimitError, UnsupportedDataError
+from ..spec import KIND_MODALITIES
 from .detect import FileFormat, sniff_bytes
+from .dicom_bytes import check_fragments, check_trailing, fast_get, locate_pixel_data, parse_dataset
+from .error_ladder import reader_errors
 from .limits import DEFAULT_LIMITS, Limits
 from .safe_files import open_regular
 
-__all__ = ["DicomHeader", "read_header", "PROJECTION_MODALITIES", "COLOR_PHOTOMETRICS"]
+__all__ = ["DicomHeader", "read_header", "base_meta", "PROJECTION_MODALITIES", "COLOR_PHOTOMETRICS"]
 
 #: Projection radiography modalities: 2D, no patient-space geometry.
-PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "RF", "XA", "IO", "PX", "RG", "DF"})
+#: DICOM Modality values read as projection radiographs: the spec's ``xray`` kind.
+PROJECTION_MODALITIES = frozenset(KIND_MODALITIES["xray"])
 COLOR_PHOTOMETRICS = frozenset(
     {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_420", "YBR_PARTIAL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR", "HSV", "ARGB", "CMYK"}
 )
@@ -49,147 +53,8 @@ NON_IMAGE_SOP_PREFIXES = (
 NON_IMAGE_MODALITIES = frozenset(
     {"RTDOSE", "RTSTRUCT", "RTPLAN", "RTRECORD", "RTIMAGE", "SEG", "SR", "PR", "KO", "REG", "ECG", "HD", "DOC", "AU", "RWV", "PLAN", "FID"}
 )
-_PIXEL_TAG = 0x7FE00010
-_OTHER_PIXEL_TAGS = {0x7FE00008: "FloatPixelData", 0x7FE00009: "DoubleFloatPixelData"}
-_DEFLATED = {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"}  # deflated explicit LE (+ image frame)
-_DEFLATED_BYTES = tuple(uid.encode() for uid in _DEFLATED)
 _NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
-
-
-# Attributes read for every file of a series: converted straight from the raw
-# element bytes (pydicom's generic conversion costs ~20-50 us per attribute,
-# which dominated series reading). Anything unexpected falls back to pydicom.
-_FAST = {
-    "Rows": (0x00280010, "US"),
-    "Columns": (0x00280011, "US"),
-    "SamplesPerPixel": (0x00280002, "US"),
-    "BitsAllocated": (0x00280100, "US"),
-    "BitsStored": (0x00280101, "US"),
-    "PixelRepresentation": (0x00280103, "US"),
-    "NumberOfFrames": (0x00280008, "IS"),
-    "SeriesNumber": (0x00200011, "IS"),
-    "Modality": (0x00080060, "CS"),
-    "PhotometricInterpretation": (0x00280004, "CS"),
-    "SOPClassUID": (0x00080016, "UI"),
-    "MediaStorageSOPClassUID": (0x00020002, "UI"),
-    "SeriesInstanceUID": (0x0020000E, "UI"),
-    "ImagePositionPatient": (0x00200032, "DS"),
-    "ImageOrientationPatient": (0x00200037, "DS"),
-    "PixelSpacing": (0x00280030, "DS"),
-    "RescaleSlope": (0x00281053, "DS"),
-    "RescaleIntercept": (0x00281052, "DS"),
-    "SpacingBetweenSlices": (0x00180088, "DS"),
-}
-_MISSING = object()
-
-
-def fast_get(ds: Any, keyword: str) -> Any:
-    """Value of a common attribute from its raw bytes (pydicom's conversion otherwise).
-
-    Parameters
-    ----------
-    ds : pydicom.Dataset
-    keyword : str
-        One of the keywords in ``_FAST`` (others go to ``ds.get``).
-
-    Returns
-    -------
-    int, str, list of str or None
-        US as int; CS/UI as stripped text; IS/DS as text, or a list of texts
-        when multi-valued (callers convert); None when absent.
-    """
-    spec = _FAST.get(keyword)
-    store = getattr(ds, "_dict", None)
-    if spec is None or store is None:
-        return ds.get(keyword, None)
-    tag, vr = spec
-    elem = store.get(tag, _MISSING)
-    if elem is _MISSING:
-        return None
-    raw = getattr(elem, "is_raw", False)
-    if not raw or (elem.VR is not None and elem.VR != vr) or elem.value is None:
-        return ds.get(keyword, None)
-    data = elem.value
-    if vr == "US":
-        if len(data) != 2:
-            return ds.get(keyword, None)
-        return struct.unpack("<H" if elem.is_little_endian else ">H", data)[0]
-    text = data.decode("latin-1").strip(" \x00")
-    if vr in ("DS", "IS") and "\\" in text:
-        return [t.strip() for t in text.split("\\")]
-    return text
-
-
-class _StrictReader:
-    """File wrapper that records reads cut short by the end of the file."""
-
-    def __init__(self, raw, name: str) -> None:
-        self._raw = raw
-        self.name = name
-        self.truncated = False
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
-        if n is not None and n > 0 and len(data) < n and not (n == 8 and len(data) == 0):
-            self.truncated = True
-        return data
-
-    def seek(self, *args):
-        return self._raw.seek(*args)
-
-    def tell(self) -> int:
-        return self._raw.tell()
-
-    def close(self) -> None:  # pydicom must not close our file
-        pass
-
-
-_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7}
-
-
-def codestream_dims(data: bytes) -> tuple[int, int] | None:
-    """(rows, columns) declared inside a JPEG / JPEG-LS / JPEG 2000 codestream.
-
-    Reads the SIZ marker (JPEG 2000, ISO/IEC 15444-1 A.5.1), the ``ihdr`` box of a
-    JP2 file, or the SOF marker (JPEG / JPEG-LS). Checked against Rows/Columns
-    before decoding, so a header whose sizes were changed cannot make a decoder
-    allocate an image of another size. None when not recognised (RLE, other).
-
-    Parameters
-    ----------
-    data : bytes
-        The first bytes of the first fragment.
-
-    Returns
-    -------
-    (int, int) or None
-    """
-    if data[:4] == b"\xff\x4f\xff\x51" and len(data) >= 24:  # SOC + SIZ
-        xsiz, ysiz, xo, yo = struct.unpack(">IIII", data[8:24])
-        return (ysiz - yo, xsiz - xo)
-    if data[4:8] == b"jP  ":
-        i = data.find(b"ihdr")
-        if i >= 0 and len(data) >= i + 12:
-            h, w = struct.unpack(">II", data[i + 4 : i + 12])
-            return (h, w)
-        return None
-    if data[:2] == b"\xff\xd8":  # JPEG SOI: walk the marker segments to the SOF
-        pos = 2
-        while pos + 4 <= len(data):
-            if data[pos] != 0xFF:
-                return None
-            marker = data[pos + 1]
-            if marker == 0xFF:
-                pos += 1
-                continue
-            seg = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
-            if marker in _SOF_MARKERS:
-                if pos + 9 > len(data):
-                    return None
-                y, x = struct.unpack(">HH", data[pos + 5 : pos + 9])
-                return (y, x) if y else None  # Y may be 0 (set by a later DNL marker)
-            pos += 2 + seg
-    return None
+_IMPLICIT_LE = "1.2.840.10008.1.2"
 
 
 class _Borrowed:
@@ -203,7 +68,6 @@ class _Borrowed:
 
     def __exit__(self, *exc) -> None:
         return None
-
 
 
 @dataclass
@@ -543,11 +407,15 @@ class DicomHeader:
         try:
             if self.pixel_offset is None:
                 return
+            encoding = {"little_endian": self.little_endian, "implicit": self.transfer_syntax == _IMPLICIT_LE}
             if self.is_native:
                 if self.pixel_length is not None and self.pixel_offset + self.pixel_length <= self.file_size:
-                    self._check_trailing(self.pixel_offset + self.pixel_length, f)
+                    check_trailing(f, self.pixel_offset + self.pixel_length, file_size=self.file_size, name=self.name, **encoding)
             elif self.pixel_length is None:
-                self._check_fragments(f)
+                check_fragments(
+                    f, offset=self.pixel_offset, file_size=self.file_size, rows=self.rows, columns=self.columns,
+                    frames=self.frames, name=self.name, **encoding,
+                )
             self._cache["structure"] = None
         except MedmultiError as exc:
             self._cache["structure"] = exc
@@ -562,84 +430,6 @@ class DicomHeader:
         if err is not None:
             raise err
 
-    def _check_fragments(self, f) -> None:
-        """Walk the encapsulated items (headers only) up to the sequence delimiter.
-
-        Raises
-        ------
-        CorruptFileError
-            If the file ends before the Sequence Delimitation Item, an item runs
-            past the end of the file, or an unexpected tag appears (PS3.5 A.4).
-        """
-        n_items = 0
-        e = "<" if self.little_endian else ">"
-        f.seek(self.pixel_offset)
-        pos, end = self.pixel_offset, self.file_size
-        while True:
-            head = f.read(8)
-            if len(head) < 8:
-                raise CorruptFileError(
-                    "the file is truncated inside the compressed pixel data", path=self.name, keyword="PixelData"
-                )
-            group, elem, length = struct.unpack(e + "HHI", head)
-            pos += 8
-            if (group, elem) == (0xFFFE, 0xE0DD):
-                break
-            if (group, elem) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF or pos + length > end:
-                raise CorruptFileError(
-                    "the compressed pixel data is damaged or truncated (bad item)", path=self.name, keyword="PixelData"
-                )
-            n_items += 1
-            if n_items > self.frames + 1 + 4 * self.frames * 64 + 1024:  # fragments per frame are bounded in practice
-                raise CorruptFileError("too many pixel data fragments", path=self.name, keyword="PixelData")
-            if n_items == 2 and length:
-                dims = codestream_dims(f.read(min(length, 4096)))
-                if dims is not None and dims != (self.rows, self.columns):
-                    raise CorruptFileError(
-                        "the compressed image's own size disagrees with Rows/Columns", path=self.name, keyword="Rows"
-                    )
-            pos += length
-            f.seek(pos)
-        if n_items < 2:  # the Basic Offset Table item plus at least one fragment
-            raise CorruptFileError("the compressed pixel data holds no fragment", path=self.name, keyword="PixelData")
-        self._check_trailing(pos, f)
-
-    def _check_trailing(self, pos: int, f) -> None:
-        """Walk the elements after PixelData (e.g. DataSetTrailingPadding) by their headers.
-
-        Raises
-        ------
-        CorruptFileError
-            If one of them runs past the end of the file (the file was cut).
-        """
-        e = "<" if self.little_endian else ">"
-        implicit = self.transfer_syntax == "1.2.840.10008.1.2"
-        for _ in range(64):
-            if self.file_size - pos == 0:
-                return
-            f.seek(pos)
-            head = f.read(12)
-            if len(head) < 8:
-                if head.strip(b"\x00"):
-                    raise CorruptFileError("the file is truncated after the pixel data", path=self.name)
-                return
-            if implicit:
-                length = struct.unpack(e + "I", head[4:8])[0]
-                start = pos + 8
-            elif head[4:6] in _LONG_VRS:
-                if len(head) < 12:
-                    raise CorruptFileError("the file is truncated after the pixel data", path=self.name)
-                length = struct.unpack(e + "I", head[8:12])[0]
-                start = pos + 12
-            else:
-                length = struct.unpack(e + "H", head[6:8])[0]
-                start = pos + 8
-            if length == 0xFFFFFFFF:
-                return  # an undefined-length trailing sequence: not walked
-            if start + length > self.file_size:
-                raise CorruptFileError("the file is truncated after the pixel data", path=self.name)
-            pos = start + length
-
     def open_pixels(self):
         """Return a binary file object positioned at the PixelData value."""
         if self.buffer is not None:
@@ -650,118 +440,39 @@ class DicomHeader:
         return f
 
 
-def _inflate(fp, path_name: str, limits: Limits) -> bytes:
-    """Inflate a deflated dataset in bounded steps (a deflate bomb stops at the cap)."""
-    try:  # ISA-L when installed (about 2.3x faster), else zlib
-        from isal import isal_zlib
+def base_meta(h: DicomHeader) -> dict[str, Any]:
+    """Non-identifying metadata shared by every DICOM reader (numbers and codes only).
 
-        d = isal_zlib.decompressobj(wbits=-15)
-    except ImportError:  # pragma: no cover - isal is a dependency
-        d = zlib.decompressobj(-zlib.MAX_WBITS)
-    chunks, total = [], 0
-    step = 1 << 20
-    while not d.eof:
-        data = d.unconsumed_tail or fp.read(1 << 16)
-        if not data:
-            break
-        out = d.decompress(data, step)
-        total += len(out)
-        if total > limits.max_bytes:
-            raise ResourceLimitError(
-                f"the deflated dataset inflates beyond the {limits.max_bytes:,}-byte cap",
-                path=path_name,
-                keyword="TransferSyntaxUID",
-            )
-        chunks.append(out)
-    return b"".join(chunks)
+    Parameters
+    ----------
+    h : DicomHeader
+        The parsed header of the (first) file.
 
+    Returns
+    -------
+    dict
+        ``{"source": "dicom", "photometric": str, "bits_stored": int,
+        "bits_allocated": int, "signed": bool, "compressed": bool}``:
+        PhotometricInterpretation (``"MONOCHROME2"`` when absent), BitsStored
+        (BitsAllocated when absent or 0), BitsAllocated, PixelRepresentation == 1,
+        and True unless the transfer syntax stores native pixels (implicit or
+        explicit VR little endian, explicit VR big endian, deflated explicit VR
+        little endian). Readers add their own keys to it.
 
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
-_KNOWN_TS = {
-    "1.2.840.10008.1.2": (True, True),
-    "1.2.840.10008.1.2.2": (False, False),
-}
-
-
-def _scan_meta(head: bytes) -> tuple[int, str, str] | None:
-    """Locate the file meta group (explicit VR little endian) in the first bytes.
-
-    Returns ``(end offset, TransferSyntaxUID, MediaStorageSOPClassUID)``, or None
-    when the group is not entirely inside ``head`` or looks unusual (pydicom then
-    parses the file the ordinary way).
+    Raises
+    ------
+    CorruptFileError
+        If BitsAllocated, BitsStored or PixelRepresentation cannot be parsed as
+        an integer.
     """
-    pos, ts, sop = 132, "", ""
-    while pos + 8 <= len(head):
-        group, elem = struct.unpack("<HH", head[pos : pos + 4])
-        if group != 0x0002:
-            return (pos, ts, sop) if ts else None
-        vr = head[pos + 4 : pos + 6]
-        if vr in _LONG_VRS:
-            if pos + 12 > len(head):
-                return None
-            length = struct.unpack("<I", head[pos + 8 : pos + 12])[0]
-            start = pos + 12
-        elif vr.isalpha() and vr.isupper():
-            length = struct.unpack("<H", head[pos + 6 : pos + 8])[0]
-            start = pos + 8
-        else:
-            return None
-        if length == 0xFFFFFFFF or start + length > len(head):
-            return None
-        if elem == 0x0010:
-            ts = head[start : start + length].decode("ascii", "replace").strip(" \x00")
-        elif elem == 0x0002:
-            sop = head[start : start + length].decode("ascii", "replace").strip(" \x00")
-        pos = start + length
-    return None
-
-
-def _at_pixels(tag, vr, length) -> bool:
-    # int() first: pydicom's BaseTag compares in Python, int compares in C
-    return 0x7FE00008 <= int(tag) <= 0x7FE00010
-
-
-def _parse(fp, path_name: str, *, force: bool, limits: Limits, head: bytes, strict: bool):
-    import pydicom
-    from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
-
-    reader = _StrictReader(fp, path_name) if strict else fp
-    if not strict and not force and head[128:132] == b"DICM":
-        # fast path: meta group scanned here, the dataset parsed by pydicom's
-        # read_dataset (skips FileDataset/FileMetaDataset construction, ~40% of dcmread)
-        meta = _scan_meta(head)
-        if meta is not None and meta[1] not in _DEFLATED:
-            end, ts, sop = meta
-            implicit, little = _KNOWN_TS.get(ts, (False, True))
-            fp.seek(end)
-            ds = read_dataset(fp, implicit, little, stop_when=_at_pixels)
-            from pydicom.dataset import FileMetaDataset
-
-            fm = FileMetaDataset()
-            fm.TransferSyntaxUID = ts
-            if sop:
-                fm.MediaStorageSOPClassUID = sop
-            ds.file_meta = fm
-            return ds, fp, None, ts
-    if any(uid in head for uid in _DEFLATED_BYTES):
-        preamble = read_preamble(reader, force)
-        meta = _read_file_meta_info(reader) if preamble is not None or force else None
-        ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-        if ts in _DEFLATED:
-            inflated = _inflate(fp, path_name, limits)
-            sub = _StrictReader(io.BytesIO(inflated), path_name)
-            ds = pydicom.dcmread(sub, force=True, stop_before_pixels=True)
-            ds.file_meta = meta
-            return ds, sub, inflated, ts
-        reader.seek(0)
-    ds = pydicom.dcmread(reader, force=force, stop_before_pixels=True)
-    tsu = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if tsu:
-        ts = str(tsu)
-    else:  # raw dataset: pydicom guessed the encoding
-        implicit, little = getattr(ds, "original_encoding", (True, True))
-        ts = "1.2.840.10008.1.2" if implicit else ("1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2")
-    return ds, reader, None, ts
+    return {
+        "source": "dicom",
+        "photometric": h.photometric,
+        "bits_stored": int(h.bits_stored),
+        "bits_allocated": int(h.bits_allocated),
+        "signed": bool(h.signed),
+        "compressed": not h.is_native,
+    }
 
 
 def read_header(
@@ -816,78 +527,56 @@ def read_header(
             f = open_regular(path, name=name)
         except OSError:
             raise MissingFileError("the file cannot be opened (missing or unreadable)", path=name) from None
-    with f as f:  # a borrowed file yields the caller's object and is not closed
-        try:
-            size = os.fstat(f.fileno()).st_size
-            limits.check_bytes(size, path=name)
-            if head is None:
-                head = f.read(544)
-                f.seek(0)
-            fmt = sniff_bytes(head)
-            if fmt not in (FileFormat.DICOM, FileFormat.DICOM_RAW):
-                raise CorruptFileError("not a DICOM file (no DICM marker and no recognisable dataset)", path=name)
-            if len(head) < 2048:
-                head = head + f.read(2048 - len(head))
-                f.seek(0)
-            ds, reader, inflated, ts = _parse(f, name, force=fmt == FileFormat.DICOM_RAW, limits=limits, head=head, strict=False)
-            inflated_size = None if inflated is None else len(inflated)
-            pos = reader.tell()
-            total = size if inflated is None else inflated_size
-            little = ts != "1.2.840.10008.1.2.2"
-            pixel_offset = pixel_length = None
-            if total - pos >= 8:
-                reader.seek(pos)
-                raw = reader.read(12)
-                tag = (struct.unpack("<HH" if little else ">HH", raw[:4]))
-                tag = (tag[0] << 16) | tag[1]
-                if tag in _OTHER_PIXEL_TAGS:
-                    raise UnsupportedDataError("float pixel data is not supported", path=name, keyword=_OTHER_PIXEL_TAGS[tag])
-                if tag == _PIXEL_TAG:
-                    e = "<" if little else ">"
-                    if ts == "1.2.840.10008.1.2":  # implicit VR
-                        length = struct.unpack(e + "I", raw[4:8])[0]
-                        pixel_offset = pos + 8
-                    else:
-                        if len(raw) < 12:
-                            raise CorruptFileError("the file is truncated at PixelData", path=name, keyword="PixelData")
-                        length = struct.unpack(e + "I", raw[8:12])[0]
-                        pixel_offset = pos + 12
-                    pixel_length = None if length == 0xFFFFFFFF else length
-            if pixel_offset is None and inflated is None:
-                # no pixel tag reached: a non-image object, or a header cut short
-                # (pydicom only warns on that); parse again, watching for short reads
-                f.seek(0)
-                _, strict_reader, _, _ = _parse(f, name, force=fmt == FileFormat.DICOM_RAW, limits=limits, head=head, strict=True)
-                if strict_reader.truncated:
-                    raise CorruptFileError("the file is truncated inside its header", path=name)
-            elif inflated is not None and reader.truncated:
-                raise CorruptFileError("the deflated dataset is truncated", path=name)
-            header = DicomHeader(
-                path=Path(path),
-                name=name,
-                ds=ds,
-                transfer_syntax=ts,
-                pixel_offset=pixel_offset,
-                pixel_length=pixel_length,
-                file_size=total,
-                buffer=inflated,
-                little_endian=little,
-            )
-            if check_depth:
-                _check_depth(ds, limits, name)
-            if pixel_offset is not None:
-                header.check_structure(io.BytesIO(inflated) if inflated is not None else f)
-            return header
-        except MedmultiError:
-            raise
-        except RecursionError:
-            raise ResourceLimitError(
-                f"DICOM sequences are nested deeper than the {limits.max_depth}-level cap", path=name
-            ) from None
-        except MemoryError:
-            raise ResourceLimitError("the header declares more data than memory allows", path=name) from None
-        except Exception:  # pydicom/struct/zlib/OSError: text may hold header values
-            raise CorruptFileError("the DICOM header cannot be parsed", path=name) from None
+    ladder = reader_errors(
+        name,
+        nested=f"DICOM sequences are nested deeper than the {limits.max_depth}-level cap",
+        memory="the header declares more data than memory allows",
+        corrupt="the DICOM header cannot be parsed",  # pydicom/struct/zlib/OSError: text may hold header values
+    )
+    with f as f, ladder:  # a borrowed file yields the caller's object and is not closed
+        size = os.fstat(f.fileno()).st_size
+        limits.check_bytes(size, path=name)
+        if head is None:
+            head = f.read(544)
+            f.seek(0)
+        fmt = sniff_bytes(head)
+        if fmt not in (FileFormat.DICOM, FileFormat.DICOM_RAW):
+            raise CorruptFileError("not a DICOM file (no DICM marker and no recognisable dataset)", path=name)
+        if len(head) < 2048:
+            head = head + f.read(2048 - len(head))
+            f.seek(0)
+        ds, reader, inflated, ts = parse_dataset(f, name, force=fmt == FileFormat.DICOM_RAW, limits=limits, head=head, strict=False)
+        inflated_size = None if inflated is None else len(inflated)
+        total = size if inflated is None else inflated_size
+        little = ts != "1.2.840.10008.1.2.2"
+        pixel_offset, pixel_length = locate_pixel_data(
+            reader, reader.tell(), total, transfer_syntax=ts, little_endian=little, name=name
+        )
+        if pixel_offset is None and inflated is None:
+            # no pixel tag reached: a non-image object, or a header cut short
+            # (pydicom only warns on that); parse again, watching for short reads
+            f.seek(0)
+            _, strict_reader, _, _ = parse_dataset(f, name, force=fmt == FileFormat.DICOM_RAW, limits=limits, head=head, strict=True)
+            if strict_reader.truncated:
+                raise CorruptFileError("the file is truncated inside its header", path=name)
+        elif inflated is not None and reader.truncated:
+            raise CorruptFileError("the deflated dataset is truncated", path=name)
+        header = DicomHeader(
+            path=Path(path),
+            name=name,
+            ds=ds,
+            transfer_syntax=ts,
+            pixel_offset=pixel_offset,
+            pixel_length=pixel_length,
+            file_size=total,
+            buffer=inflated,
+            little_endian=little,
+        )
+        if check_depth:
+            _check_depth(ds, limits, name)
+        if pixel_offset is not None:
+            header.check_structure(io.BytesIO(inflated) if inflated is not None else f)
+        return header
 
 
 def _check_depth(ds, limits: Limits, name: str) -> None:

@@ -35,12 +35,14 @@ from ..errors import CorruptFileError, MedmultiError, MissingFileError, SeriesGe
 from ..image import Image, affine_from_itk
 from .assembly import DUPLICATE_TOLERANCE_MM, ORIENTATION_TOLERANCE, Stack, assemble_stack, check_orientation
 from .detect import FileFormat, sniff_bytes
-from .dicom_file import base_meta, is_projection, no_volume_choice, read_dicom_file, single_slice_spacing
-from .dicom_header import DicomHeader, read_header
+from .dicom_file import is_projection, read_dicom_file, single_slice_spacing
+from .dicom_header import DicomHeader, base_meta, read_header
+from .error_ladder import reader_errors
 from .limits import Limits
 from .safe_files import list_files, open_regular
 from .pixels import PARALLEL_SYNTAXES, _decode_options, decode_compressed_file, decode_pool, default_workers, read_stored, reset_pool
 from .values import apply_rescale_into, voi_meta
+from .volume_choice import no_volume_choice
 
 __all__ = [
     "SeriesPlan",
@@ -829,7 +831,11 @@ def read_dicom_series(
             logger.warning("parallel JPEG 2000 decoding failed; decoding in this process (workers=1)")
             reset_pool()
             parallel = False
-    try:
+    with reader_errors(
+        where,
+        memory="not enough memory for this series",
+        corrupt="the series' pixel data cannot be decoded",  # worker crash (BrokenProcessPool) or unexpected decoder failure
+    ):
         if not parallel:
             buf = None
             for k, h in enumerate(hs):
@@ -838,14 +844,6 @@ def read_dicom_series(
                     buf = stored
                 slope, intercept = rescales[k]
                 apply_rescale_into(stored[0], vol[k], slope, intercept)
-    except MedmultiError:
-        raise
-    except MemoryError:
-        from ..errors import ResourceLimitError
-
-        raise ResourceLimitError("not enough memory for this series", path=where) from None
-    except Exception:  # worker crash (BrokenProcessPool) or unexpected decoder failure
-        raise CorruptFileError("the series' pixel data cannot be decoded", path=where) from None
     ps = first.pixel_spacing()
     affine = affine_from_itk(stack.origin, (ps[1], ps[0], stack.slice_spacing), stack.direction.ravel())
     meta = base_meta(first)

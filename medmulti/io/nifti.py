@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorruptFileError, MedmultiError, ResourceLimitError, UnsupportedDataError
+from ..errors import CorruptFileError, UnsupportedDataError
 from ..image import Image, affine_from_itk
+from .error_ladder import reader_errors
 from .limits import Limits
 from .safe_files import open_regular
 
@@ -210,7 +211,7 @@ def read_nifti_header(stream: _Stream, name: str, limits: Limits) -> tuple[Nifti
         size = int.from_bytes(head[:4], "big")
     if size == 540 and len(head) < 540:
         raise CorruptFileError("the NIfTI-2 header is truncated", path=name)
-    try:
+    with reader_errors(name, corrupt="the NIfTI header cannot be parsed or fails nibabel's checks"):
         if size == 540:
             hdr = nib.Nifti2Header.from_fileobj(io.BytesIO(head), check=True)
             version = 2
@@ -221,10 +222,6 @@ def read_nifti_header(stream: _Stream, name: str, limits: Limits) -> tuple[Nifti
         dtype = hdr.get_data_dtype()
         vox_offset = int(hdr["vox_offset"])
         slope, inter = hdr.get_slope_inter()
-    except MedmultiError:
-        raise
-    except Exception:
-        raise CorruptFileError("the NIfTI header cannot be parsed or fails nibabel's checks", path=name) from None
     consumed = len(head)
     if vox_offset == 0:  # single file written with vox_offset 0: data follow header + extension flag
         vox_offset = 352 if version == 1 else 544
@@ -357,59 +354,57 @@ def read_nifti(path: Path, modality: str | None, *, volume: int | None, limits: 
     ------
     CorruptFileError, UnsupportedDataError, ResourceLimitError
     """
-    try:
-        with _Stream(path, gz, name) as stream:
-            info, consumed = read_nifti_header(stream, name, limits)
-            shape = info.shape
-            if len(shape) == 4:
-                if volume is None:
-                    raise UnsupportedDataError(
-                        f"this NIfTI file is 4D ({shape[3]} volumes); medmulti reads 3D volumes",
-                        path=name,
-                        keyword="dim",
-                        hint="pass volume=<index> (0-based) to read one of them",
-                    )
-                if not 0 <= int(volume) < shape[3]:
-                    raise UnsupportedDataError(
-                        f"volume={int(volume)} is out of range for {shape[3]} volumes", path=name, keyword="dim"
-                    )
-            elif volume not in (None, 0):
-                raise UnsupportedDataError("volume= was given but the NIfTI file is 3D", path=name, keyword="dim")
-            nx, ny, nz = shape[:3]
-            per_volume = nx * ny * nz
-            start = info.vox_offset + (int(volume) * per_volume * info.dtype.itemsize if len(shape) == 4 else 0)
-            total_end = info.vox_offset + int(np.prod(shape, dtype=object)) * info.dtype.itemsize
-            if not gz:
-                import os
-
-                size = os.fstat(stream.f.fileno()).st_size
-                if size < total_end:
-                    raise CorruptFileError("the NIfTI file is truncated: it ends before the declared data", path=name, keyword="dim")
-            if stream.skip(start - consumed) != start - consumed:
-                raise CorruptFileError("the NIfTI file is truncated before its data", path=name, keyword="vox_offset")
-            out = np.empty((nz, ny, nx), np.float32)
-            _stream_values(stream, info, out.reshape(-1), name)
-            if gz:
-                _finish_gzip(stream, total_end - (start + per_volume * info.dtype.itemsize), name)
-            n_nan = 0
-            if info.dtype.kind == "f":
-                nan = np.isnan(out)
-                n_nan = int(np.count_nonzero(nan))
-                if n_nan:  # as SimpleITK does: NaN voxels read as 0
-                    out[nan] = 0.0
-                del nan
-            if not np.isfinite(out).all():
-                raise CorruptFileError(
-                    "the NIfTI data holds infinite values (or scl_slope/scl_inter overflow float32)",
+    ladder = reader_errors(
+        name,
+        memory="not enough memory for this NIfTI volume",
+        corrupt="the NIfTI file cannot be read (damaged or truncated compressed data)",  # zlib.error, OSError, EOFError ...
+    )
+    with ladder, _Stream(path, gz, name) as stream:
+        info, consumed = read_nifti_header(stream, name, limits)
+        shape = info.shape
+        if len(shape) == 4:
+            if volume is None:
+                raise UnsupportedDataError(
+                    f"this NIfTI file is 4D ({shape[3]} volumes); medmulti reads 3D volumes",
                     path=name,
-                    keyword="scl_slope",
+                    keyword="dim",
+                    hint="pass volume=<index> (0-based) to read one of them",
                 )
-    except MedmultiError:
-        raise
-    except MemoryError:
-        raise ResourceLimitError("not enough memory for this NIfTI volume", path=name) from None
-    except Exception:  # zlib.error, OSError, EOFError ...
-        raise CorruptFileError("the NIfTI file cannot be read (damaged or truncated compressed data)", path=name) from None
+            if not 0 <= int(volume) < shape[3]:
+                raise UnsupportedDataError(
+                    f"volume={int(volume)} is out of range for {shape[3]} volumes", path=name, keyword="dim"
+                )
+        elif volume not in (None, 0):
+            raise UnsupportedDataError("volume= was given but the NIfTI file is 3D", path=name, keyword="dim")
+        nx, ny, nz = shape[:3]
+        per_volume = nx * ny * nz
+        start = info.vox_offset + (int(volume) * per_volume * info.dtype.itemsize if len(shape) == 4 else 0)
+        total_end = info.vox_offset + int(np.prod(shape, dtype=object)) * info.dtype.itemsize
+        if not gz:
+            import os
+
+            size = os.fstat(stream.f.fileno()).st_size
+            if size < total_end:
+                raise CorruptFileError("the NIfTI file is truncated: it ends before the declared data", path=name, keyword="dim")
+        if stream.skip(start - consumed) != start - consumed:
+            raise CorruptFileError("the NIfTI file is truncated before its data", path=name, keyword="vox_offset")
+        out = np.empty((nz, ny, nx), np.float32)
+        _stream_values(stream, info, out.reshape(-1), name)
+        if gz:
+            _finish_gzip(stream, total_end - (start + per_volume * info.dtype.itemsize), name)
+        n_nan = 0
+        if info.dtype.kind == "f":
+            nan = np.isnan(out)
+            n_nan = int(np.count_nonzero(nan))
+            if n_nan:  # as SimpleITK does: NaN voxels read as 0
+                out[nan] = 0.0
+            del nan
+        if not np.isfinite(out).all():
+            raise CorruptFileError(
+                "the NIfTI data holds infinite values (or scl_slope/scl_inter overflow float32)",
+                path=name,
+                keyword="scl_slope",
+            )
     origin, spacing, direction, geometry_source = _itk_geometry(path, name, info.header)
     affine = _checked_affine(origin, spacing, direction, name)
     meta: dict[str, Any] = {

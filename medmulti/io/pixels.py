@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from .._processes import WorkerPool
-from ..errors import CorruptFileError, MedmultiError, ResourceLimitError, UnsupportedDataError
+from ..errors import CorruptFileError, MedmultiError, UnsupportedDataError
 from .dicom_header import DicomHeader
+from .error_ladder import reader_errors
 from .safe_files import open_regular
 
 __all__ = ["read_stored", "fix_bits", "decode_compressed_file", "decode_pool", "PARALLEL_SYNTAXES"]
@@ -152,19 +153,16 @@ def decode_compressed_file(path: str, offset: int, transfer_syntax: str, options
         raise UnsupportedDataError(
             "the pixel decoder for this transfer syntax is not installed", path=name, keyword="TransferSyntaxUID"
         )
-    try:
-        f = io.BytesIO(buffer) if buffer is not None else open_regular(path, name=name)
-        with f:
-            _check_fragments(f, offset, name)
-            arr, _ = decoder.as_array(f, **options)
-    except MedmultiError:
-        raise
-    except MemoryError:
-        raise ResourceLimitError("decoding the pixel data needs more memory than available", path=name, keyword="PixelData") from None
-    except (KeyboardInterrupt, SystemExit, GeneratorExit):
-        raise
-    except BaseException:  # also pyo3's PanicException (a Rust decoder such as pylibjpeg-rle panicked), not an Exception
-        raise CorruptFileError("the compressed pixel data cannot be decoded", path=name, keyword="PixelData") from None
+    ladder = reader_errors(
+        name,
+        keyword="PixelData",
+        memory="decoding the pixel data needs more memory than available",
+        corrupt="the compressed pixel data cannot be decoded",
+        panics=True,  # also pyo3's PanicException (a Rust decoder such as pylibjpeg-rle panicked), not an Exception
+    )
+    with ladder, (io.BytesIO(buffer) if buffer is not None else open_regular(path, name=name)) as f:
+        _check_fragments(f, offset, name)
+        arr, _ = decoder.as_array(f, **options)
     rows, cols, frames = options["rows"], options["columns"], options["number_of_frames"]
     if arr.size != rows * cols * frames:
         raise CorruptFileError("decoded pixel data does not match Rows x Columns x NumberOfFrames", path=name, keyword="PixelData")

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import CorruptFileError, MedmultiError, MissingFileError, ResourceLimitError, UnsupportedDataError
+from ..errors import CorruptFileError, MissingFileError, UnsupportedDataError
 from ..image import Image
 from .detect import FileFormat, detect_format
-from .dicom_file import check_volume_argument, read_dicom_file
+from .dicom_file import read_dicom_file
 from .dicom_header import read_header
 from .dicom_series import parse_series_choice, series_given_for_a_file, read_dicom_series
+from .error_ladder import source_errors
 
 if TYPE_CHECKING:  # pragma: no cover
     from .source import SourceRef
@@ -20,10 +20,10 @@ from .limits import DEFAULT_LIMITS, Limits
 from .nifti import read_nifti
 from .safe_files import check_regular
 from .quiet import quiet_pydicom
+from .volume_choice import check_volume_argument
 
 __all__ = ["read_image", "resolve_format"]
 
-logger = logging.getLogger("medmulti.io")
 
 
 def resolve_format(path: Path, name: str) -> FileFormat:
@@ -177,7 +177,7 @@ def read_image(
     if series is not None:
         parse_series_choice(series)  # TypeError for a wrong type, before anything is read
     check_volume_argument(volume)
-    try:
+    with source_errors(name, modality, memory="not enough memory to read this image", fill=("path", "modality")):
         if p.is_dir():
             return read_dicom_series(
                 p, modality, series=series, volume=volume, limits=limits, workers=workers, display=name, root=root
@@ -189,14 +189,3 @@ def read_image(
             return read_nifti(p, modality, volume=volume, limits=limits, gz=fmt == FileFormat.NIFTI_GZ, name=name)
         header = read_header(p, name=name, limits=limits)
         return read_dicom_file(header, modality, limits, volume=volume)
-    except MedmultiError as err:
-        raise err.with_context(path=name, modality=modality)
-    except RecursionError:
-        raise ResourceLimitError("the file is nested too deeply to read", path=name, modality=modality) from None
-    except MemoryError:
-        raise ResourceLimitError("not enough memory to read this image", path=name, modality=modality) from None
-    except OSError:
-        raise MissingFileError("the file cannot be read", path=name, modality=modality) from None
-    except Exception:  # last line of defence: never leak a library error (its text may hold header values)
-        logger.debug("unexpected reader failure", exc_info=False)
-        raise CorruptFileError("the file cannot be read", path=name, modality=modality) from None

@@ -22,17 +22,20 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorruptFileError, MedmultiError, MissingFileError, ResourceLimitError, UnsupportedDataError
+from ..errors import CorruptFileError, UnsupportedDataError
 from ..image import affine_from_itk
 from .detect import FileFormat
-from .dicom_file import check_volume_argument, enhanced_geometry, is_projection, no_volume_choice, single_slice_spacing
+from .dicom_enhanced import enhanced_geometry
+from .dicom_file import is_projection, single_slice_spacing
 from .dicom_header import DicomHeader, read_header
 from .dicom_series import parse_series_choice, series_given_for_a_file, plan_series
+from .error_ladder import source_errors
 from .limits import DEFAULT_LIMITS, Limits
 from .nifti import _checked_affine, _itk_geometry, _Stream, read_nifti_header
 from .reader import read_image, resolve_format
 from .safe_files import open_regular
 from .quiet import quiet_pydicom
+from .volume_choice import check_volume_argument, no_volume_choice
 
 __all__ = ["SourceInfo", "SourceRef", "inspect_source", "digest", "identity_key"]
 
@@ -508,7 +511,7 @@ def inspect_source(
     if series is not None:
         parse_series_choice(series)  # TypeError for a wrong type
     check_volume_argument(volume)
-    try:
+    with source_errors(name, modality, memory="not enough memory to inspect this source", fill=("modality",)):
         if p.is_dir():
             plan = plan_series(p, series=series, volume=volume, limits=limits, display=name, root=root)
             if plan.single_file:
@@ -559,13 +562,3 @@ def inspect_source(
             read_image(p, modality, volume=volume, limits=limits)
             info.digests["pixels"] = _pixel_digest([h])
         return info
-    except MedmultiError as err:
-        raise err.with_context(modality=modality)
-    except RecursionError:
-        raise ResourceLimitError("the file is nested too deeply to read", path=name, modality=modality) from None
-    except MemoryError:
-        raise ResourceLimitError("not enough memory to inspect this source", path=name, modality=modality) from None
-    except OSError:
-        raise MissingFileError("the file cannot be read", path=name, modality=modality) from None
-    except Exception:
-        raise CorruptFileError("the file cannot be read", path=name, modality=modality) from None

@@ -32,7 +32,7 @@ from ..errors import (
 )
 from ..io.safe_files import check_regular, list_files, open_regular
 from ..io.source import SourceRef
-from ..spec import StudySpec
+from ..spec import KIND_MODALITIES, StudySpec
 from .report import Problem
 from .schema import SERIES_SUFFIX, SPLITS, VOLUME_SUFFIX, ManifestRow, canonical_key, check_fields
 
@@ -95,12 +95,8 @@ CHECKS: dict[str, str] = {
     "key_normalised": "warning",
 }
 
-#: Spec kind -> DICOM Modality values accepted in the header.
-HEADER_MODALITIES: dict[str, tuple[str, ...]] = {
-    "ct": ("CT",),
-    "mr": ("MR",),
-    "xray": ("CR", "DX", "DR", "RG", "PX"),
-}
+#: Spec kind -> DICOM Modality values accepted in the header (the one table, in the spec).
+HEADER_MODALITIES = KIND_MODALITIES
 
 #: 3D inputs whose largest/smallest voxel size exceeds this ratio get a warning.
 ANISOTROPY_WARN_RATIO = 4.0

@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 import keras
 
 from ..errors import SpecError
-from ..spec import StudySpec
+from ..spec import StudySpec, present_input_name
 from .branches import BACKBONES, NORMALIZATIONS, backbone_branch, conv_branch
 from .layers import FUSION_LAYERS, ModalityDropout, PresenceMask, StackEmbeddings
 
@@ -15,31 +15,6 @@ __all__ = ["FUSIONS", "build_fusion_model", "model_input_shapes", "present_input
 
 #: accepted ``fusion=`` values
 FUSIONS = tuple(FUSION_LAYERS)
-
-
-def present_input_name(modality: str) -> str:
-    """Name of the presence input of ``modality`` (``"<name>_present"``).
-
-    :func:`build_fusion_model` gives each optional modality a Keras input of
-    this name (shape ``(1,)``: 1 present, 0 missing), and the sequences yield
-    the flag under the same key.
-
-    Parameters
-    ----------
-    modality : str
-        Modality name as in the spec (not checked against any spec).
-
-    Returns
-    -------
-    str
-        ``modality + "_present"``.
-
-    Examples
-    --------
-    >>> present_input_name("xray")
-    'xray_present'
-    """
-    return f"{modality}_present"
 
 
 def model_input_shapes(spec: StudySpec, modalities: Sequence[str] | None = None) -> dict[str, tuple[int, ...]]:

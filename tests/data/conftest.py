@@ -1,4 +1,4 @@
-"""Small generated cohorts (real DICOM/NIfTI files from medmulti.sample_data), shared per session.
+"""Small generated cohorts (real DICOM/NIfTI files from medmulti.examples.cohort), shared per session.
 
 Under pytest-xdist the cohorts and the warm cache are built once for all workers (in the
 session's common temporary folder, under a file lock) instead of once per worker.
@@ -14,7 +14,7 @@ import pytest
 
 from data_helpers import tiny_spec
 
-from medmulti.sample_data import SampleCohort, make_sample_cohort
+from medmulti.examples.cohort import SampleCohort, make_sample_cohort
 from medmulti.spec import StudySpec
 
 
@@ -61,7 +61,7 @@ def clean_cohort(tmp_path_factory, worker_id):
 
 @pytest.fixture(scope="session")
 def fault_cohort(tmp_path_factory, worker_id):
-    """10 patients with every fault of medmulti.sample_data.FAULT_KINDS."""
+    """10 patients with every fault of medmulti.examples.cohort.FAULT_KINDS."""
     root = _shared(tmp_path_factory, worker_id, "data-faults",
                    lambda d: make_sample_cohort(d, 10, seed=0, faults=True, progress=False))
     return _cohort(root)
@@ -70,7 +70,7 @@ def fault_cohort(tmp_path_factory, worker_id):
 @pytest.fixture(scope="session")
 def warm_cache(tmp_path_factory, worker_id, clean_cohort, spec):
     """A cache filled for the clean cohort (in this process)."""
-    from medmulti.data.preprocess_all import preprocess_manifest
+    from medmulti.data.cache_fill import preprocess_manifest
 
     def build(d):
         summary = preprocess_manifest(clean_cohort.manifest, spec, d, workers=0, progress=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from medmulti.sample_data import sample_spec
+from medmulti.examples.cohort import sample_spec
 from medmulti.spec import ModalitySpec, StudySpec
 
 

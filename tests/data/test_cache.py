@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medmulti.data.cache import PreprocessCache, entry_key, fingerprint_source
+from medmulti.data.cache import PreprocessCache
+from medmulti.data.cache_key import entry_key, fingerprint_source
 from medmulti.errors import CacheError
 from medmulti.spec import LabelSpec, ModalitySpec, StudySpec
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from medmulti.cli import main
 from medmulti.data.cache import PreprocessCache
-from medmulti.data.preprocess_all import preprocess_manifest
+from medmulti.data.cache_fill import preprocess_manifest
 
 from data_helpers import read_rows
 

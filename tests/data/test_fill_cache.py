@@ -26,7 +26,7 @@ def test_fill_then_every_batch_is_read_from_the_cache(clean_cohort, spec, tmp_pa
     assert summary.absent == len(seq.patient_ids) * len(spec.names) - present
     entries = set(PreprocessCache(cache_dir).keys())
 
-    import medmulti.preprocess as pre
+    import medmulti.study.preprocess as pre
 
     def refuse(*args, **kwargs):
         raise AssertionError("preprocess_study called: the cache was not filled")

@@ -16,14 +16,16 @@ import numpy as np
 import pydicom
 import pytest
 
-from medmulti import SeriesGeometryError, synth
+from medmulti import SeriesGeometryError
+from medmulti.examples import synth
 from medmulti.cli import main
-from medmulti.data.cache import PreprocessCache, entry_key, entry_keys, fingerprint_source
-from medmulti.data.preprocess_all import preprocess_manifest
+from medmulti.data.cache import PreprocessCache
+from medmulti.data.cache_key import entry_key, entry_keys, fingerprint_source
+from medmulti.data.cache_fill import preprocess_manifest
 from medmulti.image import Image
 from medmulti.io import SourceRef
 from medmulti.manifest import load_manifest
-from medmulti.preprocess import preprocess_study
+from medmulti.study.preprocess import preprocess_study
 from medmulti.spec import LabelSpec, ModalitySpec, StudySpec
 
 MR_AFFINE = synth.affine_from_geometry((3.0, 2.0, 2.0), (-2.0, -1.0, -3.0))
@@ -214,7 +216,7 @@ def test_preprocess_manifest_caches_the_chosen_arrays(cohort, oracle, filled):
 
 
 def test_the_sequence_serves_the_chosen_arrays_from_the_cache(cohort, oracle, filled, monkeypatch):
-    from medmulti import preprocess as pre_module
+    from medmulti.study import preprocess as pre_module
     from medmulti.data.sequence import PatientSequence
 
     def refuse(*args, **kwargs):

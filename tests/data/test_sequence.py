@@ -215,7 +215,7 @@ def _manifest(root: Path) -> Path:
 
 def test_cache_hits_need_no_preprocessing_and_a_touched_file_recomputes_only_its_entry(
         cohort_copy, spec, monkeypatch):
-    import medmulti.preprocess as pp
+    import medmulti.study.preprocess as pp
 
     root, cache = cohort_copy
     calls = []

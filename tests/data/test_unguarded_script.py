@@ -15,9 +15,9 @@ import pytest
 SCRIPT = """
 import json, sys
 import numpy as np
-from medmulti.data.preprocess_all import preprocess_manifest
+from medmulti.data.cache_fill import preprocess_manifest
 from medmulti.data.sequence import PatientSequence
-from medmulti.sample_data import make_sample_cohort
+from medmulti.examples.cohort import make_sample_cohort
 from medmulti.spec import StudySpec
 
 root, spec_path, out = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -34,7 +34,7 @@ print("RESULT", json.dumps({"computed": summary.computed, "failures": len(summar
 
 def test_unguarded_script_falls_back_to_one_process(tmp_path, spec, spec_path):
     from medmulti.data.sequence import PatientSequence
-    from medmulti.sample_data import make_sample_cohort
+    from medmulti.examples.cohort import make_sample_cohort
 
     root = tmp_path / "cohort"
     make_sample_cohort(root, 30, seed=3, faults=False, progress=False)  # > 16 train rows: checks go parallel

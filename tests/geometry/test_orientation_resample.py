@@ -174,7 +174,7 @@ COR = np.array([[0, 1.0, 0], [0, 0, 1.0], [-1.0, 0, 0]])
                          ids=["down", "up"])
 @pytest.mark.parametrize("shift", [0.0, 0.37])
 def test_separable_engine_equals_sitk_resample(direction, spacing, shape, shift):
-    from medmulti.synth import affine_from_geometry
+    from medmulti.examples.synth import affine_from_geometry
 
     rng = np.random.default_rng(0)
     aff = affine_from_geometry((2.5, 0.7, 0.9), (-20, -30, 15), direction=direction)

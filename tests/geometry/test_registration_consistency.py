@@ -21,7 +21,7 @@ from medmulti.geometry import (
 )
 from medmulti.geometry.affines import apply_affine, grid_corners
 from medmulti.image import LPS_TO_RAS, Image
-from medmulti.synth import affine_from_geometry
+from medmulti.examples.synth import affine_from_geometry
 
 
 def _errors(found, expected, grid_affine, shape):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from io_helpers import oblique_direction
 
-from medmulti import synth
+from medmulti.examples import synth
 
 
 @pytest.fixture(scope="session")

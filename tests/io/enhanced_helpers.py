@@ -1,6 +1,6 @@
 """Write enhanced multi-frame DICOM files holding several volumes (test helper).
 
-``medmulti.synth.write_dicom_multiframe`` writes one stack; these files carry
+``medmulti.examples.synth.write_dicom_multiframe`` writes one stack; these files carry
 several stacks (StackID), temporal positions (TemporalPositionIndex), frames at
 several orientations, or another dimension (echoes), each frame with its own
 Plane Position / Plane Orientation / Pixel Measures / Frame Content items, as
@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from medmulti import synth
+from medmulti.examples import synth
 
 # DimensionIndexPointer / FunctionalGroupPointer tags
 STACK_ID = 0x00209056

@@ -12,7 +12,8 @@ import pytest
 from io_helpers import dicomdir_root, sitk_series
 from pydicom.pixels import apply_modality_lut
 
-from medmulti import CorruptFileError, MissingFileError, SeriesGeometryError, read_image, synth
+from medmulti import CorruptFileError, MissingFileError, SeriesGeometryError, read_image
+from medmulti.examples import synth
 from medmulti.io import inspect_source
 
 
@@ -286,7 +287,7 @@ def test_stray_file_sharing_a_series_number_is_named_in_the_hint(tmp_path):
     import numpy as np
 
     import medmulti as mm
-    from medmulti.synth import write_dicom_series
+    from medmulti.examples.synth import write_dicom_series
 
     vol = np.zeros((6, 8, 8), np.float32)
     write_dicom_series(vol, tmp_path, series_number=1)

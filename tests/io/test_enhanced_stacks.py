@@ -15,10 +15,11 @@ import pytest
 from enhanced_helpers import declared_geometry, stack_frames, stored_frames, write_enhanced
 from io_helpers import oblique_direction
 
-from medmulti import SeriesGeometryError, UnsupportedDataError, read_image, synth
+from medmulti import SeriesGeometryError, UnsupportedDataError, read_image
+from medmulti.examples import synth
 from medmulti.image import Image
 from medmulti.io import inspect_source
-from medmulti.io.dicom_file import enhanced_volumes
+from medmulti.io.dicom_enhanced import enhanced_volumes
 from medmulti.io.dicom_header import read_header
 
 AXIAL = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])  # (z, y, x) -> S, P, L

@@ -9,7 +9,8 @@ import pydicom
 import pytest
 from io_helpers import bundled
 
-from medmulti import CorruptFileError, ResourceLimitError, read_image, synth
+from medmulti import CorruptFileError, ResourceLimitError, read_image
+from medmulti.examples import synth
 from medmulti.io import Limits, inspect_source
 
 

@@ -11,7 +11,8 @@ import pytest
 import SimpleITK as sitk
 from io_helpers import nibabel_file, oblique_direction
 
-from medmulti import CorruptFileError, ResourceLimitError, UnsupportedDataError, read_image, synth
+from medmulti import CorruptFileError, ResourceLimitError, UnsupportedDataError, read_image
+from medmulti.examples import synth
 from medmulti.image import Image
 from medmulti.io import Limits, inspect_source
 

@@ -12,7 +12,8 @@ import pydicom
 import pytest
 from io_helpers import dicomdir_root, oblique_direction
 
-from medmulti import SeriesGeometryError, UnsupportedDataError, read_image, synth
+from medmulti import SeriesGeometryError, UnsupportedDataError, read_image
+from medmulti.examples import synth
 from medmulti.image import Image
 from medmulti.io import inspect_source
 

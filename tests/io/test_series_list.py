@@ -13,7 +13,8 @@ import pydicom
 import pytest
 from io_helpers import dicomdir_root
 
-from medmulti import MedmultiError, read_image, synth
+from medmulti import MedmultiError, read_image
+from medmulti.examples import synth
 from medmulti.cli import main
 from medmulti.io.series_list import list_series
 

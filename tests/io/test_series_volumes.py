@@ -21,7 +21,8 @@ import pydicom
 import pytest
 from io_helpers import oblique_direction
 
-from medmulti import SeriesGeometryError, UnsupportedDataError, preprocess_study, read_image, synth
+from medmulti import SeriesGeometryError, UnsupportedDataError, preprocess_study, read_image
+from medmulti.examples import synth
 from medmulti.cli import main
 from medmulti.image import Image
 from medmulti.io import inspect_source, list_series

@@ -25,8 +25,8 @@ from medmulti.io import inspect_source
 from medmulti.io.source import PROBE_BYTES
 from medmulti.manifest import load_manifest, validate_manifest
 from medmulti.manifest.checks import check_row
-from medmulti.sample_data import make_sample_cohort
-from medmulti.synth import new_uid
+from medmulti.examples.cohort import make_sample_cohort
+from medmulti.examples.synth import new_uid
 
 SLICES = 12
 COLS = ["patient_id", "split", "diagnosis", "ct", "mr", "xray"]

@@ -45,7 +45,7 @@ def test_ok_and_summary_counts():
     assert report.by_check() == {"anisotropic_spacing": 1, "series_geometry": 1, "tiny_split": 1,
                                  "unknown_label": 1}
     lines = report.lines()
-    assert lines[1].split("  ") == ["p2", "ct", "p2/ct", "series_geometry", "export again"]
+    assert lines[1].split("  ") == ["p2", "ct", "p2/ct", "series_geometry", "a slice is missing -> export again"]
     warnings_only = ValidationReport(problems=[p for p in _problems() if not p.is_error], patients=["p1"])
     assert warnings_only.ok and "result: OK, 2 warning(s)" in warnings_only.summary()
 

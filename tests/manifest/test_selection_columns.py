@@ -17,7 +17,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from medmulti import ManifestError, UnsafePathError, preprocess_study, read_image, synth
+from medmulti import ManifestError, UnsafePathError, preprocess_study, read_image
+from medmulti.examples import synth
 from medmulti.cli import main
 from medmulti.image import Image
 from medmulti.io import SourceRef

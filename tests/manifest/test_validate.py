@@ -22,8 +22,8 @@ from pydicom.data import get_testdata_file
 from medmulti.cli import main
 from medmulti.manifest import load_manifest, sha256_of, validate_manifest
 from medmulti.manifest.checks import check_row
-from medmulti.sample_data import FAULT_KINDS, make_sample_cohort
-from medmulti.synth import affine_from_geometry, new_uid, write_dicom_series
+from medmulti.examples.cohort import FAULT_KINDS, make_sample_cohort
+from medmulti.examples.synth import affine_from_geometry, new_uid, write_dicom_series
 
 SLICES = 12  # thin cohorts keep the tests fast
 COLS = ["patient_id", "split", "diagnosis", "ct", "mr", "xray"]

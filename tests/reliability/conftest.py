@@ -10,7 +10,7 @@ from medmulti.spec import LabelSpec, ModalitySpec, StudySpec
 @pytest.fixture(scope="session")
 def seeds(tmp_path_factory):
     """The fuzz seed set (bundled pydicom/nibabel files + synthetic files)."""
-    from medmulti.testing.seeds import build_seeds
+    from medmulti_testing.seeds import build_seeds
 
     return build_seeds(tmp_path_factory.mktemp("seeds"))
 

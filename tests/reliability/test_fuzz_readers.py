@@ -4,7 +4,7 @@ Pass: only MedmultiError subclasses escape, each input takes <= 2 CPU s, the
 peak memory grows < 512 MiB, and an accepted image has the shape the header
 declares (pydicom / nibabel read the same bytes) and finite values. Failing
 inputs are copied to ``$MEDMULTI_FUZZ_CRASHERS`` (default: pytest's tmp dir) and
-named ``<seed>#<index>`` so they regenerate with ``medmulti.testing.fuzz.mutate``.
+named ``<seed>#<index>`` so they regenerate with ``medmulti_testing.fuzz.mutate``.
 The long tier is ``benchmarks/stress.py``.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from medmulti.testing.campaign import file_inputs, run_campaign, save_input, series_inputs
+from medmulti_testing.campaign import file_inputs, run_campaign, save_input, series_inputs
 
 PER_DICOM_SEED = 25  # 12 seeds -> 300 inputs
 PER_NIFTI_SEED = 40  # 7 seeds -> 280 inputs
@@ -84,7 +84,7 @@ def test_fuzz_inspect_source(seeds, tmp_path, crashers, kind):
 
 
 def test_mutations_are_deterministic(seeds):
-    from medmulti.testing.fuzz import mutate
+    from medmulti_testing.fuzz import mutate
 
     seed = seeds["dicom"][0]
     data = seed.read_bytes()

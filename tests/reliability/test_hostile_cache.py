@@ -30,7 +30,8 @@ import numpy as np
 import pytest
 
 import medmulti
-from medmulti.data.cache import PreprocessCache, entry_key, fingerprint_source
+from medmulti.data.cache import PreprocessCache
+from medmulti.data.cache_key import entry_key, fingerprint_source
 from medmulti.errors import CacheError
 from medmulti.spec import StudySpec
 

@@ -31,7 +31,7 @@ import pytest
 import medmulti
 from medmulti.errors import ManifestError, MissingFileError
 from medmulti.manifest.report import Problem, ValidationReport
-from medmulti.testing.terminal_output import (
+from medmulti_testing.terminal_output import (
     TERMINAL_HOSTILE_CHARACTERS,
     control_character_campaign,
     forged_lines,
@@ -101,7 +101,7 @@ def hostile_manifest(cohort) -> Path:
 
 
 # -- the helpers ----------------------------------------------------------------------------
-@pytest.mark.parametrize("module", ["medmulti.text", "medmulti.testing.terminal_output"])
+@pytest.mark.parametrize("module", ["medmulti.text", "medmulti_testing.terminal_output"])
 def test_docstring_examples_run(module):
     import importlib
 

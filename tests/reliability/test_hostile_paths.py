@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medmulti import synth
+from medmulti.examples import synth
 from medmulti.errors import UnsafePathError
 
 # -- the cases --------------------------------------------------------------------

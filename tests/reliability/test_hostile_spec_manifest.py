@@ -34,7 +34,7 @@ from medmulti.errors import ManifestError, SpecError
 from medmulti.manifest import load_manifest, validate_manifest
 from medmulti.manifest.schema import canonical_key
 from medmulti.spec import MAX_SPEC_BYTES, StudySpec
-from medmulti.testing.hostile_text import (
+from medmulti_testing.hostile_text import (
     CONTROL_CHARACTERS,
     control_character_manifests,
     leakage_manifests,

@@ -2,7 +2,7 @@
 
 A ``medmulti preprocess`` subprocess is SIGKILLed at 20 moments: 16 chosen
 deterministically among its file-system commit operations (fsync / replace /
-rename; see :mod:`medmulti.testing.killpoint`), which includes every phase of an
+rename; see :mod:`medmulti_testing.killpoint`), which includes every phase of an
 entry write (between payload write and rename, between payload publication and
 sidecar commit, before the folder fsync), and 4 at seeded random times from
 outside. After each kill ``medmulti cache verify`` finds 0 broken entries; a
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medmulti.testing.snapshot import cache_snapshot
+from medmulti_testing.snapshot import cache_snapshot
 
 KILLS_AT_OPS = 16
 KILLS_AT_RANDOM_TIMES = 4
@@ -35,14 +35,14 @@ KILLS_AT_RANDOM_TIMES = 4
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    from medmulti.sample_data import make_sample_cohort
+    from medmulti.examples.cohort import make_sample_cohort
 
     return make_sample_cohort(tmp_path_factory.mktemp("kill") / "cohort", n_patients=3, faults=False,
                               progress=False, overwrite=True, ct_slices=8)
 
 
 def _cli(*args: str, killpoint: int | None = None, **kw) -> subprocess.CompletedProcess:
-    prefix = [sys.executable, "-m", "medmulti.testing.killpoint", str(killpoint)] if killpoint is not None \
+    prefix = [sys.executable, "-m", "medmulti_testing.killpoint", str(killpoint)] if killpoint is not None \
         else [sys.executable, "-m", "medmulti.cli"]
     return subprocess.run(prefix + list(args), capture_output=True, text=True, timeout=300, **kw)
 
@@ -67,7 +67,7 @@ def _after_kill(cohort, cache: Path, reference: dict, label) -> int:
     """The checks after one kill; returns the number of entries the killed run had committed."""
     from medmulti import StudySpec
     from medmulti.data.cache import PreprocessCache
-    from medmulti.data.preprocess_all import preprocess_manifest
+    from medmulti.data.cache_fill import preprocess_manifest
 
     report = PreprocessCache(cache).verify() if cache.exists() else None
     assert report is None or report.problems == [], (label, report)
@@ -166,7 +166,7 @@ def test_enospc_publishes_nothing(cohort, tmp_path, monkeypatch):
 def _one_entry(cohort, tmp_path):
     from medmulti import StudySpec
     from medmulti.data.cache import PreprocessCache
-    from medmulti.data.preprocess_all import preprocess_manifest
+    from medmulti.data.cache_fill import preprocess_manifest
 
     spec = StudySpec.from_yaml(cohort.spec)
     root = tmp_path / "cache"
@@ -179,7 +179,7 @@ def _one_entry(cohort, tmp_path):
 
 def test_flipped_payload_byte_is_detected_and_recomputed(cohort, tmp_path, caplog):
     from medmulti import StudySpec  # noqa: F401
-    from medmulti.data.preprocess_all import preprocess_manifest
+    from medmulti.data.cache_fill import preprocess_manifest
 
     spec, cache, key, payload = _one_entry(cohort, tmp_path)
     good = cache.load(key).array.copy()
@@ -249,7 +249,7 @@ def test_corrupt_file_in_a_process_worker_reaches_the_parent(tmp_path):
     from medmulti.data.sequence import PatientSequence
     from medmulti.errors import CorruptFileError, MedmultiError
     from medmulti.manifest import load_manifest
-    from medmulti.sample_data import make_sample_cohort
+    from medmulti.examples.cohort import make_sample_cohort
 
     c = make_sample_cohort(tmp_path / "cohort", n_patients=3, faults=False, progress=False, overwrite=True,
                            ct_slices=8)

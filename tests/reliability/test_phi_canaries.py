@@ -1,6 +1,6 @@
 """PHI canary study: 0 canaries anywhere medmulti writes, logs, warns or raises.
 
-The cohort (``medmulti.testing.canary``) carries a unique canary in every PS3.15
+The cohort (``medmulti_testing.canary``) carries a unique canary in every PS3.15
 Annex E attribute, in private tags and sequences, in NIfTI descrip/aux_file/
 intent_name/db_name and a comment extension, plus a UID value invalid for its VR
 that makes pydicom warn. Every stage runs with all loggers at DEBUG (pydicom's
@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from medmulti.errors import MedmultiError
-from medmulti.testing.canary import find_canaries, make_canary_cohort, scan_tree
+from medmulti_testing.canary import find_canaries, make_canary_cohort, scan_tree
 
 LOGGERS = ("", "medmulti", "pydicom", "nibabel", "keras", "tensorflow", "PIL", "matplotlib")
 
@@ -143,7 +143,7 @@ def test_read_and_inspect(cohort, capture, capfd):
 
 def test_preprocess(cohort, capture, capfd):
     from medmulti import StudySpec
-    from medmulti.preprocess import preprocess_study
+    from medmulti.study.preprocess import preprocess_study
 
     spec = StudySpec.from_yaml(cohort.spec)
     for pid in cohort.patient_ids[:3]:
@@ -245,7 +245,7 @@ def test_cache_keys_not_derived_from_phi(cohort, tmp_path):
     import os
 
     from medmulti import StudySpec
-    from medmulti.data.cache import entry_key
+    from medmulti.data.cache_key import entry_key
     from medmulti.manifest import load_manifest
 
     other = tmp_path / "other"

@@ -1,6 +1,6 @@
 """Size bombs are refused quickly and before allocating; the caps are configurable.
 
-Each bomb (see :mod:`medmulti.testing.bombs`) must raise ResourceLimitError or
+Each bomb (see :mod:`medmulti_testing.bombs`) must raise ResourceLimitError or
 CorruptFileError from ``read_image`` and ``inspect_source`` within one CPU
 second, with < 64 MiB of memory growth (Python/numpy allocations traced by
 tracemalloc, plus the process's peak RSS for allocations made in C).
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from medmulti.errors import CorruptFileError, ResourceLimitError
-from medmulti.testing import bombs
-from medmulti.testing.harness import peak_rss_mib
+from medmulti_testing import bombs
+from medmulti_testing.harness import peak_rss_mib
 
 MIB = 2**20
 REFUSED = (ResourceLimitError, CorruptFileError)
@@ -85,7 +85,7 @@ def test_dicom_bomb_declares_what_it_says(tmp_path):
 def test_deflate_bomb_really_inflates(tmp_path):
     import zlib
 
-    from medmulti.testing.fuzz import dicom_elements
+    from medmulti_testing.fuzz import dicom_elements
 
     p = bombs.deflate_bomb(tmp_path / "d.dcm", inflated_mib=8)
     data = p.read_bytes()
@@ -112,7 +112,7 @@ def test_nesting_builder_nests(tmp_path):
 
 def test_caps_are_configurable(seeds, tmp_path):
     from medmulti.io import DEFAULT_LIMITS, Limits, read_image
-    from medmulti.testing.seeds import pydicom_file
+    from medmulti_testing.seeds import pydicom_file
 
     ct = pydicom_file("CT_small.dcm")  # 128 x 128
     assert read_image(ct).array.size == 128 * 128

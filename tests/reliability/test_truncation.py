@@ -19,7 +19,7 @@ import struct
 import pytest
 
 from medmulti.errors import CorruptFileError, MedmultiError, UnsupportedDataError
-from medmulti.testing.campaign import truncation_offsets
+from medmulti_testing.campaign import truncation_offsets
 
 # the fast tier sweeps the first KiB of every seed with a stride; benchmarks/stress.py sweeps every byte
 HEAD_STRIDE = 8
@@ -42,7 +42,7 @@ def _signature_length(data: bytes) -> int:
 
 def _dicom_allowances(data: bytes) -> tuple[set[int], int]:
     """(boundaries where a non-image prefix may be UnsupportedDataError, start of trailing padding)."""
-    from medmulti.testing.fuzz import dicom_elements
+    from medmulti_testing.fuzz import dicom_elements
 
     elements, _, _ = dicom_elements(data)
     top = [e for e in elements if e.depth == 0]

@@ -1,1 +1,0 @@
-"""Subcommands of the ``medmulti`` command (see :mod:`medmulti.cli`)."""

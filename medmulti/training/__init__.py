@@ -1,0 +1,32 @@
+"""Train, evaluate and apply a fusion model on a manifest: ``train``, ``evaluate``, ``predict``.
+
+:func:`train` builds the train/val/test :class:`~medmulti.data.sequence.PatientSequence`\\ s,
+the model (:func:`~medmulti.models.build_fusion_model`), fits it with a progress bar,
+keeps the best checkpoint, stops early, evaluates on the test split and writes a run
+folder::
+
+    RUN_DIR/
+      model.keras        best checkpoint (load with keras.saving.load_model(..., safe_mode=True))
+      history.csv        per-epoch metrics (keras.callbacks.CSVLogger)
+      metrics.json       test accuracy, ROC AUC per class, confusion matrix (+ validation)
+      predictions_test.csv
+      curves.png         training curves
+      confusion_roc.png  confusion matrix and ROC on the test split
+      run_card.json      spec, manifest sha256, versions, seed, options, data counts per split
+
+:func:`evaluate` re-scores a run on a split; :func:`predict` writes a CSV of
+``patient_id`` and one probability per class. Nothing here reads or writes a header
+value: patients are named by their manifest key only.
+
+The package: :mod:`~medmulti.training.fit` (train), :mod:`~medmulti.training.apply`
+(evaluate, predict), :mod:`~medmulti.training.run_folder` (the card, the model file, failed
+runs) and :mod:`~medmulti.training.batches` (what they share).
+"""
+
+from __future__ import annotations
+
+from .apply import evaluate, predict
+from .fit import MONITORS, TrainResult, train
+from .run_folder import MODEL_FILE, RUN_CARD
+
+__all__ = ["TrainResult", "train", "evaluate", "predict", "MONITORS", "MODEL_FILE", "RUN_CARD"]

@@ -1,0 +1,208 @@
+"""Apply a trained run: :func:`evaluate` re-scores a split, :func:`predict` writes probabilities."""
+
+from __future__ import annotations
+
+import logging
+from os import PathLike
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import ManifestError, RunFolderError
+from ..spec import StudySpec
+from .batches import make_sequence, open_manifest, predict_sequence, write_predictions
+from .run_folder import (
+    RUN_CARD,
+    card_path,
+    folder_error,
+    open_run,
+    run_cache,
+    sha256_file,
+    write_json,
+)
+
+__all__ = ["evaluate", "predict"]
+
+log = logging.getLogger("medmulti.training")
+
+def run_manifest(run: Path, card: Mapping[str, Any], manifest: Any, spec: StudySpec, data_root: Any,
+                  options: Mapping[str, Any]) -> Any:
+    recorded = card.get("manifest") if isinstance(card.get("manifest"), dict) else {}
+    recorded_path = card_path(run, recorded.get("path"))
+    if manifest is None:
+        if recorded_path is None:
+            raise RunFolderError("the run card names no manifest", path=run / RUN_CARD,
+                                 hint="pass the manifest explicitly")
+        manifest = recorded_path
+    man = open_manifest(manifest, spec, data_root, options)
+    want = recorded.get("sha256")
+    path = Path(man.path)
+    if (want and recorded_path is not None and path.is_file() and path.resolve() == recorded_path.resolve()
+            and sha256_file(path) != want):
+        log.warning("the manifest changed since training (sha256 differs from the run card)")
+    return man
+
+
+def policies(card: Mapping[str, Any], on_missing: str | None, on_corrupt: str | None) -> dict[str, Any]:
+    options = dict(card.get("options", {})) if isinstance(card.get("options"), dict) else {}
+    if on_missing is not None:
+        options["on_missing"] = on_missing
+    if on_corrupt is not None:
+        options["on_corrupt"] = on_corrupt
+    return options
+
+
+def evaluate(
+    run_dir: str | PathLike[str],
+    manifest: Any = None,
+    *,
+    split: str = "test",
+    cache_dir: str | PathLike[str] | None = None,
+    batch_size: int = 8,
+    data_root: str | PathLike[str] | None = None,
+    on_missing: str | None = None,
+    on_corrupt: str | None = None,
+    write: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score a trained run on a split of a manifest.
+
+    Parameters
+    ----------
+    run_dir : str or PathLike
+        A folder written by :func:`train`.
+    manifest : Manifest or str or PathLike, optional
+        Default: the manifest the run was trained on (from the run card).
+    split : {"train", "val", "test"}
+        Which rows to score.
+    cache_dir : str or PathLike, optional
+        Preprocessing cache (default: the one the run trained with, when it lies
+        inside the run folder; a run card never makes medmulti write elsewhere).
+    batch_size : int
+        Patients per batch.
+    data_root : str or PathLike, optional
+        Passed to :func:`~medmulti.manifest.load_manifest`.
+    on_missing, on_corrupt : {"error", "skip", "zeros"}, optional
+        Policies for missing / unreadable inputs (default: the run's, from its card);
+        see :class:`~medmulti.data.sequence.PatientSequence`.
+    write : bool
+        Also write ``evaluation_<split>.json``, ``predictions_<split>.csv`` and
+        ``confusion_roc_<split>.png`` into the run folder.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    dict
+        As :func:`~medmulti.models.metrics.classification_metrics`.
+
+    Raises
+    ------
+    RunFolderError
+        ``run_dir`` is not a run folder, its training failed, its model does not
+        load, or (``write=True``) it cannot be written.
+    MedmultiError
+        Data problems, typed.
+    """
+    from ..models.metrics import classification_metrics
+    from ..models.plots import plot_confusion_roc
+
+    run, card, spec, model = open_run(run_dir)
+    options = policies(card, on_missing, on_corrupt)
+    man = run_manifest(run, card, manifest, spec, data_root, options)
+    if not man.split(split):
+        raise ManifestError(f"the manifest has no {split!r} rows", path=getattr(man, "path", None))
+    seq = make_sequence(man, spec, split, options=options, batch_size=batch_size, seed=card.get("seed", 0),
+                         cache_dir=run_cache(run, card, cache_dir), progress=progress)
+    ids, y, p = predict_sequence(model, seq, card["input_keys"], progress)
+    result = classification_metrics(y, p, spec.labels.classes, multi_label=spec.labels.multi_label)
+    if write:
+        try:
+            write_json(run / f"evaluation_{split}.json", result)
+            write_predictions(run / f"predictions_{split}.csv", ids, p, spec.labels.classes, y, spec)
+            plot_confusion_roc(y, p, spec.labels.classes, run / f"confusion_roc_{split}.png",
+                               multi_label=spec.labels.multi_label, title=f"{card.get('model', 'model')}: {split}")
+        except OSError as exc:
+            err = folder_error(exc, run, "the evaluation into the run folder")
+            err.hint, err.cli_hint = "pass write=False to score without writing", "add --no-write to score without writing"
+            raise err from None
+    return result
+
+
+def predict(
+    run_dir: str | PathLike[str],
+    manifest: Any,
+    *,
+    out: str | PathLike[str] | None = None,
+    splits: Sequence[str] | None = None,
+    cache_dir: str | PathLike[str] | None = None,
+    batch_size: int = 8,
+    data_root: str | PathLike[str] | None = None,
+    on_missing: str | None = None,
+    on_corrupt: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Write a CSV of ``patient_id`` and one probability column ``p_<class>`` per class.
+
+    Parameters
+    ----------
+    run_dir : str or PathLike
+        A folder written by :func:`train`.
+    manifest : Manifest or str or PathLike
+        The patients to score (a manifest with the run's spec columns).
+    out : str or PathLike, optional
+        The CSV to write (default ``RUN_DIR/predictions.csv``).
+    splits : sequence of str, optional
+        Only rows of these splits (default: every split present).
+    cache_dir : str or PathLike, optional
+        Preprocessing cache (default: the one the run trained with, when it lies
+        inside the run folder; a run card never makes medmulti write elsewhere).
+    batch_size : int
+        Patients per batch.
+    data_root : str or PathLike, optional
+        Passed to :func:`~medmulti.manifest.load_manifest`.
+    on_missing, on_corrupt : {"error", "skip", "zeros"}, optional
+        Policies for missing / unreadable inputs (default: the run's, from its card);
+        see :class:`~medmulti.data.sequence.PatientSequence`.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    Path
+        The CSV written.
+
+    Raises
+    ------
+    RunFolderError
+        ``run_dir`` is not a run folder, its training failed, its model does not
+        load, or (``write=True``) it cannot be written.
+    MedmultiError
+        Data problems, typed.
+    """
+    run, card, spec, model = open_run(run_dir)
+    options = policies(card, on_missing, on_corrupt)
+    man = run_manifest(run, card, manifest, spec, data_root, options)
+    wanted = list(splits) if splits is not None else [s for s in ("train", "val", "test") if man.split(s)]
+    all_ids: list[str] = []
+    all_p = []
+    for split in wanted:
+        if not man.split(split):
+            continue
+        seq = make_sequence(man, spec, split, options=options, batch_size=batch_size, seed=card.get("seed", 0),
+                             cache_dir=run_cache(run, card, cache_dir),
+                             progress=progress)
+        ids, _, p = predict_sequence(model, seq, card["input_keys"], progress)
+        all_ids += ids
+        all_p.append(p)
+    if not all_ids:
+        raise ManifestError(f"no rows to predict in splits {wanted}", path=getattr(man, "path", None))
+    path = Path(out) if out is not None else run / "predictions.csv"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_predictions(path, all_ids, np.concatenate(all_p), spec.labels.classes)
+    except OSError as exc:
+        raise folder_error(exc, path, "the predictions") from None
+    return path
+

@@ -1,0 +1,105 @@
+"""What train, evaluate and predict share: the manifest and sequences they open, and the
+model applied batch by batch with its predictions written as CSV."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import tempfile
+from os import PathLike
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..spec import StudySpec, present_input_name
+
+__all__ = ["load_spec", "open_manifest", "make_sequence", "keys_for", "select_inputs", "predict_sequence", "write_predictions"]
+
+log = logging.getLogger("medmulti.training")
+
+def load_spec(spec: StudySpec | str | PathLike[str]) -> StudySpec:
+    return spec if isinstance(spec, StudySpec) else StudySpec.from_yaml(spec)
+
+
+def open_manifest(manifest: Any, spec: StudySpec, data_root: Any = None,
+                   options: Mapping[str, Any] | None = None) -> Any:
+    """Load a manifest: strictly under the "error" policies; leniently when a policy may skip
+    or zero a patient, so that a row's problems (an unsafe path among them: never opened)
+    reach the sequence's policies instead of stopping the load."""
+    from ..manifest import Manifest, load_manifest
+
+    if isinstance(manifest, Manifest):
+        return manifest
+    options = options or {}
+    strict = options.get("on_missing", "error") == "error" and options.get("on_corrupt", "error") == "error"
+    return load_manifest(manifest, spec, data_root=data_root, strict=strict)
+
+
+def make_sequence(manifest: Any, spec: StudySpec, split: str, *, options: Mapping[str, Any], train: bool = False,
+                   batch_size: int, seed: int, cache_dir: Any, progress: bool) -> Any:
+    from ..data.sequence import PatientSequence
+
+    return PatientSequence(
+        manifest, spec, split, batch_size=batch_size, shuffle=train, seed=seed,
+        augment=bool(options.get("augment", False)) and train,
+        on_missing=options.get("on_missing", "error"), on_corrupt=options.get("on_corrupt", "error"),
+        cache_dir=cache_dir, class_balance=bool(options.get("class_balance", False)) and train,
+        progress=progress,
+    )
+
+
+def keys_for(names: Sequence[str], optional: Sequence[str]) -> list[str]:
+    return list(names) + [present_input_name(n) for n in optional if n in names]
+
+
+def select_inputs(batch: tuple, keys: Sequence[str]) -> tuple:
+    inputs, *rest = batch
+    return ({k: inputs[k] for k in keys}, *rest)
+
+
+def predict_sequence(model: Any, seq: Any, keys: Sequence[str], progress: bool = False) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Run ``model`` over every batch of a non-shuffled sequence: (patient ids, labels, probabilities)."""
+    from tqdm.auto import tqdm
+
+    ids = list(seq.patient_ids)
+    probs, labels = [], []
+    for i in tqdm(range(len(seq)), desc=f"predicting {seq.split}", unit="batch", disable=not progress, leave=False):
+        inputs, y = select_inputs(seq[i], keys)[:2]
+        probs.append(np.asarray(model(inputs, training=False), np.float64))
+        labels.append(np.asarray(y))
+    return ids, np.concatenate(labels), np.concatenate(probs)
+
+
+def write_predictions(path: Path, ids: Sequence[str], probs: np.ndarray, classes: Sequence[str],
+                       labels: np.ndarray | None = None, spec: StudySpec | None = None) -> None:
+    """Write the predictions CSV atomically.
+
+    Patient keys and class names come from the manifest and spec: each goes
+    through :func:`~medmulti.text.csv_safe`, so a spreadsheet shows ``=1+2`` as text
+    (``'=1+2``). Probabilities are numbers we format and stay numeric.
+    """
+    from ..text import csv_safe
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            w = csv.writer(fh)
+            header = ["patient_id", *[f"p_{c}" for c in classes]]  # "p_" first: never a formula
+            if labels is not None and spec is not None and not spec.labels.multi_label:
+                header += ["true", "predicted"]
+            w.writerow(header)
+            for j, pid in enumerate(ids):
+                row = [csv_safe(pid), *[f"{v:.6f}" for v in probs[j]]]
+                if len(header) > len(classes) + 1:
+                    true = int(labels[j]) if labels.ndim == 1 else int(np.argmax(labels[j]))
+                    row += [csv_safe(classes[true]), csv_safe(classes[int(np.argmax(probs[j]))])]
+                w.writerow(row)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
