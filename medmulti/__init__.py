@@ -45,6 +45,7 @@ _LAZY = {
     "apply_window": "medmulti.intensity",
     "CT_WINDOWS": "medmulti.intensity",
     "inspect_study": "medmulti.study",
+    "render_study": "medmulti.study",
     "load_manifest": "medmulti.manifest",
     "Manifest": "medmulti.manifest",
     "validate_manifest": "medmulti.manifest",

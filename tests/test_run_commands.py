@@ -297,7 +297,7 @@ def test_atomic_model_save_keeps_the_previous_file(tmp_path, monkeypatch):
 
 
 def test_policy_choices_match_the_sequence():
-    from medmulti.cli._args import POLICY_CHOICES
+    from medmulti.cli.arguments import POLICY_CHOICES
     from medmulti.data.sequence import POLICIES
 
     assert tuple(POLICY_CHOICES) == tuple(POLICIES)
@@ -330,7 +330,7 @@ def test_validate_text_lines_say_what_happened_and_what_to_do(work, tmp_path):
 def test_native_log_filter_drops_absl_lines_and_keeps_everything_else(tmp_path):
     code = r'''
 import os, sys
-from medmulti.cli._native_log import NativeLogFilter
+from medmulti.cli.native_log import NativeLogFilter
 with NativeLogFilter():
     os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
     os.write(2, b"I0000 00:00:1796521544.063679    4767 cudart_stub.cc:31] Could not find cuda drivers\n")

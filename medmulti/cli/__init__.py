@@ -7,6 +7,14 @@
 
 from __future__ import annotations
 
-from .entry import COMMANDS, EXIT_BROKEN_PIPE, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, build_parser, main
+from .entry import (
+    COMMANDS,
+    EXIT_BROKEN_PIPE,
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    EXIT_USAGE,
+    build_parser,
+    main,
+)
 
 __all__ = ["main", "build_parser", "COMMANDS", "EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "EXIT_BROKEN_PIPE"]

@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from ._args import writing
+from .arguments import writing
 
 HELP = "verify or prune a preprocessing cache (exit 0 ok, 1 bad entries or unremovable files, 2 usage error)"
 
@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
         See the module doc.
     """
     from ..data.cache import PreprocessCache
-    from ..text import printable
     from ..errors import ManifestError, MissingFileError, SpecError
+    from ..text import printable
 
     root = Path(args.cache)
     if not root.is_dir():

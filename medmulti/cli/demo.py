@@ -19,8 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from ._args import positive_int
-from ._table import format_table
+from ..geometry.orientation import orientation_code
+from .arguments import positive_int
+from .output import format_table
 
 HELP = "run the main job on a generated sample cohort: validate, preprocess, train fusion and single-modality models"
 
@@ -54,33 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only read the bundled real example files and print the table (seconds)")
     parser.add_argument("--paths", action="store_true", help="print each bundled file's path in the table")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-
-def orientation_code(affine) -> str:
-    """Three-letter LPS code of the x, y, z (column, row, slice) axes of an affine.
-
-    Parameters
-    ----------
-    affine : numpy.ndarray or None
-        Array-order affine (``(z, y, x, 1) -> LPS``).
-
-    Returns
-    -------
-    str
-        e.g. ``"LPS"`` (x towards patient left, y posterior, z superior); ``"-"``
-        without geometry.
-    """
-    import numpy as np
-
-    if affine is None:
-        return "-"
-    letters = (("L", "R"), ("P", "A"), ("S", "I"))
-    code = ""
-    for axis in (2, 1, 0):  # x, y, z
-        v = np.asarray(affine)[:3, axis]
-        k = int(np.argmax(np.abs(v)))
-        code += letters[k][0] if v[k] > 0 else letters[k][1]
-    return code
 
 
 def _sources():
@@ -188,8 +162,8 @@ def run_demo(out: str | Path = "medmulti_demo", *, patients: int = DEMO_PATIENTS
     """
     from ..data.cache_fill import preprocess_manifest
     from ..errors import ManifestError
-    from ..manifest import validate_manifest
     from ..examples.cohort import make_sample_cohort
+    from ..manifest import validate_manifest
     from ..spec import StudySpec
     from ..training import train
     from ..training.run_folder import write_json

@@ -21,7 +21,7 @@ from .._processes import exit_on_interrupt
 from .._version import __version__
 from ..errors import MedmultiError, SpecError
 from ..text import PrintableFormatter
-from ._native_log import NativeLogFilter
+from .native_log import NativeLogFilter
 
 # subcommand -> module; listed in help order
 COMMANDS = {

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._args import add_data_root_argument, add_policy_arguments
+from .arguments import add_data_root_argument, add_policy_arguments
+from .output import print_metrics
 
 HELP = "score a trained run on a manifest split (exit 0 scored, 1 data problem, 2 usage error)"
 
@@ -50,7 +51,6 @@ def run(args: argparse.Namespace) -> int:
         0 scored, 1 data problem (raised as MedmultiError).
     """
     from ..training import evaluate
-    from .train import print_metrics
 
     metrics = evaluate(args.run_dir, args.manifest, split=args.split, cache_dir=args.cache,
                        data_root=args.data_root, on_missing=args.on_missing, on_corrupt=args.on_corrupt,

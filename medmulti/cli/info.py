@@ -24,9 +24,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._args import non_negative_int
-from ._table import format_table
-from .demo import orientation_code
+from ..geometry.orientation import orientation_code
+from .arguments import non_negative_int
+from .output import format_table
 
 HELP = "list the series in a DICOM folder and describe a source as read_image sees it (exit 0 ok, 1 unreadable, 2 usage)"
 

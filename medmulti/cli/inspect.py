@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._args import writing
+from .arguments import writing
 
 HELP = "draw one study's preprocessed modalities as a PNG montage (exit 0 written, 1 data error, 2 usage)"
 
@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
         errors propagate as ``MedmultiError`` and the dispatcher maps them).
     """
     from ..spec import StudySpec
-    from ..text import printable
     from ..study.picture import inspect_study
+    from ..text import printable
 
     names = [name for name, _ in args.sources]
     dup = sorted({n for n in names if names.count(n) > 1})

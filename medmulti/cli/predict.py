@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._args import add_data_root_argument, add_policy_arguments
+from .arguments import add_data_root_argument, add_policy_arguments
 
 HELP = "write class probabilities per patient from a trained run (exit 0 written, 1 data problem, 2 usage error)"
 

@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from ._args import add_data_root_argument, non_negative_int, writing
+from .arguments import add_data_root_argument, non_negative_int, writing
 
 HELP = "preprocess a manifest into the cache (exit 0 all cached, 1 failures, 2 usage error)"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._args import positive_int
+from .arguments import positive_int
 
 HELP = "write the generated sample cohort (CT/MR/X-ray files, manifest, spec, faults)"
 
@@ -47,10 +47,10 @@ def run(args: argparse.Namespace) -> int:
     int
         0 on success, 2 on a usage error (too few patients, OUT not empty).
     """
+    from pathlib import Path
+
     from ..examples.cohort import make_sample_cohort
     from ..text import printable
-
-    from pathlib import Path
 
     out = Path(args.out)
     if out.is_dir() and any(out.iterdir()) and not args.overwrite:

@@ -17,7 +17,8 @@ from pathlib import Path
 FUSION_CHOICES = ("concat", "attention", "gated")
 BACKBONE_CHOICES = ("densenet121", "efficientnet_b0", "mobilenet_v2", "resnet50")
 
-from ._args import add_data_root_argument, add_policy_arguments, positive_int
+from .arguments import add_data_root_argument, add_policy_arguments, positive_int
+from .output import print_exclusions, print_metrics
 
 HELP = "train a fusion model on a manifest (exit 0 trained, 1 data problem, 2 usage error)"
 
@@ -77,41 +78,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_policy_arguments(parser)
     add_data_root_argument(parser)
     add_model_arguments(parser)
-
-
-def print_metrics(name: str, metrics: dict) -> None:
-    """Print one line of test metrics.
-
-    Parameters
-    ----------
-    name : str
-        Row label.
-    metrics : dict
-        As returned by :func:`medmulti.models.metrics.classification_metrics`.
-    """
-    if not metrics:
-        print(f"{name}: no test split")
-        return
-    auc = metrics.get("auc")
-    auc_text = "n/a" if auc is None else f"{auc:.3f}"
-    print(f"{name}: test ROC AUC {auc_text}, accuracy {metrics['accuracy']:.3f} (n={metrics['n']})")
-
-
-def print_exclusions(excluded: dict) -> None:
-    """Print the patients the policies left out and the inputs fed as zeros, per split.
-
-    Parameters
-    ----------
-    excluded : dict
-        Split -> ``{"skipped": [...], "zeroed": [...]}`` as in the run card.
-    """
-    from ..text import printable
-
-    for split, found in excluded.items():
-        for what, verb in (("skipped", "skipped"), ("zeroed", "fed as zeros")):
-            for rec in found.get(what, []):
-                modality = rec["modality"] or "row"
-                print(printable(f"{split}: {verb}: patient {rec['patient_id']} ({modality}: {rec['reason']})"))
 
 
 def run(args: argparse.Namespace) -> int:

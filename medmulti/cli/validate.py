@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._args import add_data_root_argument, positive_int, writing
+from .arguments import add_data_root_argument, positive_int, writing
 
 HELP = "check a manifest and its files before training (exit 0 clean, 1 problems, 2 usage error)"
 

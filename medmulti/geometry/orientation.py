@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import GeometryError
 from ..image import Image
 
-__all__ = ["orientation_codes", "canonical_transform", "reorient_canonical", "is_canonical"]
+__all__ = ["orientation_codes", "orientation_code", "canonical_transform", "reorient_canonical", "is_canonical"]
 
 _LPS = ("L", "P", "S")
 _OPPOSITE = {"L": "R", "P": "A", "S": "I"}
@@ -55,6 +55,31 @@ def orientation_codes(affine: np.ndarray) -> str:
         letter = _LPS[int(world)]
         out.append(letter if flip > 0 else _OPPOSITE[letter])
     return "".join(out)
+
+
+def orientation_code(affine: np.ndarray | None) -> str:
+    """Three letters: the LPS direction of the x, y, z (column, row, slice) axes, as tables show it.
+
+    Parameters
+    ----------
+    affine : numpy.ndarray or None
+        4x4 array-order LPS affine (``(z, y, x, 1) -> LPS``).
+
+    Returns
+    -------
+    str
+        :func:`orientation_codes` in x, y, z order, e.g. ``"LPS"`` for the canonical
+        axial layout (x towards patient left, y posterior, z superior); ``"-"``
+        without geometry (a projection radiograph).
+
+    Examples
+    --------
+    >>> orientation_code(np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1.0]]))
+    'LPS'
+    >>> orientation_code(None)
+    '-'
+    """
+    return "-" if affine is None else orientation_codes(np.asarray(affine))[::-1]
 
 
 def canonical_transform(affine: np.ndarray, shape) -> tuple[tuple[int, int, int], tuple[bool, bool, bool], np.ndarray]:

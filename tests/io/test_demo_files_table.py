@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from medmulti.cli import main
-from medmulti.cli.demo import orientation_code
+from medmulti.geometry.orientation import orientation_code
 from medmulti.examples.synth import affine_from_geometry
 
 
