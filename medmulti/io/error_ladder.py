@@ -11,6 +11,7 @@ typed error naming the file, never the original text (``from None``).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from types import TracebackType
 
 from ..errors import CorruptFileError, MedmultiError, MissingFileError, ResourceLimitError
@@ -21,6 +22,7 @@ logger = logging.getLogger("medmulti.io")
 _NEVER_CAUGHT = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
+@dataclass(frozen=True)
 class reader_errors:
     """Context manager converting exceptions raised inside it into medmulti errors.
 
@@ -70,28 +72,15 @@ class reader_errors:
     CorruptFileError scan.dcm None
     """
 
-    def __init__(
-        self,
-        path: str,
-        *,
-        corrupt: str,
-        modality: str | None = None,
-        memory: str | None = None,
-        nested: str | None = None,
-        unreadable: str | None = None,
-        fill: tuple[str, ...] = (),
-        keyword: str | None = None,
-        panics: bool = False,
-    ) -> None:
-        self.path = path
-        self.corrupt = corrupt
-        self.modality = modality
-        self.memory = memory
-        self.nested = nested
-        self.unreadable = unreadable
-        self.fill = fill
-        self.keyword = keyword
-        self.panics = panics
+    path: str
+    corrupt: str
+    modality: str | None = None
+    memory: str | None = None
+    nested: str | None = None
+    unreadable: str | None = None
+    fill: tuple[str, ...] = ()
+    keyword: str | None = None
+    panics: bool = False
 
     def __enter__(self) -> reader_errors:
         return self

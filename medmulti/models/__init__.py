@@ -1,6 +1,7 @@
 """Fusion models: one CNN branch per modality, fused, then a diagnosis head.
 
-:func:`build_fusion_model` is the entry point; :mod:`medmulti.models.layers` holds
+:func:`build_fusion_model` is the entry point and :class:`ModelOptions` its architecture
+(fusion, branch width and depth, ...); :mod:`medmulti.models.layers` holds
 the serialisable custom layers (presence mask, modality dropout, concat / attention /
 gated fusion) and :mod:`medmulti.models.branches` the per-modality CNNs.
 """
@@ -15,9 +16,11 @@ from .layers import (
     PresenceMask,
     StackEmbeddings,
 )
+from .options import ModelOptions
 
 __all__ = [
     "build_fusion_model",
+    "ModelOptions",
     "model_input_shapes",
     "present_input_name",
     "FUSIONS",

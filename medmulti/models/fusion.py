@@ -10,6 +10,7 @@ from ..errors import SpecError
 from ..spec import StudySpec, present_input_name
 from .branches import BACKBONES, NORMALIZATIONS, backbone_branch, conv_branch
 from .layers import FUSION_LAYERS, ModalityDropout, PresenceMask, StackEmbeddings
+from .options import ModelOptions, with_overrides
 
 __all__ = ["FUSIONS", "build_fusion_model", "model_input_shapes", "present_input_name"]
 
@@ -63,20 +64,11 @@ def build_fusion_model(
     *,
     modalities: Sequence[str] | None = None,
     optional_modalities: Sequence[str] | None = None,
-    fusion: str = "concat",
-    width: int = 8,
-    depth: int = 3,
-    embed_dim: int = 32,
-    dropout: float = 0.2,
-    modality_dropout: float = 0.0,
-    backbone: str | None = None,
-    norm: str = "batch",
-    stem_stride: int | dict[str, int] = 1,
-    pooling: str = "max",
-    attention_units: int = 32,
+    options: ModelOptions | None = None,
     seed: int | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     name: str = "medmulti_fusion",
+    **overrides: Any,
 ) -> keras.Model:
     """Build the multi-input diagnosis model for ``spec``.
 
@@ -91,27 +83,10 @@ def build_fusion_model(
         0 missing). ``None`` means the spec's ``required: false`` modalities, as
         :class:`~medmulti.data.sequence.PatientSequence` yields them
         (pass its ``.optional_modalities``).
-    fusion : {"concat", "attention", "gated"}
-        How branch embeddings are combined (see :mod:`medmulti.models.layers`).
-    width, depth : int
-        Filters of the first block and number of blocks of each CNN branch.
-    embed_dim : int
-        Size of every branch's embedding.
-    dropout : float
-        Dropout before each branch's projection and before the head.
-    modality_dropout : float
-        Probability of hiding each modality per sample during training (0 disables).
-    backbone : str, optional
-        A ``keras.applications`` name from :data:`~medmulti.models.branches.BACKBONES`
-        for the 2D branches, built with ``weights=None``; ``None`` uses the plain CNN.
-    norm : {"batch", "group", "layer", "none"}
-        Normalisation in the plain CNN branches.
-    stem_stride : int or dict
-        Stride of each branch's first convolution (one value, or modality name -> stride).
-    pooling : {"max", "avg", "avgmax"}
-        Global pooling of the plain CNN branches (see :func:`~medmulti.models.branches.conv_branch`).
-    attention_units : int
-        Hidden size of the attention scorer (``fusion="attention"``).
+    options : ModelOptions, optional
+        The architecture (fusion, branch width and depth, embedding size, dropout,
+        backbone, normalisation, stem stride, pooling); ``None`` means the defaults of
+        :class:`~medmulti.models.ModelOptions`.
     seed : int, optional
         Seed for modality dropout.
     input_shapes : Mapping, optional
@@ -119,6 +94,9 @@ def build_fusion_model(
         spec (e.g. ``PatientSequence.element_shapes()`` when the spec leaves a shape open).
     name : str
         Model name.
+    **overrides
+        Any field of :class:`~medmulti.models.ModelOptions` as a keyword (e.g.
+        ``fusion="attention"``, ``depth=2``); it replaces that field of ``options``.
 
     Returns
     -------
@@ -133,6 +111,8 @@ def build_fusion_model(
         An unknown modality name or a modality whose input shape is unknown.
     ValueError
         A bad option value (fusion, norm, backbone, rates).
+    TypeError
+        A keyword that is not an option, or ``options`` that is not a ``ModelOptions``.
 
     Examples
     --------
@@ -142,7 +122,12 @@ def build_fusion_model(
     >>> model = build_fusion_model(spec, depth=2)
     >>> sorted(model.input)
     ['xray', 'xray_present']
+    >>> same = build_fusion_model(spec, options=ModelOptions(depth=2))
+    >>> same.get_config() == model.get_config()
+    True
     """
+    opts = with_overrides(options, ModelOptions, overrides, caller="build_fusion_model")
+    fusion, norm, backbone, dropout = opts.fusion, opts.norm, opts.backbone, opts.dropout
     if fusion not in FUSION_LAYERS:
         raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
     if norm not in NORMALIZATIONS:
@@ -171,21 +156,20 @@ def build_fusion_model(
         m = spec.modality(modality)
         x = keras.Input(shape=shapes[modality], name=modality, dtype="float32")
         inputs[modality] = x
-        stride = stem_stride.get(modality, 1) if isinstance(stem_stride, dict) else stem_stride
         if m.dims == 2 and backbone is not None:
-            emb = backbone_branch(x, backbone=backbone, name=modality, embed_dim=embed_dim, dropout=dropout)
+            emb = backbone_branch(x, backbone=backbone, name=modality, embed_dim=opts.embed_dim, dropout=dropout)
         else:
             emb = conv_branch(
                 x,
                 dims=m.dims,
                 name=modality,
-                width=width,
-                depth=depth,
-                embed_dim=embed_dim,
+                width=opts.width,
+                depth=opts.depth,
+                embed_dim=opts.embed_dim,
                 norm=norm,
                 dropout=dropout,
-                stem_stride=stride,
-                pooling=pooling,
+                stem_stride=opts.stride_for(modality),
+                pooling=opts.pooling,
             )
         embeddings.append(emb)
     presents = []
@@ -196,10 +180,10 @@ def build_fusion_model(
 
     stack = StackEmbeddings(name="stack_embeddings")(embeddings)
     mask = PresenceMask(len(names), [names.index(n) for n in optional], name="presence_mask")([stack, *presents])
-    if modality_dropout > 0:
-        mask = ModalityDropout(modality_dropout, seed=seed, name="modality_dropout")(mask)
+    if opts.modality_dropout > 0:
+        mask = ModalityDropout(opts.modality_dropout, seed=seed, name="modality_dropout")(mask)
     if fusion == "attention":
-        fused = FUSION_LAYERS[fusion](units=attention_units, name="fusion")([stack, mask])
+        fused = FUSION_LAYERS[fusion](units=opts.attention_units, name="fusion")([stack, mask])
     else:
         fused = FUSION_LAYERS[fusion](name="fusion")([stack, mask])
     if dropout > 0:

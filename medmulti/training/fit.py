@@ -6,7 +6,7 @@ import csv
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from os import PathLike
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import ManifestError, MedmultiError, RunFolderError, SpecError
+from ..models.options import ModelOptions
 from ..spec import StudySpec
 from .batches import (
     keys_for,
@@ -24,6 +25,7 @@ from .batches import (
     select_inputs,
     write_predictions,
 )
+from .options import MONITORS, DataOptions, FitOptions, resolve_train_options
 from .run_folder import (
     MODEL_FILE,
     RUN_CARD,
@@ -38,9 +40,6 @@ from .run_folder import (
 __all__ = ["TrainResult", "train", "MONITORS"]
 
 log = logging.getLogger("medmulti.training")
-
-#: quantities ``train(monitor=...)`` may watch for checkpointing and early stopping
-MONITORS = ("val_loss", "val_auc", "loss")
 
 
 @dataclass
@@ -252,32 +251,12 @@ def train(
     spec: StudySpec | str | PathLike[str],
     out: str | PathLike[str],
     *,
-    epochs: int = 20,
-    batch_size: int = 8,
-    seed: int = 0,
-    fusion: str = "concat",
-    modalities: Sequence[str] | None = None,
-    cache_dir: str | PathLike[str] | None = None,
-    learning_rate: float = 1e-3,
-    patience: int = 5,
-    monitor: str = "val_loss",
-    width: int = 8,
-    depth: int = 3,
-    embed_dim: int = 32,
-    dropout: float = 0.2,
-    modality_dropout: float = 0.0,
-    backbone: str | None = None,
-    norm: str = "batch",
-    stem_stride: int | dict[str, int] = 1,
-    pooling: str = "max",
-    augment: bool = False,
-    class_balance: bool = False,
-    on_missing: str = "error",
-    on_corrupt: str = "error",
-    data_root: str | PathLike[str] | None = None,
-    deterministic: bool = True,
+    model: ModelOptions | None = None,
+    fit: FitOptions | None = None,
+    data: DataOptions | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    **keywords: Any,
 ) -> TrainResult:
     """Train a fusion model on a manifest and write a run folder (see the module doc).
 
@@ -289,38 +268,22 @@ def train(
         The study spec or its YAML file.
     out : str or PathLike
         The run folder (created; must be empty unless ``overwrite``).
-    epochs : int
-        Maximum number of epochs.
-    batch_size : int
-        Patients per batch.
-    seed : int
-        Seeds weights, shuffling, augmentation and modality dropout.
-    fusion : {"concat", "attention", "gated"}
-        Fusion of branch embeddings (see :func:`~medmulti.models.build_fusion_model`).
-    modalities : sequence of str, optional
-        Train on these modalities only (e.g. ``["ct"]`` for a CT-only model); the
-        data are read and preprocessed exactly as for the full spec.
-    cache_dir : str or PathLike, optional
-        The preprocessing cache folder (strongly recommended: without it every
-        epoch preprocesses every patient again).
-    learning_rate : float
-        Adam learning rate.
-    patience : int
-        Epochs without improvement of ``monitor`` before stopping (0 disables early stopping).
-    monitor : {"val_loss", "val_auc", "loss"}
-        What picks the best checkpoint; without a ``val`` split, ``"loss"`` is used.
-    width, depth, embed_dim, dropout, modality_dropout, backbone, norm, stem_stride, pooling
-        Model options, see :func:`~medmulti.models.build_fusion_model`.
-    augment, class_balance, on_missing, on_corrupt
-        Sequence options, see :class:`~medmulti.data.sequence.PatientSequence`.
-    data_root : str or PathLike, optional
-        Passed to :func:`~medmulti.manifest.load_manifest`.
-    deterministic : bool
-        Enable TensorFlow op determinism (same seed, same machine -> same run).
+    model : ModelOptions, optional
+        The architecture (see :func:`~medmulti.models.build_fusion_model`); default
+        ``ModelOptions()``.
+    fit : FitOptions, optional
+        Epochs, batch size, learning rate, early stopping (``patience``, ``monitor``),
+        seed, determinism; default ``FitOptions()``.
+    data : DataOptions, optional
+        Cache folder, modalities, augmentation, class balance, ``on_missing`` /
+        ``on_corrupt`` policies, data root; default ``DataOptions()``.
     progress : bool
         Show Keras's progress bar and medmulti's tqdm bars.
     overwrite : bool
         Allow a non-empty ``out``.
+    **keywords
+        Any field of the three records as a keyword (``epochs=3``, ``width=4``,
+        ``cache_dir="cache"``, ``modalities=["ct"]``, ...); it replaces that field.
 
     Returns
     -------
@@ -335,14 +298,19 @@ def train(
         Unknown ``modalities``.
     ValueError
         Bad option values, or a non-empty ``out`` without ``overwrite``.
+    TypeError
+        A keyword that is not an option, or an option record of the wrong type.
+
+    Examples
+    --------
+    These two calls train the same model the same way::
+
+        train(manifest, spec, "runs/a", model=ModelOptions(width=4), fit=FitOptions(epochs=2),
+              data=DataOptions(cache_dir="cache"))
+        train(manifest, spec, "runs/b", width=4, epochs=2, cache_dir="cache")
     """
-
-
     t0 = time.perf_counter()
-    if monitor not in MONITORS:
-        raise ValueError(f"monitor must be one of {MONITORS}, got {monitor!r}")
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    model, fit, data = resolve_train_options(model, fit, data, **keywords)
     run_dir = Path(out)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError("the run folder path is a file", path=run_dir, hint="choose another out folder",
@@ -361,14 +329,8 @@ def train(
 
     spec = load_spec(spec)
     try:
-        return _train_into(
-            run_dir, manifest, spec, t0=t0, epochs=epochs, batch_size=batch_size, seed=seed, fusion=fusion,
-            modalities=modalities, cache_dir=cache_dir, learning_rate=learning_rate, patience=patience,
-            monitor=monitor, width=width, depth=depth, embed_dim=embed_dim, dropout=dropout,
-            modality_dropout=modality_dropout, backbone=backbone, norm=norm, stem_stride=stem_stride,
-            pooling=pooling, augment=augment, class_balance=class_balance, on_missing=on_missing,
-            on_corrupt=on_corrupt, data_root=data_root, deterministic=deterministic, progress=progress,
-        )
+        return _train_into(run_dir, manifest, spec, t0=t0, model_opts=model, fit_opts=fit, data_opts=data,
+                           progress=progress)
     except BaseException as exc:
         mark_failed(run_dir, exc, remove=created or not held_files, remove_folder=created)
         if isinstance(exc, OSError) and not isinstance(exc, MedmultiError):
@@ -399,12 +361,16 @@ def _exclusions(seq: Any) -> dict[str, list[dict[str, Any]]]:
     }
 
 
-def _train_into(run_dir: Path, manifest: Any, spec: StudySpec, *, t0: float, epochs: int, batch_size: int,
-                seed: int, fusion: str, modalities: Sequence[str] | None, cache_dir: Any, learning_rate: float,
-                patience: int, monitor: str, width: int, depth: int, embed_dim: int, dropout: float,
-                modality_dropout: float, backbone: str | None, norm: str, stem_stride: Any, pooling: str,
-                augment: bool, class_balance: bool, on_missing: str, on_corrupt: str, data_root: Any,
-                deterministic: bool, progress: bool) -> TrainResult:
+def _card_options(model_opts: ModelOptions, fit_opts: FitOptions, data_opts: DataOptions, *,
+                  monitor: str) -> dict[str, Any]:
+    """The run card's ``"options"``: the fit options (the seed and determinism have their own
+    card keys), the quantity actually watched, the model options, the sequence policies."""
+    fitted = {k: v for k, v in asdict(fit_opts).items() if k not in ("seed", "deterministic")}
+    return {**fitted, "monitor": monitor, **asdict(model_opts), **data_opts.sequence_options()}
+
+
+def _train_into(run_dir: Path, manifest: Any, spec: StudySpec, *, t0: float, model_opts: ModelOptions,
+                fit_opts: FitOptions, data_opts: DataOptions, progress: bool) -> TrainResult:
     import keras
 
     from ..models import build_fusion_model
@@ -412,16 +378,18 @@ def _train_into(run_dir: Path, manifest: Any, spec: StudySpec, *, t0: float, epo
     from ..models.plots import plot_confusion_roc, plot_history
     from ..models.saving import load_fusion_model, save_model_atomic
 
-    names = _select_names(spec, modalities)
-    options = {"augment": augment, "class_balance": class_balance, "on_missing": on_missing, "on_corrupt": on_corrupt}
-    man = open_manifest(manifest, spec, data_root, options)
-    _set_determinism(seed, deterministic)
+    names = _select_names(spec, data_opts.modalities)
+    options = data_opts.sequence_options()
+    man = open_manifest(manifest, spec, data_opts.data_root, options)
+    _set_determinism(fit_opts.seed, fit_opts.deterministic)
+    cache_dir, monitor = data_opts.cache_dir, fit_opts.monitor
 
     split_rows = {s: len(man.split(s)) for s in ("train", "val", "test")}
     if not split_rows["train"]:
         raise ManifestError("the manifest has no 'train' rows", path=getattr(man, "path", None),
                             hint="give some rows split=train")
-    common = dict(options=options, batch_size=batch_size, seed=seed, cache_dir=cache_dir, progress=progress)
+    common = dict(options=options, batch_size=fit_opts.batch_size, seed=fit_opts.seed, cache_dir=cache_dir,
+                  progress=progress)
     seqs = {"train": make_sequence(man, spec, "train", train=True, **common)}
     for split in ("val", "test"):
         if split_rows[split]:
@@ -438,13 +406,11 @@ def _train_into(run_dir: Path, manifest: Any, spec: StudySpec, *, t0: float, epo
     shapes = seqs["train"].element_shapes()
 
     model = build_fusion_model(
-        spec, modalities=names, optional_modalities=optional, fusion=fusion, width=width, depth=depth,
-        embed_dim=embed_dim, dropout=dropout, modality_dropout=modality_dropout, backbone=backbone, norm=norm,
-        stem_stride=stem_stride, pooling=pooling, seed=seed, input_shapes={n: shapes[n] for n in names},
-        name="medmulti_" + ("fusion" if len(names) > 1 else names[0]),
+        spec, modalities=names, optional_modalities=optional, options=model_opts, seed=fit_opts.seed,
+        input_shapes={n: shapes[n] for n in names}, name="medmulti_" + ("fusion" if len(names) > 1 else names[0]),
     )
     loss, metrics = _loss_and_metrics(spec)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
+    model.compile(optimizer=keras.optimizers.Adam(fit_opts.learning_rate), loss=loss, metrics=metrics)
 
     has_val = "val" in seqs
     watch = monitor if has_val or monitor == "loss" else "loss"
@@ -459,14 +425,15 @@ def _train_into(run_dir: Path, manifest: Any, spec: StudySpec, *, t0: float, epo
         _BestCheckpoint(model_path, monitor=watch, mode=mode),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
     ]
-    if patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=watch, mode=mode, patience=patience, verbose=0))
+    if fit_opts.patience > 0:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=watch, mode=mode, patience=fit_opts.patience,
+                                                       verbose=0))
 
     log.info("training %s on %s (%d train patients)", model.name, names, seqs["train"].num_patients)
     fit = model.fit(
         _fit_dataset(seqs["train"], keys),
         validation_data=_fit_dataset(seqs["val"], keys) if has_val else None,
-        epochs=epochs,
+        epochs=fit_opts.epochs,
         callbacks=callbacks,
         verbose=1 if progress else 0,
     )
@@ -513,14 +480,9 @@ def _train_into(run_dir: Path, manifest: Any, spec: StudySpec, *, t0: float, epo
                      "sha256": sha256_file(man_path) if man_path.is_file() else None},
         "cache_dir": None if cache_dir is None else relative_to_run(run_dir, Path(cache_dir)),
         "versions": versions(),
-        "seed": int(seed),
-        "deterministic": bool(deterministic),
-        "options": {
-            "epochs": epochs, "batch_size": batch_size, "fusion": fusion, "learning_rate": learning_rate,
-            "patience": patience, "monitor": watch, "width": width, "depth": depth, "embed_dim": embed_dim,
-            "dropout": dropout, "modality_dropout": modality_dropout, "backbone": backbone, "norm": norm,
-            "stem_stride": stem_stride, "pooling": pooling, **options,
-        },
+        "seed": int(fit_opts.seed),
+        "deterministic": bool(fit_opts.deterministic),
+        "options": _card_options(model_opts, fit_opts, data_opts, monitor=watch),
         "counts": counts,
         "excluded": {s: _exclusions(q) for s, q in seqs.items()},
         "best_epoch": best_epoch,

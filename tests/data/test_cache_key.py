@@ -17,7 +17,12 @@ import pytest
 
 import medmulti._version
 from medmulti.data import cache, cache_key
-from medmulti.data.cache_key import CACHE_FORMAT, entry_key, entry_keys, fingerprint_source
+from medmulti.data.cache_key import (
+    CACHE_FORMAT,
+    entry_key,
+    entry_keys,
+    fingerprint_source,
+)
 from medmulti.io import SourceRef
 from medmulti.spec import LabelSpec, ModalitySpec, StudySpec
 
@@ -34,17 +39,18 @@ def _spec(**ct) -> StudySpec:
     )
 
 
+#: file of patient p1 -> size in bytes (contents never matter: no pixel is read for a key)
+FILES = {"ct/0.dcm": 10, "ct/1.dcm": 11, "ct/2.dcm": 12, "mr.nii": 20, "pet.nii": 25, "xr.dcm": 30}
+
+
 @pytest.fixture()
 def cohort(tmp_path):
     root = tmp_path / "data"
-    (root / "p1" / "ct").mkdir(parents=True)
-    for i in range(3):
-        (root / "p1" / "ct" / f"{i}.dcm").write_bytes(b"x" * (10 + i))
-    (root / "p1" / "mr.nii").write_bytes(b"m" * 20)
-    (root / "p1" / "pet.nii").write_bytes(b"p" * 25)
-    (root / "p1" / "xr.dcm").write_bytes(b"r" * 30)
-    p = root / "p1"
-    return root, {"ct": p / "ct", "mr": p / "mr.nii", "pet": p / "pet.nii", "xray": p / "xr.dcm"}
+    patient = root / "p1"
+    for rel, size in FILES.items():
+        (patient / rel).parent.mkdir(parents=True, exist_ok=True)
+        (patient / rel).write_bytes(b"x" * size)
+    return root, {"ct": patient / "ct", "mr": patient / "mr.nii", "pet": patient / "pet.nii", "xray": patient / "xr.dcm"}
 
 
 def _section(mod: ModalitySpec) -> str:

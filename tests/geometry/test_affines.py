@@ -9,7 +9,14 @@ import nibabel.affines as nib_affines
 import numpy as np
 import pytest
 
-from medmulti.geometry import apply_affine, grid_center, grid_corners, rigid_matrix, rotation_angle_deg, voxel_sizes
+from medmulti.geometry import (
+    apply_affine,
+    grid_center,
+    grid_corners,
+    rigid_matrix,
+    rotation_angle_deg,
+    voxel_sizes,
+)
 
 DTYPES = [np.int64, np.int32, np.float32, np.float64]
 

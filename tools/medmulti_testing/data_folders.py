@@ -164,7 +164,7 @@ def run_placements(work: Path, *, rounds: int = 1, seed: int = 0) -> dict:
         a failure is ``(placement, reader, outcome)`` where the outcome is not the
         expected typed error (accepted, untyped, or hung past :data:`DEADLINE_S`).
     """
-    from medmulti import synth
+    from medmulti.examples import synth
     from medmulti.io import inspect_source, read_image
     from medmulti.io.series_list import list_series
 

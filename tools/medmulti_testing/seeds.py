@@ -110,7 +110,7 @@ def _volume(shape=(4, 12, 12), seed: int = 0) -> np.ndarray:
 def build_series_seed(out_dir: str | PathLike[str], *, n_slices: int = 5, size: int = 12,
                       transfer_syntax: str = "1.2.840.10008.1.2.1", patient: dict | None = None) -> Path:
     """Write a small synthetic CT series (``n_slices`` files) and return its folder."""
-    from medmulti import synth
+    from medmulti.examples import synth
 
     out = Path(out_dir)
     a = synth.affine_from_geometry((2.5, 0.8, 0.8), (-10.0, -20.0, 30.0))
@@ -137,7 +137,7 @@ def _pin_uids(path: Path, key: str) -> Path:
     one input forever.
     """
     import pydicom
-    from medmulti import synth
+    from medmulti.examples import synth
 
     ds = pydicom.dcmread(path)
     for kw in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
@@ -186,7 +186,7 @@ def build_seeds(work_dir: str | PathLike[str]) -> dict[str, list[Seed]]:
         ``{"dicom": [...], "nifti": [...], "series": [...]}``; series seeds are
         folders (fmt ``"dicom"``) whose files are mutated one at a time.
     """
-    from medmulti import synth
+    from medmulti.examples import synth
 
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
