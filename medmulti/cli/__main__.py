@@ -4,4 +4,5 @@ import sys
 
 from .entry import main
 
-sys.exit(main())
+if __name__ == "__main__":  # spawned workers import this module again: they must not run the command
+    sys.exit(main())

@@ -13,6 +13,7 @@ Exit codes: 0 done, 1 a problem (validation failed, a data error), 2 usage error
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -146,7 +147,9 @@ def run_demo(out: str | Path = "medmulti_demo", *, patients: int = DEMO_PATIENTS
     progress : bool
         Show progress bars.
     model_options : dict, optional
-        Overrides of :data:`DEMO_MODEL` (keyword arguments of :func:`medmulti.train`).
+        Overrides of :data:`DEMO_MODEL`: fields of :class:`~medmulti.models.ModelOptions`,
+        :class:`~medmulti.training.FitOptions` or :class:`~medmulti.training.DataOptions`
+        (keyword arguments of :func:`medmulti.train`).
     echo : callable
         Where the human-readable lines go.
 
@@ -159,6 +162,8 @@ def run_demo(out: str | Path = "medmulti_demo", *, patients: int = DEMO_PATIENTS
     ------
     MedmultiError
         Validation found errors, or a data error while training.
+    TypeError
+        A key of ``model_options`` that is no training option.
     """
     from ..data.cache_fill import preprocess_manifest
     from ..errors import ManifestError
@@ -166,6 +171,7 @@ def run_demo(out: str | Path = "medmulti_demo", *, patients: int = DEMO_PATIENTS
     from ..manifest import validate_manifest
     from ..spec import StudySpec
     from ..training import train
+    from ..training.options import resolve_train_options
     from ..training.run_folder import write_json
 
     t0 = time.perf_counter()
@@ -204,14 +210,15 @@ def run_demo(out: str | Path = "medmulti_demo", *, patients: int = DEMO_PATIENTS
     options = {**DEMO_MODEL, **(model_options or {})}
     if isinstance(options.get("stem_stride"), int):  # strided stem for the 3D branches only
         options["stem_stride"] = {m.name: options["stem_stride"] for m in spec.modalities if m.dims == 3}
+    model, fit, data = resolve_train_options(caller="run_demo", epochs=epochs, seed=seed, fusion=fusion,
+                                             cache_dir=cache_dir, **options)
     models = [("fusion", None)] + ([(m, [m]) for m in spec.names] if single else [])
     results: dict = {}
     for k, (name, modalities) in enumerate(models, start=1):
         what = f"fusion of {', '.join(spec.names)} ({fusion})" if modalities is None else f"{name} only"
         echo(f"[4/5] training model {k}/{len(models)}: {what}")
-        res = train(manifest, spec, root / "runs" / name, epochs=epochs, seed=seed,
-                    fusion=fusion, modalities=modalities, cache_dir=cache_dir, progress=progress, overwrite=True,
-                    **options)
+        res = train(manifest, spec, root / "runs" / name, model=model, fit=fit,
+                    data=dataclasses.replace(data, modalities=modalities), progress=progress, overwrite=True)
         results[name] = {"test_auc": res.test_auc, "test_accuracy": res.test_accuracy,
                          "best_epoch": res.best_epoch, "seconds": round(res.seconds, 1),
                          "run_dir": str(res.run_dir)}

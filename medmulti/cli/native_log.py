@@ -11,14 +11,10 @@ unchanged and in order. ``medmulti -v`` does not install it.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
-import struct
 import sys
-import termios
 import threading
-import time
 
 __all__ = ["NativeLogFilter", "is_native_log_line"]
 
@@ -31,6 +27,8 @@ _NATIVE = re.compile(
 _NATIVE_WITHIN = re.compile(_NATIVE.pattern[1:])
 #: a partial line starting with one of these may become a native line: wait for its end
 _MAYBE = (b"W", b"I", b"E", b"F", b"T")
+#: written by the filtered process when it is done (one atomic write, below PIPE_BUF)
+_END = b"\x00medmulti-native-log-end\x00\n"
 #: forward a partial line anyway once it is this long
 _HOLD_MAX = 8192
 
@@ -57,16 +55,6 @@ def is_native_log_line(line: bytes) -> bool:
     return bool(_NATIVE.match(line))
 
 
-def _unread(fd: int | None) -> int:
-    """Bytes waiting in a pipe (``FIONREAD``); 0 when it is closed."""
-    if fd is None:
-        return 0
-    try:
-        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
-    except OSError:
-        return 0
-
-
 class NativeLogFilter:
     """A context manager that drops native absl lines written to descriptor 2.
 
@@ -80,7 +68,7 @@ class NativeLogFilter:
         self._saved: int | None = None
         self._read: int | None = None
         self._thread: threading.Thread | None = None
-        self._waiting = threading.Event()  # set while the pump waits for data
+        self._ended = threading.Event()  # set when the pump has forwarded everything up to _END
 
     def __enter__(self) -> "NativeLogFilter":
         try:
@@ -97,23 +85,25 @@ class NativeLogFilter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._saved is None:
+        saved = self._saved  # read once: the pump clears it at end-of-file
+        if saved is None:
             return
         try:
             sys.stderr.flush()
         except (OSError, ValueError):
             pass
-        os.dup2(self._saved, 2)  # closes our write end: the pump sees end-of-file
         # A helper process started meanwhile (multiprocessing's resource tracker or fork
-        # server, a worker) may still hold the pipe, so end-of-file may never come: wait only
-        # until what was written so far has been forwarded. The pump keeps forwarding such a
-        # process's lines and closes both of its descriptors itself at end-of-file, so none
-        # is closed under it and reused.
-        deadline = time.monotonic() + 2.0
-        while self._thread is not None and self._thread.is_alive() and time.monotonic() < deadline:
-            if self._waiting.is_set() and _unread(self._read) == 0:
-                break
-            time.sleep(0.005)
+        # server, a worker) may still hold the pipe, so end-of-file may never come. Instead
+        # this process writes a marker last, into the pipe: the pipe is first-in first-out,
+        # so once the pump has seen the marker everything written before it has been
+        # forwarded. The pump keeps forwarding such a helper's lines afterwards and closes
+        # both of its descriptors itself at end-of-file, so none is closed under it and reused.
+        try:
+            os.write(2, _END)
+        except OSError:
+            pass
+        os.dup2(saved, 2)  # closes our write end; the pump cannot see end-of-file before this
+        self._ended.wait(timeout=2.0)
 
     def _emit(self, data: bytes) -> None:
         if data and self._saved is not None:
@@ -126,13 +116,10 @@ class NativeLogFilter:
         assert self._read is not None
         pending = b""
         while True:
-            self._waiting.set()
             try:
                 chunk = os.read(self._read, 65536)
             except OSError:
                 break
-            finally:
-                self._waiting.clear()
             if not chunk:
                 break
             pending += chunk
@@ -140,12 +127,18 @@ class NativeLogFilter:
             while pending:
                 end = pending.find(b"\n")
                 if end < 0:
-                    if pending[:1] in _MAYBE and len(pending) < _HOLD_MAX:
+                    if (pending[:1] in _MAYBE or b"\x00" in pending) and len(pending) < _HOLD_MAX:
                         break  # wait for the rest of a line that may be a native one
                     out.append(pending)
                     pending = b""
                     break
                 line, pending = pending[: end + 1], pending[end + 1 :]
+                if line.endswith(_END):  # this process is done: forward what came before
+                    out.append(line[: -len(_END)])
+                    self._emit(b"".join(out))
+                    out = []
+                    self._ended.set()
+                    continue
                 found = _NATIVE_WITHIN.search(line)
                 if found is None:
                     out.append(line)
@@ -154,6 +147,7 @@ class NativeLogFilter:
             self._emit(b"".join(out))
         if pending and not is_native_log_line(pending):
             self._emit(pending)
+        self._ended.set()
         os.close(self._read)
         saved, self._saved = self._saved, None
         if saved is not None:

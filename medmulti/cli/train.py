@@ -94,9 +94,10 @@ def run(args: argparse.Namespace) -> int:
         0 trained, 1 data problem (raised as MedmultiError), 2 usage error.
     """
     from ..errors import MissingFileError, SpecError
+    from ..models import ModelOptions
     from ..spec import StudySpec
     from ..text import printable
-    from ..training import train
+    from ..training import DataOptions, FitOptions, train
 
     out = Path(args.out)
     if out.is_dir() and any(out.iterdir()) and not args.overwrite:
@@ -109,13 +110,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"medmulti train: spec: {exc}", file=sys.stderr)
         return 2
     try:
-        result = train(
-            args.manifest, spec, args.out, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-            fusion=args.fusion, modalities=args.modalities, cache_dir=args.cache, learning_rate=args.learning_rate,
-            patience=args.patience, monitor=args.monitor, width=args.width, depth=args.depth, dropout=args.dropout,
-            modality_dropout=args.modality_dropout, backbone=args.backbone, progress=not args.no_progress,
-            overwrite=args.overwrite, on_missing=args.on_missing, on_corrupt=args.on_corrupt, data_root=args.data_root,
-        )
+        model = ModelOptions(fusion=args.fusion, width=args.width, depth=args.depth, dropout=args.dropout,
+                             modality_dropout=args.modality_dropout, backbone=args.backbone)
+        fit = FitOptions(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                         patience=args.patience, monitor=args.monitor, seed=args.seed)
+        data = DataOptions(cache_dir=args.cache, modalities=args.modalities, on_missing=args.on_missing,
+                           on_corrupt=args.on_corrupt, data_root=args.data_root)
+        result = train(args.manifest, spec, args.out, model=model, fit=fit, data=data, progress=not args.no_progress,
+                       overwrite=args.overwrite)
     except ValueError as exc:
         print(f"medmulti train: {printable(exc)}", file=sys.stderr)
         return 2

@@ -20,8 +20,10 @@ from typing import Any, Iterable
 
 from .._processes import WorkerPool, workers_allowed
 from ..errors import MedmultiError
+from ..manifest import Manifest, load_manifest
 from ..manifest.schema import SERIES_SUFFIX
 from ..spec import StudySpec
+from ..study import preprocess as study_preprocess
 from ..text import printable
 from .cache import PreprocessCache
 from .cache_key import entry_key
@@ -115,8 +117,6 @@ def preprocess_row(row: Any, spec: StudySpec, cache: PreprocessCache, root: str 
     dict
         ``{"computed": int, "cached": int, "absent": int, "failures": [...]}``.
     """
-    from ..study.preprocess import preprocess_study
-
     out: dict[str, Any] = {"computed": 0, "cached": 0, "absent": 0, "failures": []}
     sources = {n: row.sources.get(n) for n in spec.names}
     keys = {}
@@ -138,7 +138,7 @@ def preprocess_row(row: Any, spec: StudySpec, cache: PreprocessCache, root: str 
     if not todo:
         return out
     try:
-        computed = preprocess_study(sources, spec, patient_id=row.key, only=todo)
+        computed = study_preprocess.preprocess_study(sources, spec, patient_id=row.key, only=todo)
     except Exception as exc:  # noqa: BLE001 - recorded per patient, the run goes on
         out["failures"].append(_failure(row, None, exc, spec, root))
         return out
@@ -212,8 +212,6 @@ def preprocess_manifest(
     PreprocessSummary
     """
     from tqdm.auto import tqdm
-
-    from ..manifest import Manifest, load_manifest
 
     t0 = time.perf_counter()
     spec = spec if isinstance(spec, StudySpec) else StudySpec.from_yaml(spec)

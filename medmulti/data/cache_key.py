@@ -42,8 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _version as _version_module
-from ..io.dicom_series import parse_series_choice
-from ..io.source import SourceRef
+from ..io.source_ref import SourceRef, parse_series_choice
 from ..spec import StudySpec
 
 __all__ = [

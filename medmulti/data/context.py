@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import MedmultiError
+from ..manifest.checks import HEADER_MODALITIES
 from ..spec import StudySpec
 
 __all__ = ["name_error"]
@@ -39,8 +40,6 @@ def name_error(exc: MedmultiError, row: Any, spec: StudySpec, root: Any,
     MedmultiError
         ``exc``, for ``raise name_error(...)``.
     """
-    from ..manifest.checks import HEADER_MODALITIES
-
     names = spec.names
     present = [n for n in (present if present is not None else names) if row.sources.get(n) is not None]
     if exc.modality not in names:

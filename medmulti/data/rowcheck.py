@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..manifest import check_row as manifest_check_row
 from ..spec import StudySpec
 
 __all__ = ["row_error_records"]
@@ -31,5 +32,5 @@ def row_error_records(row: Any, spec: StudySpec, check_row: Any = None) -> list[
         ``Problem.to_dict()`` of every problem with severity ``"error"``.
     """
     if check_row is None:
-        from ..manifest import check_row
+        check_row = manifest_check_row
     return [p.to_dict() for p in check_row(row, spec, deep=False).problems if p.severity == "error"]

@@ -10,6 +10,7 @@ arrays. See ``docs/sequence.md`` for the user guide.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -37,13 +38,17 @@ from ..errors import (
 )
 from .._processes import WorkerPool, workers_allowed
 from .._version import __version__
+from ..manifest import Manifest, Problem, check_row, load_manifest
 from ..spec import StudySpec, present_input_name
+from ..study import preprocess as study_preprocess
 from .buffers import BufferPool
 from .augment import Augmenter
 from .context import name_error
 from .rowcheck import row_error_records
 from .cache import PreprocessCache
+from .cache_fill import preprocess_manifest
 from .cache_key import entry_keys, fingerprint_source
+from .tfdata import as_tf_dataset
 
 __all__ = ["PatientSequence", "MultiModalSequence", "POLICIES"]
 
@@ -183,8 +188,6 @@ class PatientSequence(keras.utils.PyDataset):
                 raise ValueError(f"{arg} must be one of {POLICIES}, got {value!r}")
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        from ..manifest import Manifest, check_row, load_manifest
-
         self.spec = spec if isinstance(spec, StudySpec) else StudySpec.from_yaml(spec)
         if not isinstance(manifest, Manifest):
             manifest = load_manifest(manifest, self.spec, strict=False)
@@ -241,9 +244,6 @@ class PatientSequence(keras.utils.PyDataset):
         return int(label) if label.ndim == 0 else tuple(int(v) for v in label)
 
     def _apply_policies(self, rows, check_row, progress):
-        from tqdm.auto import tqdm
-
-        from ..manifest import Problem
 
         kept = []
         present: list[dict[str, bool]] = []
@@ -321,8 +321,6 @@ class PatientSequence(keras.utils.PyDataset):
         there are more than ``PARALLEL_CHECK_MIN`` of them.
         """
         from tqdm.auto import tqdm
-
-        from ..manifest import Problem
 
         out: list[list | None] = [None] * len(rows)
         keys: list[str | None] = [None] * len(rows)
@@ -446,10 +444,8 @@ class PatientSequence(keras.utils.PyDataset):
                     continue
             misses.append(n)
         if misses:
-            from ..study.preprocess import preprocess_study
-
             try:
-                computed = preprocess_study(sources, self.spec, patient_id=row.key, only=list(misses))
+                computed = study_preprocess.preprocess_study(sources, self.spec, patient_id=row.key, only=list(misses))
             except MedmultiError as exc:
                 raise self._contextualise(exc, i)
             for n in misses:
@@ -664,10 +660,6 @@ class PatientSequence(keras.utils.PyDataset):
         CacheError
             The sequence has no cache (``cache_dir=None``).
         """
-        import dataclasses
-
-        from .cache_fill import preprocess_manifest
-
         if self.cache is None:
             raise CacheError("this sequence has no cache to fill", hint="build it with cache_dir=...")
         served = dataclasses.replace(self.manifest, rows=list(self._rows))
@@ -675,8 +667,6 @@ class PatientSequence(keras.utils.PyDataset):
 
     def as_tf_dataset(self, **kwargs: Any):
         """Return a ``tf.data.Dataset`` with the same elements (see :func:`medmulti.data.as_tf_dataset`)."""
-        from .tfdata import as_tf_dataset
-
         return as_tf_dataset(self, **kwargs)
 
     def __repr__(self) -> str:

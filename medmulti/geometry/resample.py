@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import GeometryError
 from ..image import Image, itk_from_affine
-from .affines import apply_affine, grid_center, voxel_sizes
+from .affines import apply_affine, grid_center, grid_corners, voxel_sizes
 from .orientation import canonical_transform
 
 __all__ = [
@@ -286,8 +286,6 @@ def grid_corners_all(grid: Grid) -> np.ndarray:
         :func:`~medmulti.geometry.grid_corners` (``grid_corners(grid.affine,
         grid.shape)``).
     """
-    from .affines import grid_corners
-
     return grid_corners(grid.affine, grid.shape)
 
 

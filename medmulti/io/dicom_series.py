@@ -20,9 +20,7 @@ one volume at a time with ``volume=`` (see :class:`SeriesVolumes`).
 from __future__ import annotations
 
 import logging
-import numbers
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +39,7 @@ from .error_ladder import reader_errors
 from .limits import Limits
 from .safe_files import list_files, open_regular
 from .pixels import PARALLEL_SYNTAXES, _decode_options, decode_compressed_file, decode_pool, default_workers, read_stored, reset_pool
+from .source_ref import parse_series_choice
 from .values import apply_rescale_into, voi_meta
 from .volume_choice import no_volume_choice
 
@@ -51,13 +50,9 @@ __all__ = [
     "scan_folder",
     "plan_series",
     "read_dicom_series",
-    "parse_series_choice",
 ]
 
 logger = logging.getLogger("medmulti.io")
-
-_UID = re.compile(r"[0-9]+(\.[0-9]+)+")
-_NUMBER = re.compile(r"[0-9]+")
 
 
 @dataclass
@@ -90,7 +85,7 @@ class SeriesPlan:
     single_file: bool
     ignored: int = 0
     warnings: list[str] = field(default_factory=list)
-    volumes: "SeriesVolumes | None" = None
+    volumes: SeriesVolumes | None = None
     volume: int | None = None
 
     @property
@@ -230,44 +225,6 @@ def _describe(groups: list[list[DicomHeader]]) -> str:
         example = f", e.g. {hs[0].name!r}" if examples else ""
         parts.append(f"{label} ({hs[0].modality}, {len(hs)} file(s), {n} image(s){example})")
     return "; ".join(parts)
-
-
-def parse_series_choice(series: int | str | os.PathLike[str]) -> tuple[str, int | str]:
-    """Tell what a ``series=`` argument names.
-
-    Parameters
-    ----------
-    series : int, str or os.PathLike
-        An int or a string of digits is a SeriesNumber; a string of digits and
-        dots (with at least one dot) is a SeriesInstanceUID; any other string
-        or path is a file of the wanted series.
-
-    Returns
-    -------
-    (kind, value)
-        ``("number", int)``, ``("uid", str)`` or ``("file", str)``.
-
-    Raises
-    ------
-    TypeError
-        Any other type (``bool`` and ``float`` included).
-    """
-    if isinstance(series, bool):
-        raise TypeError("series= must be a SeriesNumber (int), a SeriesInstanceUID or a file path, not bool")
-    if isinstance(series, numbers.Integral):
-        return "number", int(series)
-    if isinstance(series, os.PathLike):
-        return "file", os.fspath(series)
-    if isinstance(series, str):
-        text = series.strip()
-        if _NUMBER.fullmatch(text):
-            return "number", int(text)
-        if _UID.fullmatch(text):
-            return "uid", text
-        return "file", series
-    raise TypeError(
-        f"series= must be a SeriesNumber (int), a SeriesInstanceUID or a file path, not {type(series).__name__}"
-    )
 
 
 def series_given_for_a_file(name: str) -> UnsupportedDataError:

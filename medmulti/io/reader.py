@@ -4,22 +4,19 @@ from __future__ import annotations
 
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..errors import CorruptFileError, MissingFileError, UnsupportedDataError
 from ..image import Image
 from .detect import FileFormat, detect_format
 from .dicom_file import read_dicom_file
 from .dicom_header import read_header
-from .dicom_series import parse_series_choice, series_given_for_a_file, read_dicom_series
+from .dicom_series import read_dicom_series, series_given_for_a_file
 from .error_ladder import source_errors
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .source import SourceRef
 from .limits import DEFAULT_LIMITS, Limits
 from .nifti import read_nifti
-from .safe_files import check_regular
 from .quiet import quiet_pydicom
+from .safe_files import check_regular
+from .source_ref import SourceRef, parse_series_choice
 from .volume_choice import check_volume_argument
 
 __all__ = ["read_image", "resolve_format"]
@@ -163,8 +160,6 @@ def read_image(
     >>> read_image(folder, series="CR1/6154").modality
     'CR'
     """
-    from .source import SourceRef  # source imports this module
-
     if isinstance(path, SourceRef):  # a manifest row's source: its own series / volume choice
         for arg, given, own in (("series", series, path.series), ("volume", volume, path.volume)):
             if given is not None and own is not None and given != own:

@@ -24,17 +24,19 @@ import numpy as np
 
 from ..errors import CorruptFileError, UnsupportedDataError
 from ..image import affine_from_itk
+from .assembly import check_orientation
 from .detect import FileFormat
 from .dicom_enhanced import enhanced_geometry
 from .dicom_file import is_projection, single_slice_spacing
 from .dicom_header import DicomHeader, read_header
-from .dicom_series import parse_series_choice, series_given_for_a_file, plan_series
+from .dicom_series import plan_series, series_given_for_a_file
 from .error_ladder import source_errors
 from .limits import DEFAULT_LIMITS, Limits
 from .nifti import _checked_affine, _itk_geometry, _Stream, read_nifti_header
+from .quiet import quiet_pydicom
 from .reader import read_image, resolve_format
 from .safe_files import open_regular
-from .quiet import quiet_pydicom
+from .source_ref import SourceRef, parse_series_choice
 from .volume_choice import check_volume_argument, no_volume_choice
 
 __all__ = ["SourceInfo", "SourceRef", "inspect_source", "digest", "identity_key"]
@@ -43,142 +45,6 @@ DIGEST_HEX = 16
 #: Most bytes of stored pixel data (DICOM) or of the file (NIfTI) the fast-mode
 #: ``"pixels_probe"`` digest reads, taken from the middle.
 PROBE_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class SourceRef:
-    """An image source with its selection: which series of a folder, which volume of a 4D file.
-
-    Accepted wherever a source path is (:func:`inspect_source`,
-    :func:`medmulti.preprocess_study`, the preprocessing cache keys); a plain path
-    still means "the folder's only series" / "the file's only volume". Manifest
-    rows hold one for the modalities whose ``<modality>_series`` or
-    ``<modality>_volume`` cell is filled (:attr:`medmulti.manifest.ManifestRow.sources`).
-
-    Parameters
-    ----------
-    path : str or PathLike
-        A DICOM file, a DICOM series folder or a NIfTI file.
-    series : int, str or PathLike, optional
-        As ``series=`` of :func:`~medmulti.io.read_image`: a SeriesNumber (int,
-        or a string of digits), a SeriesInstanceUID (a string of digits and
-        dots) or the path of one file of the series (a :class:`~pathlib.Path`
-        is always taken as a file; a relative one is taken relative to ``path``).
-    volume : int, optional
-        0-based volume of a 4D NIfTI file, a multi-volume enhanced DICOM file or
-        a DICOM series holding several volumes (repeated slice positions), as
-        ``volume=`` of :func:`~medmulti.io.read_image`.
-    root : str or PathLike, optional
-        For a folder: the folder symlinks inside it may point into, as ``root=``
-        of :func:`~medmulti.io.read_image` (default: the folder itself).
-
-    Raises
-    ------
-    TypeError
-        ``series`` or ``volume`` of the wrong type (e.g. a float).
-
-    Notes
-    -----
-    ``os.fspath(ref)`` and ``str(ref)`` give :attr:`path`, so code that only needs
-    the location (error messages, ``Path(ref)``) keeps working; readers must use
-    :meth:`read_kwargs` to honour the selection. ``repr`` does not show a
-    SeriesInstanceUID.
-
-    Examples
-    --------
-    >>> ref = SourceRef("study/ct", series=3)
-    >>> ref.read_kwargs(), str(ref)
-    ({'series': 3}, 'study/ct')
-    >>> SourceRef.coerce("scan.nii.gz") == SourceRef("scan.nii.gz")
-    True
-    """
-
-    path: Path
-    series: int | str | Path | None = None
-    volume: int | None = None
-    root: Path | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "path", Path(self.path))
-        if self.root is not None:
-            object.__setattr__(self, "root", Path(self.root))
-        if self.series is not None:
-            kind, value = parse_series_choice(self.series)  # TypeError for a wrong type
-            if isinstance(self.series, PathLike):
-                object.__setattr__(self, "series", Path(self.series))
-            elif kind != "file":  # one spelling per choice: "5", " 5" and 5 are SeriesNumber 5
-                object.__setattr__(self, "series", value)
-        check_volume_argument(self.volume)
-        if self.volume is not None:
-            object.__setattr__(self, "volume", int(self.volume))
-
-    def __fspath__(self) -> str:
-        return str(self.path)
-
-    def __str__(self) -> str:
-        return str(self.path)
-
-    def __repr__(self) -> str:  # a SeriesInstanceUID is not repeated, not even in a repr
-        series = self.series
-        if isinstance(series, str) and parse_series_choice(series)[0] == "uid":
-            shown = "<a SeriesInstanceUID>"
-        else:
-            shown = repr(series)
-        extra = "" if self.root is None else f", root={str(self.root)!r}"
-        return f"SourceRef({str(self.path)!r}, series={shown}, volume={self.volume!r}{extra})"
-
-    @property
-    def selects(self) -> bool:
-        """True when a series or a volume is chosen."""
-        return self.series is not None or self.volume is not None
-
-    def read_kwargs(self) -> dict[str, Any]:
-        """Return the ``series=``/``volume=`` keyword arguments of the readers (only those given).
-
-        Returns
-        -------
-        dict
-            ``{"series": ..., "volume": ..., "root": ...}`` without the ``None`` entries.
-        """
-        out: dict[str, Any] = {}
-        if self.series is not None:
-            out["series"] = self.series
-        if self.volume is not None:
-            out["volume"] = self.volume
-        if self.root is not None:
-            out["root"] = self.root
-        return out
-
-    def resolve(self, series: Any = None, volume: int | None = None) -> tuple[Path, Any, int | None]:
-        """Return the reader arguments ``(path, series, volume)``; those given win over this ref's own.
-
-        Parameters
-        ----------
-        series : int, str or PathLike, optional
-            An explicit ``series=`` (``None``: this ref's).
-        volume : int, optional
-            An explicit ``volume=`` (``None``: this ref's).
-
-        Returns
-        -------
-        (pathlib.Path, series, volume)
-        """
-        return (self.path, self.series if series is None else series,
-                self.volume if volume is None else volume)
-
-    @classmethod
-    def coerce(cls, source: "str | PathLike[str] | SourceRef") -> "SourceRef":
-        """Return ``source`` as a :class:`SourceRef` (a plain path selects nothing).
-
-        Parameters
-        ----------
-        source : str, PathLike or SourceRef
-
-        Returns
-        -------
-        SourceRef
-        """
-        return source if isinstance(source, SourceRef) else cls(Path(source))
 
 
 def digest(*values: Any) -> str | None:
@@ -368,8 +234,6 @@ def _inspect_dicom_file(h: DicomHeader, name: str, limits: Limits, volume: int |
         if h.frames != 1:
             raise UnsupportedDataError("multi-frame objects without functional groups are not supported", path=name, keyword="NumberOfFrames")
         no_volume_choice(volume, "a single-frame DICOM file", name)
-        from .assembly import check_orientation
-
         ipp, iop, ps = h.position(), h.orientation(), h.pixel_spacing()
         for value, kw in ((ipp, "ImagePositionPatient"), (iop, "ImageOrientationPatient"), (ps, "PixelSpacing")):
             if value is None:

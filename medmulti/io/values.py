@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import CorruptFileError
+
 __all__ = [
     "rescale_of",
     "apply_rescale_into",
@@ -77,8 +79,6 @@ def apply_rescale_into(stored: np.ndarray, out: np.ndarray, slope: float, interc
         else float(np.max(np.abs(stored), initial=0.0))
     bound = abs(float(slope)) * maxabs + abs(float(intercept))
     if not np.isfinite(bound) or bound > float(np.finfo(np.float32).max):
-        from ..errors import CorruptFileError
-
         raise CorruptFileError("RescaleSlope/RescaleIntercept map stored values beyond the float32 range",
                                keyword="RescaleIntercept")
     if slope == 1.0:

@@ -30,8 +30,11 @@ from ..errors import (
     UnsafePathError,
     UnsupportedDataError,
 )
+from ..intensity import foreground_mask
+from ..io import inspect_source, read_image
 from ..io.safe_files import check_regular, list_files, open_regular
-from ..io.source import SourceRef
+from ..io.source import identity_key
+from ..io.source_ref import SourceRef
 from ..spec import KIND_MODALITIES, StudySpec
 from .report import Problem
 from .schema import SERIES_SUFFIX, SPLITS, VOLUME_SUFFIX, ManifestRow, canonical_key, check_fields
@@ -127,7 +130,10 @@ class RowCheck:
     n_files : int
         Files inspected.
     thumbnail : str or None
-        Base64 PNG of the first readable modality, when asked for.
+        Base64 PNG of the first readable modality's middle slice, when asked for
+        (at least ``THUMBNAIL_MIN_PX`` pixels on its short side).
+    thumbnail_modality : str or None
+        The modality name the thumbnail shows.
     """
 
     row: ManifestRow
@@ -136,6 +142,7 @@ class RowCheck:
     identity: dict[str, dict[str, str | None]] = field(default_factory=dict)
     n_files: int = 0
     thumbnail: str | None = None
+    thumbnail_modality: str | None = None
 
 
 def sha256_of(path: str | PathLike[str]) -> str:
@@ -191,9 +198,7 @@ def sha256_of(path: str | PathLike[str]) -> str:
 
 
 def _short(value: Any) -> str:
-    from ..io.source import identity_key  # the same keys inspect_source collects
-
-    return identity_key(value)
+    return identity_key(value)  # the same keys inspect_source collects
 
 
 def _identity_scan(files: Sequence[Path]) -> tuple[set[str], set[str]]:
@@ -231,8 +236,6 @@ def _folder_files(folder: Path) -> list[Path]:
 
 
 def _inspect(source: Path | SourceRef, deep: bool):
-    from ..io import inspect_source
-
     return inspect_source(source, deep=deep)
 
 
@@ -309,10 +312,25 @@ def _mixed_identity(row: ManifestRow, name: str) -> Problem:
                    "remove the files of the other patient/study from this folder")
 
 
-def _thumbnail(source: Path | SourceRef) -> str | None:
+#: Shortest side of a validation thumbnail, pixels: smaller images are enlarged (nearest neighbour).
+THUMBNAIL_MIN_PX = 128
+#: Longest side of a validation thumbnail, pixels: larger images are subsampled first.
+THUMBNAIL_MAX_PX = 384
+
+
+def _enlarge(a, min_px: int = THUMBNAIL_MIN_PX, max_px: int = THUMBNAIL_MAX_PX):
+    """Subsample ``a`` (2D) to at most ``max_px`` a side, then repeat pixels until its short side reaches ``min_px``."""
     import numpy as np
 
-    from ..io import read_image
+    step = max(1, int(np.ceil(max(a.shape) / max_px)))
+    a = a[::step, ::step]
+    k = max(1, min(int(np.ceil(min_px / max(1, min(a.shape)))), max_px // max(1, max(a.shape))))
+    return np.repeat(np.repeat(a, k, axis=0), k, axis=1)
+
+
+def _thumbnail(source: Path | SourceRef) -> str | None:
+    """Base64 PNG of the middle slice (CT in a soft-tissue window), at least ``THUMBNAIL_MIN_PX`` a side."""
+    import numpy as np
 
     ref = SourceRef.coerce(source)
     try:
@@ -322,13 +340,12 @@ def _thumbnail(source: Path | SourceRef) -> str | None:
     a = np.asarray(img.array, np.float32)
     if a.ndim == 3:
         a = a[a.shape[0] // 2]
-    step = max(1, int(np.ceil(max(a.shape) / 96)))
-    a = a[::step, ::step]
     if str(img.modality).upper() == "CT":
         lo, hi = -160.0, 240.0  # soft-tissue window (centre 40, width 400 HU)
-    else:
-        lo, hi = (float(v) for v in np.percentile(a, [1, 99]))
-    a = np.clip((a - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+    else:  # from the slice's 1st percentile (background) to the body's 99th (not the noise's)
+        body = a[foreground_mask(a)]
+        lo, hi = float(np.percentile(a, 1)), float(np.percentile(body if body.size else a, 99))
+    a = _enlarge(np.clip((a - lo) / (hi - lo if hi > lo else 1.0), 0, 1))
     from matplotlib import image as mpimg
 
     buf = io.BytesIO()
@@ -350,7 +367,8 @@ def check_row(row: ManifestRow, spec: StudySpec, *, deep: bool = False, thumbnai
         Also decode every pixel (slower). The fast mode reads headers and checks
         file sizes against the declared pixel data, which catches truncated files.
     thumbnail : bool
-        Also render a small PNG of the first readable modality (for HTML reports).
+        Also render a PNG of the first readable modality (for HTML reports),
+        enlarged (nearest neighbour) to at least ``THUMBNAIL_MIN_PX`` a side.
 
     Returns
     -------
@@ -452,6 +470,7 @@ def check_row(row: ManifestRow, spec: StudySpec, *, deep: bool = False, thumbnai
             if m.name in out.sources and not bad:
                 out.thumbnail = _thumbnail(row.sources[m.name])  # type: ignore[arg-type]
                 if out.thumbnail:
+                    out.thumbnail_modality = m.name
                     break
     return out
 

@@ -24,7 +24,7 @@ from urllib.parse import unquote
 
 from ..errors import ManifestError, MissingFileError, UnsafePathError
 from ..io.safe_files import SymlinkEscape, is_within, resolve_within
-from ..io.source import SourceRef
+from ..io.source_ref import SourceRef
 from ..spec import StudySpec
 from .schema import (
     EXTRA_PREFIX,

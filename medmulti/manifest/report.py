@@ -20,16 +20,24 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from ..text import printable
 
-__all__ = ["Problem", "ValidationReport", "SEVERITIES", "PROBLEM_KEYS"]
+__all__ = ["Problem", "ValidationReport", "SEVERITIES", "PROBLEM_KEYS", "UNREADABLE_CHECKS"]
+
+#: Side of a "not readable" tile in the HTML report, pixels (as large as the smallest thumbnail).
+_TILE_PX = 128
 
 SEVERITIES = ("error", "warning")
 
 #: Keys of every JSON problem record, in this order. Stable: other tools read them.
 PROBLEM_KEYS = ("patient_id", "modality", "path", "check", "severity", "message", "hint")
+
+#: Checks meaning an input could not be read at all: the HTML report shows a
+#: "not readable: <check>" tile for it beside the patient's thumbnail.
+UNREADABLE_CHECKS = ("missing_modality", "missing_file", "corrupt_file", "series_geometry", "unsupported_data",
+                     "resource_limit", "unsafe_path", "read_error")
 
 
 @dataclass(frozen=True)
@@ -127,7 +135,10 @@ class ValidationReport:
     manifest_path : str, optional
         The manifest validated (for report titles).
     thumbnails : dict, optional
-        Patient key -> PNG bytes (base64 text) for the HTML report.
+        Patient key -> PNG bytes (base64 text) for the HTML report; ``None``
+        (the default) when no thumbnails were asked for.
+    thumbnail_modalities : dict, optional
+        Patient key -> the modality name its thumbnail shows (its label).
     seconds : float
         Wall time of the validation.
     """
@@ -136,7 +147,8 @@ class ValidationReport:
     patients: list[str] = field(default_factory=list)
     n_files: int = 0
     manifest_path: str | None = None
-    thumbnails: dict[str, str] = field(default_factory=dict)
+    thumbnails: dict[str, str] | None = None
+    thumbnail_modalities: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
     def __post_init__(self) -> None:
@@ -250,7 +262,10 @@ class ValidationReport:
             "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}"
             ".error{background:#fdd}.warning{background:#ffd}"
-            ".thumbs div{display:inline-block;margin:4px;text-align:center;font-size:small}</style>",
+            ".thumbs div{display:inline-block;margin:4px;text-align:center;font-size:small;vertical-align:top}"
+            ".thumbs img{image-rendering:pixelated}"
+            f".unreadable{{display:flex;align-items:center;justify-content:center;width:{_TILE_PX}px;"
+            f"height:{_TILE_PX}px;border:2px dashed #c00;background:#fdd;color:#900;font-weight:bold}}</style>",
             "</head><body>",
             f"<h1>{esc(title)}</h1>",
             f"<pre>{html.escape(self.summary())}</pre>",  # lines built from escaped fields
@@ -262,18 +277,33 @@ class ValidationReport:
                          + "".join(f"<td>{esc('' if rec[k] is None else str(rec[k]))}</td>" for k in PROBLEM_KEYS)
                          + "</tr>")
         parts.append("</table>")
-        if self.thumbnails:
-            bad = set(self.patients_with_errors())
-            parts.append("<h2>Patients</h2><div class='thumbs'>")
-            for pid in sorted(self.thumbnails):
-                cls = "error" if pid in bad else ""
-                parts.append(f"<div class='{cls}'><img alt='{esc(pid)}' "
-                             f"src='data:image/png;base64,{self.thumbnails[pid]}'><br>{esc(pid)}</div>")
-            parts.append("</div>")
+        if self.thumbnails is not None:
+            parts.extend(self._tiles(esc))
         parts.append("</body></html>\n")
         p = Path(path)
         _atomic_write(p, "\n".join(parts))
         return p
+
+    def _tiles(self, esc: Callable[[object], str]) -> list[str]:
+        """The Patients section: a labelled thumbnail per patient, a tile per unreadable input."""
+        bad = set(self.patients_with_errors())
+        unreadable: dict[str, dict[str, str]] = {}
+        for p in self.errors:
+            if p.check in UNREADABLE_CHECKS and p.patient_id is not None and p.modality is not None:
+                unreadable.setdefault(p.patient_id, {}).setdefault(p.modality, p.check)
+        thumbs = self.thumbnails or {}
+        parts = ["<h2>Patients</h2><div class='thumbs'>"]
+        for pid in sorted(set(thumbs) | set(unreadable)):
+            cls = "error" if pid in bad else ""
+            if pid in thumbs:
+                label = " · ".join(str(v) for v in (pid, self.thumbnail_modalities.get(pid)) if v is not None)
+                parts.append(f"<div class='{cls}'><img alt='{esc(label)}' "
+                             f"src='data:image/png;base64,{thumbs[pid]}'><br>{esc(label)}</div>")
+            for modality, check in sorted(unreadable.get(pid, {}).items()):
+                parts.append(f"<div class='{cls}'><div class='unreadable'>not readable: {esc(check)}</div>"
+                             f"{esc(pid)} · {esc(modality)}</div>")
+        parts.append("</div>")
+        return parts
 
     @classmethod
     def from_records(cls, records: Iterable[Mapping[str, Any]], **kwargs: Any) -> "ValidationReport":

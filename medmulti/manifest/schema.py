@@ -44,7 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ..io.source import SourceRef
+from ..errors import ManifestError
+from ..io.source_ref import SeriesChoice, SourceRef, parse_series_choice
 from ..spec import StudySpec
 from .report import Problem
 
@@ -132,7 +133,7 @@ def _changed_characters(text: str) -> list[str]:
     return out[:5]
 
 
-def parse_series_cell(cell: str) -> tuple[str, int | str]:
+def parse_series_cell(cell: str) -> SeriesChoice:
     """Tell what a ``<modality>_series`` cell names (pure; nothing is read).
 
     Parameters
@@ -142,15 +143,13 @@ def parse_series_cell(cell: str) -> tuple[str, int | str]:
 
     Returns
     -------
-    (kind, value)
-        ``("number", int)`` for digits only (a SeriesNumber), ``("uid", str)``
+    SeriesChoice
+        ``(kind, value)``: ``("number", int)`` for digits only (a SeriesNumber), ``("uid", str)``
         for digits and dots (a SeriesInstanceUID), else ``("file", str)``: the
         path of one file of the series, relative to the modality's folder. As
         :func:`medmulti.io.read_image` reads ``series=``.
     """
-    from ..io.dicom_series import parse_series_choice  # the readers' own rule (imported when used)
-
-    return parse_series_choice(cell)
+    return parse_series_choice(cell)  # the readers' own rule
 
 
 def parse_volume_cell(cell: str) -> int | None:
@@ -286,8 +285,6 @@ class Manifest:
         ManifestError
             If ``name`` is not a valid split.
         """
-        from ..errors import ManifestError
-
         if name not in SPLITS:
             raise ManifestError(f"split must be one of {list(SPLITS)}, got {name!r}", path=self.path)
         return [r for r in self.rows if r.split == name]

@@ -70,8 +70,9 @@ def validate_manifest(
     progress : bool
         Show a tqdm progress bar.
     thumbnails : bool
-        Render a thumbnail per patient (for :meth:`ValidationReport.to_html`);
-        reads the pixels of one modality per patient.
+        Render a thumbnail per patient (for :meth:`ValidationReport.to_html`,
+        labelled with its modality, beside a "not readable" tile per input that
+        could not be read); reads the pixels of one modality per patient.
 
     Returns
     -------
@@ -109,7 +110,8 @@ def validate_manifest(
         patients=list(dict.fromkeys(r.key for r in manifest.rows)),
         n_files=sum(r.n_files for r in results),
         manifest_path=str(Path(manifest_path)),
-        thumbnails={r.row.key: r.thumbnail for r in results if r.thumbnail},
+        thumbnails={r.row.key: r.thumbnail for r in results if r.thumbnail} if thumbnails else None,
+        thumbnail_modalities={r.row.key: r.thumbnail_modality for r in results if r.thumbnail_modality},
         seconds=time.perf_counter() - t0,
     )
     log.info("validated %d rows (%d files) in %.2f s: %d errors, %d warnings", len(manifest.rows), report.n_files,

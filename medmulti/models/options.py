@@ -7,8 +7,9 @@ the fields of the given record (or of the defaults). The defaults live here only
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 __all__ = ["ModelOptions", "with_overrides"]
 

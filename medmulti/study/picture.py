@@ -29,8 +29,11 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..errors import MedmultiError, SpecError
+from ..geometry import Grid, resample_to
 from ..image import Image
+from ..intensity import foreground_mask
 from ..intensity.windows import CT_WINDOWS, resolve_window
+from ..io import inspect_source
 from .preprocess import Preprocessed, Source, preprocess_study
 from ..spec import StudySpec
 from ..text import printable
@@ -81,22 +84,23 @@ def _window_label(p: Preprocessed, channel: int) -> str:
     if channel >= len(wins):
         return f"channel {channel}"
     center, width = wins[channel]
-    names = [k.replace("_", " ") for k, v in CT_WINDOWS.items() if v == (center, width)]
-    named = f" {names[0]}" if names else ""
-    role = " (display)" if channel == p.meta.get("display_channel") and p.meta.get("display_only") else ""
-    return f"window{named} C{center:g} W{width:g} HU{role}"
+    names = [k.replace("_", " ") + " " for k, v in CT_WINDOWS.items() if v == (center, width)]
+    if channel == p.meta.get("display_channel") and p.meta.get("display_only"):
+        role = ", display only"
+    else:
+        role = f" (spec window {channel + 1})"
+    return f"{names[0] if names else ''}window C{center:g} W{width:g} HU{role}"
 
 
 def _display(p: Preprocessed) -> tuple[np.ndarray, str]:
-    """The volume to show scaled to [0, 1], and what it shows (the CT window)."""
+    """The volume to show scaled to [0, 1], and how (the CT window, the MR's display range)."""
     if p.meta.get("kind") == "ct":
         channel = _ct_channel(p)
         return np.clip(p.array[..., channel], 0, 1), _window_label(p, channel)
     a = p.array[..., 0]
-    if a.min() >= 0.0 and a.max() <= 1.0:
-        return a, ""
-    lo, hi = np.percentile(a, [1, 99])  # z-scores: their 1st/99th percentiles
-    return np.clip((a - lo) / (hi - lo if hi > lo else 1.0), 0, 1), "1st-99th percentile"
+    body = a[foreground_mask(a)]
+    lo, hi = np.percentile(body if body.size else a, [1, 99])
+    return np.clip((a - lo) / (hi - lo if hi > lo else 1.0), 0, 1), "1st-99th percentile of the foreground"
 
 
 def _views(vol: np.ndarray, center: tuple[int, int, int]):
@@ -114,8 +118,6 @@ def _on_grid(values: Preprocessed, target: Preprocessed, array: np.ndarray) -> n
     """``array`` (on ``values``' grid) resampled onto the target's grid when the grids differ."""
     if array.shape[:3] == target.array.shape[:3] and np.allclose(values.affine, target.affine, atol=1e-6):
         return array
-    from ..geometry import Grid, resample_to
-
     return resample_to(Image(np.asarray(array, np.float32), values.affine, values.spacing, "MR"),
                        Grid(target.array.shape[:3], target.affine), fill_value=float(array.min())).array
 
@@ -213,8 +215,6 @@ def plot_preprocessed(
         shown[name] = _display(p)
         mask = None
         if outline is not None and outline in vols and outline != name:
-            from ..intensity import foreground_mask
-
             mask = foreground_mask(_on_grid(vols[outline], p, vols[outline].array[..., 0])).astype(np.float32)
         head = [f"{name} ({p.meta.get('kind', '?')})", _coverage_note(fov.get(name))]
         _volume_row(fig, grid, r, p, shown[name][0], point, head, shown[name][1], mask, fov.get(name))
@@ -229,11 +229,11 @@ def plot_preprocessed(
         _plain(ax, [f"{name} ({p.meta.get('kind', '?')})"])
     notes = []
     if outline is not None and outline in vols and len(vols) > 1:
-        notes.append((f"outline: {outline} foreground (Otsu)", _OUTLINE_COLOR))
+        notes.append(f"red outline: {outline} foreground (Otsu)")
     if any(not m.all() for m in fov.values()):
-        notes.append(("shaded: outside the modality's field of view", _OUTSIDE_FOV_RGBA[:3]))
-    for i, (text, color) in enumerate(notes):
-        fig.text(0.01 + 0.5 * i, 0.005, printable(text), color=color, fontsize=8, **_LITERAL)
+        notes.append("shaded blue: outside the modality's field of view")
+    if notes:
+        fig.supxlabel(printable("   ".join(notes)), fontsize=8, **_LITERAL)
     if title:
         fig.suptitle(printable(title), fontsize=11, **_LITERAL)
     return fig
@@ -243,7 +243,8 @@ def _volume_row(fig: "Figure", grid, r: int, p: Preprocessed, vol: np.ndarray, p
                 mask: np.ndarray | None, fov: np.ndarray | None, fused: np.ndarray | None = None) -> None:
     """One row of three orthogonal views through ``point`` (world, LPS mm)."""
     idx = np.linalg.solve(p.affine, point)[:3] if point is not None else (np.asarray(vol.shape) - 1) / 2
-    center = tuple(int(np.clip(np.rint(i), 0, n - 1)) for i, n in zip(idx, vol.shape))
+    z, y, x = (int(np.clip(np.rint(i), 0, n - 1)) for i, n in zip(idx, vol.shape))
+    center = (z, y, x)
     layers = [_views(a, center) if a is not None else [None] * 3 for a in (fused, mask, fov)]
     for c, ((view, img, origin), pixel_mm, mr, m, inside) in enumerate(
             zip(_views(vol, center), _view_spacings(p.spacing), *layers)):
@@ -284,12 +285,10 @@ def _with_display_window(spec: StudySpec, window: Any) -> tuple[StudySpec, dict[
     return StudySpec.from_dict(data), added
 
 
-def _source_geometry(source: Source, modality: str) -> tuple[np.ndarray, tuple[int, ...]] | None:
+def _source_geometry(source: Source, modality: str | None) -> tuple[np.ndarray | None, tuple[int, ...]] | None:
     """Affine and 3D shape of a source from its headers (an Image: its own)."""
     if isinstance(source, Image):
         return (None if source.affine is None else np.asarray(source.affine)), tuple(source.shape[:3])
-    from ..io import inspect_source
-
     try:
         info = inspect_source(source, modality=modality)  # type: ignore[arg-type]
     except MedmultiError:  # preprocess_study read it already; a header oddity only loses the shading
@@ -378,7 +377,7 @@ def render_study(
         if p.affine is not None and sources.get(name) is not None:
             geometry = _source_geometry(sources[name], str(p.meta.get("modality") or "") or None)
             if geometry is not None and geometry[0] is not None:
-                fov[name] = _field_of_view(p, *geometry)
+                fov[name] = _field_of_view(p, geometry[0], geometry[1])
     fig = plot_preprocessed(results, title=patient_id, fov=fov)
     if out is not None:
         fig.savefig(out, dpi=dpi, format="png")

@@ -37,7 +37,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from os import PathLike
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Union
 
 import numpy as np
@@ -57,7 +56,8 @@ from ..geometry import (
 )
 from ..image import Image
 from ..intensity import correct_bias_n4, foreground_mask, normalize_mr, normalize_xray, voi_from_meta, window_channels
-from ..io.source import SourceRef
+from ..io import inspect_source, read_image
+from ..io.source_ref import SourceRef
 from ..spec import ModalitySpec, StudySpec
 
 __all__ = ["Preprocessed", "preprocess_study", "reference_grid"]
@@ -115,11 +115,6 @@ def _load(name: str, source: Source, mspec: ModalitySpec, patient_id: str | None
     if isinstance(source, Image):
         img = source
     else:
-        try:
-            from ..io import read_image
-        except ImportError:  # pragma: no cover - the readers ship with medmulti
-            raise UnsupportedDataError("medmulti.io.read_image is not available to read paths; pass Image objects",
-                                       modality=name, patient_id=patient_id) from None
         ref = SourceRef.coerce(source)
         try:
             img = read_image(ref.path, modality=_READER_MODALITY[mspec.kind], **ref.read_kwargs())
@@ -145,10 +140,8 @@ def _frame_digest(img: Image, source: Source) -> str | None:
     digest = img.meta.get("frame_of_reference")
     if digest is None and source is not None and not isinstance(source, Image):
         try:
-            from ..io import inspect_source
-
             digest = inspect_source(source).digests.get("frame_of_reference")
-        except (ImportError, AttributeError, MedmultiError):
+        except (AttributeError, MedmultiError):
             digest = None
     return digest
 

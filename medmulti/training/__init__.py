@@ -14,11 +14,14 @@ folder::
       confusion_roc.png  confusion matrix and ROC on the test split
       run_card.json      spec, manifest sha256, versions, seed, options, data counts per split
 
+:func:`train` takes three option records (:class:`~medmulti.models.ModelOptions`,
+:class:`FitOptions`, :class:`DataOptions`) or any of their fields as keywords.
 :func:`evaluate` re-scores a run on a split; :func:`predict` writes a CSV of
 ``patient_id`` and one probability per class. Nothing here reads or writes a header
 value: patients are named by their manifest key only.
 
-The package: :mod:`~medmulti.training.fit` (train), :mod:`~medmulti.training.apply`
+The package: :mod:`~medmulti.training.fit` (train), :mod:`~medmulti.training.options`
+(its option records), :mod:`~medmulti.training.apply`
 (evaluate, predict), :mod:`~medmulti.training.run_folder` (the card, the model file, failed
 runs) and :mod:`~medmulti.training.batches` (what they share).
 """
@@ -26,7 +29,9 @@ runs) and :mod:`~medmulti.training.batches` (what they share).
 from __future__ import annotations
 
 from .apply import evaluate, predict
-from .fit import MONITORS, TrainResult, train
+from .fit import TrainResult, train
+from .options import MONITORS, DataOptions, FitOptions
 from .run_folder import MODEL_FILE, RUN_CARD
 
-__all__ = ["TrainResult", "train", "evaluate", "predict", "MONITORS", "MODEL_FILE", "RUN_CARD"]
+__all__ = ["TrainResult", "train", "FitOptions", "DataOptions", "evaluate", "predict", "MONITORS", "MODEL_FILE",
+           "RUN_CARD"]

@@ -10,6 +10,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import ManifestError, RunFolderError
+from ..models.metrics import classification_metrics
+from ..models.plots import plot_confusion_roc
 from ..spec import StudySpec
 from .batches import make_sequence, open_manifest, predict_sequence, write_predictions
 from .run_folder import (
@@ -105,9 +107,6 @@ def evaluate(
     MedmultiError
         Data problems, typed.
     """
-    from ..models.metrics import classification_metrics
-    from ..models.plots import plot_confusion_roc
-
     run, card, spec, model = open_run(run_dir)
     options = policies(card, on_missing, on_corrupt)
     man = run_manifest(run, card, manifest, spec, data_root, options)

@@ -13,7 +13,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..data.sequence import PatientSequence
+from ..manifest import Manifest, load_manifest
 from ..spec import StudySpec, present_input_name
+from ..text import csv_safe
 
 __all__ = ["load_spec", "open_manifest", "make_sequence", "keys_for", "select_inputs", "predict_sequence", "write_predictions"]
 
@@ -28,8 +31,6 @@ def open_manifest(manifest: Any, spec: StudySpec, data_root: Any = None,
     """Load a manifest: strictly under the "error" policies; leniently when a policy may skip
     or zero a patient, so that a row's problems (an unsafe path among them: never opened)
     reach the sequence's policies instead of stopping the load."""
-    from ..manifest import Manifest, load_manifest
-
     if isinstance(manifest, Manifest):
         return manifest
     options = options or {}
@@ -39,8 +40,6 @@ def open_manifest(manifest: Any, spec: StudySpec, data_root: Any = None,
 
 def make_sequence(manifest: Any, spec: StudySpec, split: str, *, options: Mapping[str, Any], train: bool = False,
                    batch_size: int, seed: int, cache_dir: Any, progress: bool) -> Any:
-    from ..data.sequence import PatientSequence
-
     return PatientSequence(
         manifest, spec, split, batch_size=batch_size, shuffle=train, seed=seed,
         augment=bool(options.get("augment", False)) and train,
@@ -80,8 +79,6 @@ def write_predictions(path: Path, ids: Sequence[str], probs: np.ndarray, classes
     through :func:`~medmulti.text.csv_safe`, so a spreadsheet shows ``=1+2`` as text
     (``'=1+2``). Probabilities are numbers we format and stay numeric.
     """
-    from ..text import csv_safe
-
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:

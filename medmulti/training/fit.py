@@ -13,8 +13,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..data.cache_fill import preprocess_manifest
 from ..errors import ManifestError, MedmultiError, RunFolderError, SpecError
-from ..models.options import ModelOptions
+from ..models import ModelOptions, build_fusion_model
+from ..models.metrics import classification_metrics
+from ..models.plots import plot_confusion_roc, plot_history
+from ..models.saving import load_fusion_model, save_model_atomic
 from ..spec import StudySpec
 from .batches import (
     keys_for,
@@ -138,8 +142,6 @@ def _fill_cache(man: Any, spec: StudySpec, seqs: Mapping[str, Any], progress: bo
     cores (a cold epoch would preprocess inside the batches, in threads)."""
     import dataclasses
 
-    from ..data.cache_fill import preprocess_manifest
-
     served = {pid for seq in seqs.values() for pid in seq.patient_ids}
     rows = [r for r in man.rows if r.key in served]
     workers = None if len(rows) >= PARALLEL_FILL_MIN else 1
@@ -206,8 +208,6 @@ class _ValAUC:
 
         class ValAUC(keras.callbacks.Callback):
             def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-                from ..models.metrics import classification_metrics
-
                 _, y, p = predict_sequence(self.model, seq, keys)
                 m = classification_metrics(y, p, spec.labels.classes, multi_label=spec.labels.multi_label)
                 if logs is not None:
@@ -225,8 +225,6 @@ class _BestCheckpoint:
 
     def __new__(cls, path: Path, *, monitor: str, mode: str):
         import keras
-
-        from ..models.saving import save_model_atomic
 
         class BestCheckpoint(keras.callbacks.Callback):
             def __init__(self) -> None:
@@ -340,8 +338,6 @@ def train(
 
 def _auc_defined(seq: Any, spec: StudySpec) -> bool:
     """Whether a split's labels define a ROC AUC (both classes present for some class)."""
-    from ..models.metrics import classification_metrics
-
     labels = np.stack([np.asarray(v) for v in seq.labels])
     k = len(spec.labels.classes)
     if spec.labels.multi_label:
@@ -372,11 +368,6 @@ def _card_options(model_opts: ModelOptions, fit_opts: FitOptions, data_opts: Dat
 def _train_into(run_dir: Path, manifest: Any, spec: StudySpec, *, t0: float, model_opts: ModelOptions,
                 fit_opts: FitOptions, data_opts: DataOptions, progress: bool) -> TrainResult:
     import keras
-
-    from ..models import build_fusion_model
-    from ..models.metrics import classification_metrics
-    from ..models.plots import plot_confusion_roc, plot_history
-    from ..models.saving import load_fusion_model, save_model_atomic
 
     names = _select_names(spec, data_opts.modalities)
     options = data_opts.sequence_options()

@@ -12,13 +12,14 @@ Every field is also a keyword of ``train`` (``train(..., width=4, epochs=2)``);
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from os import PathLike
-from typing import Any, Sequence
+from typing import Any
 
 from ..models.options import ModelOptions, with_overrides
 
-__all__ = ["FitOptions", "DataOptions", "MONITORS", "resolve_train_options"]
+__all__ = ["MONITORS", "DataOptions", "FitOptions", "resolve_train_options"]
 
 #: quantities ``train(monitor=...)`` may watch for checkpointing and early stopping
 MONITORS = ("val_loss", "val_auc", "loss")

@@ -22,7 +22,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .._version import __version__
 from ..errors import MedmultiError, RunFolderError
+from ..models.saving import load_fusion_model
 from ..spec import StudySpec
 
 __all__ = ["MODEL_FILE", "RUN_CARD", "MAX_CARD_BYTES", "open_run", "write_json", "mark_failed", "folder_error", "run_cache", "relative_to_run", "card_path", "sha256_file", "versions"]
@@ -71,8 +73,6 @@ def sha256_file(path: Path) -> str:
 def versions() -> dict[str, str]:
     import keras
     import tensorflow as tf
-
-    from .._version import __version__
 
     return {
         "medmulti": __version__,
@@ -124,8 +124,6 @@ def open_run(run_dir: str | PathLike[str]) -> tuple[Path, dict[str, Any], StudyS
     as data, its paths are resolved against the run folder, and any defect is one
     :class:`~medmulti.errors.RunFolderError` naming the folder.
     """
-    from ..models.saving import load_fusion_model
-
     run = Path(run_dir)
     card_path = run / RUN_CARD
     if not run.is_dir():

@@ -22,7 +22,7 @@ from medmulti.examples import synth
 from medmulti.cli import main
 from medmulti.image import Image
 from medmulti.io import SourceRef
-from medmulti.io.dicom_series import parse_series_choice
+from medmulti.io.source_ref import parse_series_choice
 from medmulti.manifest import check_row, load_manifest, validate_manifest
 from medmulti.manifest.schema import parse_series_cell
 from medmulti.spec import LabelSpec, ModalitySpec, StudySpec
