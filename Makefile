@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.medmulti-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test docs stress bench tutorials cli-docs clean
+.PHONY: demo test lint docs stress bench tutorials cli-docs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,14 @@ demo: $(STAMP)
 	$(VENV)/bin/medmulti demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+# The static checks alone (make test runs them first): ruff over the tree, mypy strict on the public API.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict --site-dir site

@@ -24,7 +24,7 @@ import threading
 import time
 import weakref
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal
 
 __all__ = ["main_is_guarded", "workers_allowed", "WorkerPool", "stop_pools", "exit_on_interrupt"]
 
@@ -148,7 +148,7 @@ def _sigint_ignored() -> Iterator[None]:
             signal.signal(signal.SIGINT, old)
 
 
-def _worker_init(initializer: Callable[..., Any] | None, initargs: tuple) -> None:
+def _worker_init(initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
     """Worker start-up: Ctrl-C is the parent's business, then the pool's own initializer."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if _HAVE_SIGMASK:
@@ -184,18 +184,18 @@ class WorkerPool(ProcessPoolExecutor):
     """
 
     def __init__(self, max_workers: int | None = None, mp_context: Any = None,
-                 initializer: Callable[..., Any] | None = None, initargs: tuple = ()) -> None:
+                 initializer: Callable[..., Any] | None = None, initargs: tuple[Any, ...] = ()) -> None:
         super().__init__(max_workers, mp_context=mp_context, initializer=_worker_init,
                          initargs=(initializer, tuple(initargs)))
         self.stopped = False
         _POOLS.add(self)
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         # workers are started inside submit (all at once for fork, on demand otherwise)
         with _sigint_deferred():
             return super().submit(fn, *args, **kwargs)
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
         if exc_type is not None and not issubclass(exc_type, Exception):
             self.stop()
             return False

@@ -156,7 +156,7 @@ class MedmultiError(Exception):
         finally:
             self.hint = python_hint
 
-    def __reduce__(self):  # keep type, message and context across pickle
+    def __reduce__(self) -> tuple[Any, ...]:  # keep type, message and context across pickle
         return (
             _rebuild,
             (
@@ -174,7 +174,7 @@ class MedmultiError(Exception):
         )
 
 
-def _rebuild(cls: type, message: str, context: dict[str, Any], state: dict[str, Any]):
+def _rebuild(cls: type[MedmultiError], message: str, context: dict[str, Any], state: dict[str, Any]) -> MedmultiError:
     err = cls.__new__(cls)
     MedmultiError.__init__(err, message, **context)
     err.__dict__.update(state)

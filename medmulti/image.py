@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import GeometryError
 
@@ -27,7 +28,7 @@ __all__ = ["Image", "affine_from_itk", "itk_from_affine", "LPS_TO_RAS"]
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def affine_from_itk(origin, spacing, direction) -> np.ndarray:
+def affine_from_itk(origin: ArrayLike, spacing: ArrayLike, direction: ArrayLike) -> np.ndarray:
     """Build the array-order affine from ITK geometry.
 
     Parameters
@@ -146,9 +147,10 @@ class Image:
         if self.affine is None:
             return None
         m = self.affine[:3, :3]
-        return m / np.linalg.norm(m, axis=0)[None, :]
+        out: np.ndarray = m / np.linalg.norm(m, axis=0)[None, :]
+        return out
 
-    def index_to_world(self, index) -> np.ndarray:
+    def index_to_world(self, index: ArrayLike) -> np.ndarray:
         """Map array indices (array axis order, shape ``(..., 3)``) to LPS mm.
 
         Parameters
@@ -169,9 +171,10 @@ class Image:
         if self.affine is None:
             raise GeometryError("this image has no patient-space geometry", modality=self.modality)
         idx = np.asarray(index, dtype=np.float64)
-        return idx @ self.affine[:3, :3].T + self.affine[:3, 3]
+        out: np.ndarray = idx @ self.affine[:3, :3].T + self.affine[:3, 3]
+        return out
 
-    def world_to_index(self, points) -> np.ndarray:
+    def world_to_index(self, points: ArrayLike) -> np.ndarray:
         """Map LPS points (mm, shape ``(..., 3)``) to continuous array indices.
 
         Parameters
@@ -193,11 +196,12 @@ class Image:
             raise GeometryError("this image has no patient-space geometry", modality=self.modality)
         inv = np.linalg.inv(self.affine)
         p = np.asarray(points, dtype=np.float64)
-        return p @ inv[:3, :3].T + inv[:3, 3]
+        out: np.ndarray = p @ inv[:3, :3].T + inv[:3, 3]
+        return out
 
     def copy(self, **changes: Any) -> "Image":
         """Return a copy with some fields replaced (arrays are copied unless replaced)."""
-        fields = {
+        fields: dict[str, Any] = {
             "array": self.array.copy(),
             "affine": None if self.affine is None else self.affine.copy(),
             "spacing": self.spacing,

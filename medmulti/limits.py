@@ -17,6 +17,7 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass
+from os import PathLike
 
 from .errors import ResourceLimitError
 
@@ -50,7 +51,7 @@ class Limits:
     max_files: int = 100_000
     max_depth: int = 32
 
-    def check_voxels(self, n: int, *, path=None, keyword: str | None = None) -> None:
+    def check_voxels(self, n: int, *, path: str | PathLike[str] | None = None, keyword: str | None = None) -> None:
         """Raise :class:`ResourceLimitError` when ``n`` voxels exceed ``max_voxels``.
 
         Parameters
@@ -75,7 +76,7 @@ class Limits:
                 hint="raise medmulti.io.Limits(max_voxels=...) if the image is genuinely this large",
             )
 
-    def check_bytes(self, n: int, *, path=None, keyword: str | None = None) -> None:
+    def check_bytes(self, n: int, *, path: str | PathLike[str] | None = None, keyword: str | None = None) -> None:
         """Raise :class:`ResourceLimitError` when ``n`` bytes exceed ``max_bytes``.
 
         Parameters

@@ -154,7 +154,7 @@ def _number(value: Any, key: str, where: str, *, integer: bool = False) -> float
     return int(f)
 
 
-def _pair(value: Any, key: str, where: str, what: str) -> list:
+def _pair(value: Any, key: str, where: str, what: str) -> list[Any]:
     """Two finite numbers ``[low, high]`` with ``low < high``; text converted, numbers kept as given."""
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise SpecError(f"{where}: {key} must be {what}, got {_show(value)}", keyword=key)
@@ -164,7 +164,8 @@ def _pair(value: Any, key: str, where: str, what: str) -> list:
     return [v if _is_number(v) else float(v) for v in value]
 
 
-def _tuple_of(value: Any, n: int | None, kind: type, key: str, where: str, positive: bool = True) -> tuple | None:
+def _tuple_of(value: Any, n: int | None, kind: type, key: str, where: str,
+              positive: bool = True) -> tuple[Any, ...] | None:
     if value is None:
         return None
     if _is_number(value) or (isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip())):
@@ -476,7 +477,7 @@ class LabelSpec:
                             keyword=self.column)
         idx = self.classes.index(cell)
         if self.encoding == "int":
-            return np.int64(idx)  # type: ignore[return-value]
+            return np.asarray(idx, dtype=np.int64)  # a 0-d array: the class index
         out = np.zeros(len(self.classes), np.float32)
         out[idx] = 1.0
         return out
@@ -741,7 +742,7 @@ def _spec_loader() -> type:
     """A ``yaml.SafeLoader`` that refuses anchors, aliases, deep nesting and repeated keys."""
     import yaml
 
-    class SpecLoader(yaml.SafeLoader):
+    class SpecLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no types
         """SafeLoader for specs: an alias bomb, a nesting bomb or a repeated key is a SpecError."""
 
         _depth = 0
