@@ -89,11 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     import keras
 
     from medmulti.data.cache import PreprocessCache
-    from medmulti.data.cache_key import entry_key
     from medmulti.data.cache_fill import preprocess_manifest
+    from medmulti.data.cache_key import entry_key
     from medmulti.data.sequence import PatientSequence
-    from medmulti.manifest import load_manifest
     from medmulti.examples.cohort import make_sample_cohort
+    from medmulti.manifest import load_manifest
 
     tmp = None
     data = args.data

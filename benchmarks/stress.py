@@ -63,9 +63,10 @@ SECTIONS = ("fuzz", "truncation", "bombs", "kills", "models", "specbombs", "cont
 
 
 def _fuzz(work: Path, per_reader: int, seed: int, crashers: Path, progress: bool) -> dict:
-    from medmulti.io import inspect_source, read_image
     from medmulti_testing.campaign import file_inputs, run_campaign, save_input, series_inputs
     from medmulti_testing.seeds import build_seeds
+
+    from medmulti.io import inspect_source, read_image
 
     seeds = build_seeds(work / "seeds")
     out = {}
@@ -91,10 +92,11 @@ def _fuzz(work: Path, per_reader: int, seed: int, crashers: Path, progress: bool
 
 
 def _truncation(work: Path, after: int, head: int) -> dict:
-    from medmulti.errors import CorruptFileError, MedmultiError
-    from medmulti.io import read_image
     from medmulti_testing.campaign import truncation_offsets
     from medmulti_testing.seeds import build_seeds
+
+    from medmulti.errors import CorruptFileError, MedmultiError
+    from medmulti.io import read_image
 
     seeds = build_seeds(work / "seeds")
     res: dict = {"cuts": 0, "outcomes": Counter(), "accepted": [], "escapes": []}
@@ -125,10 +127,11 @@ def _bombs(work: Path) -> dict:
     import resource
     import tracemalloc
 
-    from medmulti.errors import MedmultiError
-    from medmulti.io import Limits, inspect_source, read_image
     from medmulti_testing import bombs
     from medmulti_testing.harness import peak_rss_mib
+
+    from medmulti.errors import MedmultiError
+    from medmulti.io import Limits, inspect_source, read_image
 
     out = {}
     for name, (builder, kwargs) in sorted(bombs.BOMBS.items()):
@@ -157,11 +160,12 @@ def _bombs(work: Path) -> dict:
 
 
 def _kills(work: Path, n_ops: int, n_random: int, seed: int) -> dict:
+    from medmulti_testing.snapshot import cache_snapshot
+
     from medmulti import StudySpec
     from medmulti.data.cache import PreprocessCache
     from medmulti.data.cache_fill import preprocess_manifest
     from medmulti.examples.cohort import make_sample_cohort
-    from medmulti_testing.snapshot import cache_snapshot
 
     cohort = make_sample_cohort(work / "cohort", n_patients=4, faults=False, progress=False, overwrite=True,
                                 ct_slices=12)
@@ -239,9 +243,10 @@ def _spec_bombs(work: Path, quick: bool) -> dict:
     import resource
     import tracemalloc
 
+    from medmulti_testing.hostile_text import spec_bombs
+
     from medmulti.errors import SpecError
     from medmulti.spec import StudySpec
-    from medmulti_testing.hostile_text import spec_bombs
 
     res: dict = {"specs": 0, "outcomes": Counter(), "failures": [], "max_cpu_s": 0.0, "max_traced_mib": 0.0}
     path = work / "spec.yaml"
@@ -273,11 +278,12 @@ def _spec_bombs(work: Path, quick: bool) -> dict:
 
 
 def _control_chars(work: Path, quick: bool) -> dict:
+    from medmulti_testing.hostile_text import CONTROL_CHARACTERS, control_character_manifests, leakage_manifests
+
     from medmulti import StudySpec
     from medmulti.errors import MedmultiError
-    from medmulti.manifest import load_manifest, validate_manifest
     from medmulti.examples.cohort import make_sample_cohort
-    from medmulti_testing.hostile_text import CONTROL_CHARACTERS, control_character_manifests, leakage_manifests
+    from medmulti.manifest import load_manifest, validate_manifest
 
     cohort = make_sample_cohort(work / "cohort", n_patients=4, faults=False, progress=False, overwrite=True,
                                 ct_slices=12)

@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     workers = args.workers or sorted({1, cores})
 
-    from medmulti.manifest import validate_manifest
     from medmulti.examples.cohort import make_sample_cohort
+    from medmulti.manifest import validate_manifest
 
     tmp = None
     data = args.data

@@ -22,8 +22,8 @@ from .errors import (
     ManifestError,
     MedmultiError,
     MissingFileError,
-    RegistrationError,
     OutputError,
+    RegistrationError,
     ResourceLimitError,
     RunFolderError,
     SeriesGeometryError,
@@ -33,7 +33,6 @@ from .errors import (
 )
 from .image import Image
 from .spec import LabelSpec, ModalitySpec, StudySpec
-
 
 # name -> module that defines it (imported on first access)
 _LAZY = {
@@ -49,6 +48,7 @@ _LAZY = {
     "load_manifest": "medmulti.manifest",
     "Manifest": "medmulti.manifest",
     "validate_manifest": "medmulti.manifest",
+    "split_manifest": "medmulti.manifest",
     "ManifestRow": "medmulti.manifest",
     "Problem": "medmulti.manifest",
     "ValidationReport": "medmulti.manifest",
@@ -67,6 +67,8 @@ _LAZY = {
     "train": "medmulti.training",
     "evaluate": "medmulti.training",
     "predict": "medmulti.training",
+    "evaluate_subsets": "medmulti.training.subsets",
+    "explain": "medmulti.training.explain",
 }
 
 __all__ = [

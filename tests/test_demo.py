@@ -33,6 +33,10 @@ def test_demo_writes_the_summary_and_the_comparison_table(tmp_path):
     assert (out / "validation.html").is_file()
     table = [line for line in lines if line.strip().startswith(("fusion ", "ct ", "mr ", "xray "))]
     assert len(table) == 4
+    subsets = on_disk["fusion"]["subsets"]  # the fusion model with modalities masked out, every subset
+    assert list(subsets) == ["ct+mr+xray", "ct+mr", "ct+xray", "mr+xray", "ct", "mr", "xray"]
+    assert (out / "runs" / "fusion" / "subsets_test.json").is_file()
+    assert sum(line.strip().startswith("{") for line in lines) == 7  # the printed subset table
     assert any("demo_summary.json" in line for line in lines)
 
 

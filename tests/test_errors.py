@@ -7,7 +7,6 @@ import pytest
 import medmulti as mm
 from medmulti import errors
 
-
 ALL = [getattr(errors, n) for n in errors.__all__]
 
 

@@ -6,8 +6,8 @@ from matplotlib.image import imread
 
 from medmulti import StudySpec
 from medmulti.cli import main
-from medmulti.image import Image
 from medmulti.examples.synth import affine_from_geometry, write_dicom_series, write_dicom_xray, write_nifti
+from medmulti.image import Image
 from medmulti.study.picture import inspect_study, plot_preprocessed
 from medmulti.study.preprocess import preprocess_study
 

@@ -8,11 +8,11 @@ import pytest
 import SimpleITK as sitk
 
 from medmulti import RegistrationError, SpecError, StudySpec, UnsupportedDataError
+from medmulti.examples.synth import affine_from_geometry, write_dicom_series, write_nifti
 from medmulti.geometry import apply_affine, rigid_matrix
 from medmulti.image import Image
 from medmulti.intensity import apply_window
 from medmulti.study.preprocess import Preprocessed, preprocess_study
-from medmulti.examples.synth import affine_from_geometry, write_dicom_series, write_nifti
 
 CENTER = np.array([0.0, 0.0, 0.0])
 MARKER = np.array([6.0, -8.0, 10.0])  # LPS mm; a voxel centre of the 2 mm study grid centred on CENTER

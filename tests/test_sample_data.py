@@ -13,8 +13,8 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from medmulti.manifest import load_manifest
 from medmulti.examples.cohort import BLOB_HU, TISSUE_HU, make_sample_cohort, sample_spec
+from medmulti.manifest import load_manifest
 from medmulti.spec import StudySpec
 
 N = 10

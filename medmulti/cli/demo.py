@@ -5,8 +5,10 @@ was read (``--files-only`` stops there). Then generates the sample cohort (real 
 it, preprocesses it into the cache, trains the fusion model and, the same way on the
 same split, one model per single modality, evaluates each on the test split and prints
 the comparison table. Writes ``DIR/demo_summary.json``:
-``{"fusion": {"test_auc", "test_accuracy"}, "ct": {...}, "mr": {...}, "xray": {...},
-"seconds": ...}``; each run folder holds the model, metrics, curves and ROC pictures.
+``{"fusion": {"test_auc", "test_accuracy", "subsets"}, "ct": {...}, "mr": {...}, "xray": {...},
+"seconds": ...}``, where ``fusion.subsets`` maps each non-empty set of modalities (``"ct+mr"``)
+to the fusion model's test ROC AUC with the others masked out (also printed as a table);
+each run folder holds the model, metrics, curves and ROC pictures.
 Exit codes: 0 done, 1 a problem (validation failed, a data error), 2 usage error.
 """
 
@@ -173,6 +175,7 @@ def run_demo(out: str | Path = "medmulti_demo", *, patients: int = DEMO_PATIENTS
     from ..training import train
     from ..training.options import resolve_train_options
     from ..training.run_folder import write_json
+    from ..training.subsets import evaluate_subsets
 
     t0 = time.perf_counter()
     root = Path(out)
@@ -222,6 +225,11 @@ def run_demo(out: str | Path = "medmulti_demo", *, patients: int = DEMO_PATIENTS
         results[name] = {"test_auc": res.test_auc, "test_accuracy": res.test_accuracy,
                          "best_epoch": res.best_epoch, "seconds": round(res.seconds, 1),
                          "run_dir": str(res.run_dir)}
+    subsets = None
+    if len(spec.names) > 1:  # the fusion model with modalities missing: every non-empty subset
+        subsets = evaluate_subsets(results["fusion"]["run_dir"], manifest, split="test", cache_dir=cache_dir,
+                                   batch_size=fit.batch_size, progress=progress)
+        results["fusion"]["subsets"] = {name: r["auc"] for name, r in subsets["subsets"].items()}
 
     seconds = time.perf_counter() - t0
     summary_doc = {**results, "seconds": round(seconds, 1), "patients": patients, "seed": seed,
@@ -234,6 +242,13 @@ def run_demo(out: str | Path = "medmulti_demo", *, patients: int = DEMO_PATIENTS
     for name, r in results.items():
         auc = "n/a" if r["test_auc"] is None else f"{r['test_auc']:.3f}"
         echo(f"      {name:<10} {auc:>8} {r['test_accuracy']:>9.3f} {r['best_epoch']:>7d} {r['seconds']:>8.0f}")
+    if subsets is not None:
+        echo(f"      the fusion model with modalities missing ({subsets['note']}):")
+        rows = [("{" + ", ".join(r["modalities"]) + "}", "n/a" if r["auc"] is None else f"{r['auc']:.3f}",
+                 "" if not r.get("auc_ci") else "{:.3f} - {:.3f}".format(*r["auc_ci"]),
+                 f"{r['accuracy']:.3f}", r["n"]) for r in subsets["subsets"].values()]
+        for line in format_table(rows, ("modalities", "ROC AUC", "95% interval", "accuracy", "n")):
+            echo("        " + line)
     echo(f"      total {seconds:.0f} s")
     echo(f"summary: {root / 'demo_summary.json'}")
     echo(f"report and pictures: {root / 'runs' / 'fusion'} (metrics.json, curves.png, confusion_roc.png), "

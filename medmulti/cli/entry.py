@@ -32,9 +32,11 @@ COMMANDS = {
     "info": "medmulti.cli.info",
     "preprocess": "medmulti.cli.preprocess",
     "cache": "medmulti.cli.cache",
+    "split": "medmulti.cli.split",
     "train": "medmulti.cli.train",
     "evaluate": "medmulti.cli.evaluate",
     "predict": "medmulti.cli.predict",
+    "explain": "medmulti.cli.explain",
 }
 
 #: Exit code: the job finished and found nothing wrong.

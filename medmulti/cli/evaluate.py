@@ -1,7 +1,11 @@
 """Score a trained run (a ``medmulti train`` folder) on a split of a manifest.
 
-Writes ``evaluation_<split>.json``, ``predictions_<split>.csv`` and
-``confusion_roc_<split>.png`` into RUN_DIR and prints accuracy and ROC AUC.
+Writes ``evaluation_<split>.json`` (metrics with 95% patient-bootstrap intervals, the
+operating point chosen on the validation split, Brier score and ECE),
+``predictions_<split>.csv``, ``confusion_roc_<split>.png`` and ``calibration_<split>.png``
+into RUN_DIR, and with ``--calibrate`` the run's ``calibration.json`` (a temperature fitted
+on the validation split, applied by later ``evaluate`` and ``predict`` calls). Prints AUC
+and accuracy with intervals, the operating point and the calibration.
 Exit codes: 0 scored, 1 data problem, 2 usage error.
 """
 
@@ -9,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
-from .arguments import add_data_root_argument, add_policy_arguments
-from .output import print_metrics
+from ..text import printable
+from .arguments import add_data_root_argument, add_policy_arguments, non_negative_int
 
 HELP = "score a trained run on a manifest split (exit 0 scored, 1 data problem, 2 usage error)"
 
@@ -29,6 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="manifest CSV (default: the one the run was trained on)")
     parser.add_argument("--split", choices=["train", "val", "test"], default="test", help="split (default test)")
     parser.add_argument("--cache", metavar="DIR", default=None, help="preprocessing cache (default: the run's)")
+    parser.add_argument("--bootstrap", metavar="N", type=non_negative_int, default=2000,
+                        help="bootstrap replicates of the 95%% intervals, resampling patients (default 2000; 0: none)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--target-sensitivity", metavar="S", type=_fraction, default=None,
+                        help="operating point: the most specific threshold reaching sensitivity S on the "
+                             "validation split (default: Youden's J)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="fit a temperature on the validation split and store it in RUN_DIR "
+                             "(calibration.json; applied by later evaluate and predict calls)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.add_argument("--no-write", action="store_true",
                         help="write nothing into RUN_DIR (score a read-only or shared run folder)")
@@ -54,10 +68,84 @@ def run(args: argparse.Namespace) -> int:
 
     metrics = evaluate(args.run_dir, args.manifest, split=args.split, cache_dir=args.cache,
                        data_root=args.data_root, on_missing=args.on_missing, on_corrupt=args.on_corrupt,
-                       write=not args.no_write, progress=not args.no_progress)
+                       write=not args.no_write, progress=not args.no_progress, bootstrap=args.bootstrap,
+                       seed=args.seed, target_sensitivity=args.target_sensitivity, calibrate=args.calibrate)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
-        print_metrics(args.split, metrics)
-        print(f"confusion matrix {metrics['confusion_matrix']}")
+        for line in summary_lines(args.split, metrics):
+            print(line)
     return 0
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
+def _with_ci(value: float | None, ci: Any, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    text = f"{value:.{digits}f}"
+    return text if not ci else f"{text} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def summary_lines(split: str, metrics: dict[str, Any]) -> list[str]:
+    """The readable summary ``medmulti evaluate`` prints.
+
+    Parameters
+    ----------
+    split : str
+        The evaluated split.
+    metrics : dict
+        As returned by :func:`medmulti.training.evaluate`.
+
+    Returns
+    -------
+    list of str
+        AUC and accuracy with their intervals (``AUC 0.910 [0.860, 0.950]``), per-class
+        AUCs for more than two classes, one operating-point line per class, the
+        confusion matrix, and Brier score / ECE. Class names are escaped
+        (:func:`medmulti.text.printable`).
+    """
+    boot = metrics.get("bootstrap") or {}
+    resamples = boot.get("n_resamples") or 0
+    interval = f", 95% intervals from {resamples} bootstrap resamples of patients" if resamples else ""
+    lines = [f"{printable(split)}: AUC {_with_ci(metrics.get('auc'), metrics.get('auc_ci'))}, accuracy "
+             f"{_with_ci(metrics.get('accuracy'), metrics.get('accuracy_ci'))} (n={metrics['n']}{interval})"]
+    per_class = metrics.get("auc_per_class") or {}
+    if len(per_class) > 2:
+        ci = metrics.get("auc_per_class_ci") or {}
+        lines.append("  AUC per class (one-vs-rest): " + ", ".join(
+            f"{printable(c)} {_with_ci(a, ci.get(c))}" for c, a in per_class.items()))
+    point = metrics.get("operating_point")
+    if point is None:
+        lines.append("operating point: none (no validation split)")
+    else:
+        how = ("Youden's J" if point["method"] == "youden"
+               else f"sensitivity >= {point['target_sensitivity']:g}")
+        for name, m in point["classes"].items():
+            if m is None:
+                lines.append(f"operating point {printable(name)}: none (one class only in the validation split)")
+                continue
+            lines.append(
+                f"operating point {printable(name)} (p >= {m['threshold']:.3f}, {how} on val): "
+                + ", ".join(f"{label} {_with_ci(m[key], m.get(key + '_ci'), 2)}" for key, label in
+                            (("sensitivity", "sensitivity"), ("specificity", "specificity"), ("ppv", "PPV"),
+                             ("npv", "NPV")))
+                + f"; [[TN, FP], [FN, TP]] = {m['confusion_matrix']}")
+    if "brier" in metrics:
+        cal = metrics.get("calibration") or {}
+        state = (f"temperature-scaled, T = {cal['temperature']:.3f} fitted on {printable(cal.get('fitted_on'))}"
+                 if metrics.get("calibrated") else "uncalibrated")
+        before = (f"; before scaling Brier {cal['brier_uncalibrated']:.3f}, ECE {cal['ece_uncalibrated']:.3f}"
+                  if "brier_uncalibrated" in cal else "")
+        lines.append(f"calibration ({state}): Brier {_with_ci(metrics['brier'], metrics.get('brier_ci'))}, "
+                     f"ECE {metrics['ece']:.3f} ({cal.get('ece_bins', 10)} bins){before}")
+    lines.append(f"confusion matrix {metrics['confusion_matrix']}")
+    return lines

@@ -4,7 +4,12 @@ RUN_DIR receives the best checkpoint (``model.keras``), ``history.csv``,
 ``metrics.json`` (test accuracy, ROC AUC per class, confusion matrix),
 ``curves.png``, ``confusion_roc.png``, test predictions and ``run_card.json`` (spec,
 manifest sha256, versions, seed, data counts). Use ``--modalities ct`` for a
-single-modality model. Exit codes: 0 trained, 1 data problem, 2 usage error.
+single-modality model. ``--cv K`` trains K folds into RUN_DIR/fold-k/ (fold k held out
+as the validation split) and writes RUN_DIR/cv_summary.json with each fold's metrics,
+their mean and standard deviation. Every completed epoch is backed up in
+RUN_DIR/backup (removed when training completes): after a kill or a failure past the
+first epoch, run the same command with ``--resume`` to continue; ``--overwrite`` starts
+again. Exit codes: 0 trained, 1 data problem, 2 usage error.
 """
 
 from __future__ import annotations
@@ -12,15 +17,30 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 # kept here (not imported from medmulti.models) so `--help` does not import Keras; a test keeps them equal
 FUSION_CHOICES = ("concat", "attention", "gated")
 BACKBONE_CHOICES = ("densenet121", "efficientnet_b0", "mobilenet_v2", "resnet50")
 
+from ..text import printable
 from .arguments import add_data_root_argument, add_policy_arguments, positive_int
-from .output import print_exclusions, print_metrics
+from .output import format_table, print_exclusions, print_metrics
 
 HELP = "train a fusion model on a manifest (exit 0 trained, 1 data problem, 2 usage error)"
+
+# kept here (not imported from medmulti.training) so `--help` does not import Keras; a test keeps them equal
+LR_SCHEDULES = ("constant", "cosine", "plateau")
+
+
+def _folds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected a number of folds >= 2, got {text!r}")
+    return value
 
 
 def _rate(text: str) -> float:
@@ -74,7 +94,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train on these modalities only (e.g. --modalities ct)")
     parser.add_argument("--monitor", choices=["val_loss", "val_auc", "loss"], default="val_loss",
                         help="what picks the best checkpoint (default val_loss)")
-    parser.add_argument("--overwrite", action="store_true", help="allow a non-empty RUN_DIR")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--overwrite", action="store_true", help="allow a non-empty RUN_DIR: train again from scratch")
+    again.add_argument("--resume", action="store_true",
+                       help="continue the interrupted run in RUN_DIR from its last backed-up epoch (same options)")
+    parser.add_argument("--cv", type=_folds, default=0, metavar="K",
+                        help="K-fold cross-validation into RUN_DIR/fold-k/ (folds from the manifest's 'fold' "
+                             "column, else assigned by patient over the non-test rows)")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
+                        help="learning-rate schedule per epoch (default constant)")
+    parser.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs into RUN_DIR/tensorboard")
     add_policy_arguments(parser)
     add_data_root_argument(parser)
     add_model_arguments(parser)
@@ -96,13 +125,12 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import MissingFileError, SpecError
     from ..models import ModelOptions
     from ..spec import StudySpec
-    from ..text import printable
-    from ..training import DataOptions, FitOptions, train
+    from ..training import CVResult, DataOptions, FitOptions, train
 
     out = Path(args.out)
-    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+    if out.is_dir() and any(out.iterdir()) and not (args.overwrite or args.resume):
         print(f"medmulti train: run folder {printable(str(out))!r} is not empty; choose another --out or add "
-              "--overwrite", file=sys.stderr)
+              "--overwrite (or --resume to continue an interrupted run)", file=sys.stderr)
         return 2
     try:
         spec = StudySpec.from_yaml(args.spec)
@@ -113,15 +141,36 @@ def run(args: argparse.Namespace) -> int:
         model = ModelOptions(fusion=args.fusion, width=args.width, depth=args.depth, dropout=args.dropout,
                              modality_dropout=args.modality_dropout, backbone=args.backbone)
         fit = FitOptions(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                         patience=args.patience, monitor=args.monitor, seed=args.seed)
+                         patience=args.patience, monitor=args.monitor, seed=args.seed, cv=args.cv,
+                         lr_schedule=args.lr_schedule, tensorboard=args.tensorboard)
         data = DataOptions(cache_dir=args.cache, modalities=args.modalities, on_missing=args.on_missing,
                            on_corrupt=args.on_corrupt, data_root=args.data_root)
         result = train(args.manifest, spec, args.out, model=model, fit=fit, data=data, progress=not args.no_progress,
-                       overwrite=args.overwrite)
+                       overwrite=args.overwrite, resume=args.resume)
     except ValueError as exc:
         print(f"medmulti train: {printable(exc)}", file=sys.stderr)
         return 2
+    if isinstance(result, CVResult):
+        _print_folds(result)
+        return 0
     print_exclusions(result.excluded)
     print_metrics("model", result.metrics)
     print(f"best epoch {result.best_epoch}, {result.seconds:.0f} s; run folder: {printable(result.run_dir)}")
     return 0
+
+
+def _print_folds(result: Any) -> None:
+    """One line per fold (held-out and test ROC AUC and accuracy), then the mean and SD."""
+    def cell(metrics: dict, name: str) -> str:
+        value = metrics.get(name)
+        return "-" if value is None else f"{value:.3f}"
+
+    summary = result.summary
+    rows = [[f["fold"], f["best_epoch"], cell(f["val"], "auc"), cell(f["val"], "accuracy"), cell(f["test"], "auc"),
+             cell(f["test"], "accuracy")] for f in summary["folds"]]
+    for what, numbers in (("mean", summary["mean"]), ("SD", summary["std"])):
+        rows.append([what, "", *(cell(numbers.get(s, {}), m) for s in ("val", "test") for m in ("auc", "accuracy"))])
+    for line in format_table(rows, ["fold", "best epoch", "held-out AUC", "held-out acc", "test AUC", "test acc"]):
+        print(line)
+    print(f"{len(summary['folds'])} folds ({summary['fold_source']}), {result.seconds:.0f} s; "
+          f"summary: {printable(result.run_dir / 'cv_summary.json')}")

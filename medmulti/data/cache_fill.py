@@ -241,7 +241,6 @@ def preprocess_manifest(
                 add(preprocess_row(row, spec, cache, manifest.root))
         else:
             import multiprocessing as mp
-
             from concurrent.futures.process import BrokenProcessPool
 
             ctx = mp.get_context("spawn")  # no fork after TensorFlow/ITK threads started

@@ -24,30 +24,30 @@ from typing import Any, Mapping, Sequence
 import keras
 import numpy as np
 
+from .._processes import WorkerPool, workers_allowed
+from .._version import __version__
 from ..errors import (
+    CacheError,
+    CorruptFileError,
     GeometryError,
     ManifestError,
     MedmultiError,
     MissingFileError,
-    CacheError,
-    CorruptFileError,
     ResourceLimitError,
     SeriesGeometryError,
     UnsafePathError,
     UnsupportedDataError,
 )
-from .._processes import WorkerPool, workers_allowed
-from .._version import __version__
 from ..manifest import Manifest, Problem, check_row, load_manifest
 from ..spec import StudySpec, present_input_name
 from ..study import preprocess as study_preprocess
-from .buffers import BufferPool
 from .augment import Augmenter
-from .context import name_error
-from .rowcheck import row_error_records
+from .buffers import BufferPool
 from .cache import PreprocessCache
 from .cache_fill import preprocess_manifest
 from .cache_key import entry_keys, fingerprint_source
+from .context import name_error
+from .rowcheck import row_error_records
 from .tfdata import as_tf_dataset
 
 __all__ = ["PatientSequence", "MultiModalSequence", "POLICIES"]

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import GeometryError, RegistrationError
+from ..errors import RegistrationError
 from ..image import Image
 from .affines import apply_affine, grid_center, rotation_angle_deg
 from .resample import as_sitk

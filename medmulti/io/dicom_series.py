@@ -37,8 +37,16 @@ from .dicom_file import is_projection, read_dicom_file, single_slice_spacing
 from .dicom_header import DicomHeader, base_meta, read_header
 from .error_ladder import reader_errors
 from .limits import Limits
+from .pixels import (
+    PARALLEL_SYNTAXES,
+    _decode_options,
+    decode_compressed_file,
+    decode_pool,
+    default_workers,
+    read_stored,
+    reset_pool,
+)
 from .safe_files import list_files, open_regular
-from .pixels import PARALLEL_SYNTAXES, _decode_options, decode_compressed_file, decode_pool, default_workers, read_stored, reset_pool
 from .source_ref import parse_series_choice
 from .values import apply_rescale_into, voi_meta
 from .volume_choice import no_volume_choice

@@ -2,7 +2,7 @@
 
 Public names: :func:`load_manifest`, :class:`Manifest`, :class:`ManifestRow`,
 :func:`check_row`, :class:`Problem`, :class:`ValidationReport`,
-:func:`validate_manifest`.
+:func:`validate_manifest`, :func:`split_manifest` (and its pure rule :func:`assign_splits`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from .checks import RowCheck, check_row, cross_row_checks, sha256_of
 from .load import load_manifest, resolve_path
 from .report import Problem, ValidationReport
 from .schema import MANIFEST_FORMAT, SPLITS, Manifest, ManifestRow
+from .split import SplitResult, assign_splits, split_manifest
 from .validate import validate_manifest
 
 __all__ = [
@@ -25,6 +26,9 @@ __all__ = [
     "Problem",
     "ValidationReport",
     "validate_manifest",
+    "split_manifest",
+    "assign_splits",
+    "SplitResult",
     "MANIFEST_FORMAT",
     "SPLITS",
 ]

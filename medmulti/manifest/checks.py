@@ -71,6 +71,7 @@ ERROR_CHECKS: dict[type, tuple[str, str]] = {
 #: Every check name validation reports -> its severity (the names are stable: tools read them).
 CHECKS: dict[str, str] = {
     "bad_split": "error",
+    "bad_fold": "error",
     "unknown_label": "error",
     "bad_sha256": "error",
     "bad_series": "error",
@@ -386,7 +387,7 @@ def check_row(row: ManifestRow, spec: StudySpec, *, deep: bool = False, thumbnai
     (``wrong_dims``), every DICOM file of a series belongs to one patient and
     study and the patient agrees with the row's other modalities (``patient_identity``); warnings for strongly
     anisotropic voxels (``anisotropic_spacing``) and reader warnings
-    (``reader_warning``). Row cells: ``bad_split``, ``unknown_label``,
+    (``reader_warning``). Row cells: ``bad_split``, ``bad_fold``, ``unknown_label``,
     ``bad_sha256``, ``bad_series``, ``bad_volume``. Messages name a chosen
     series by its column (``ct_series``), never by the cell's value.
     """

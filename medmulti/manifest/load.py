@@ -28,6 +28,7 @@ from ..io.source_ref import SourceRef
 from ..spec import StudySpec
 from .schema import (
     EXTRA_PREFIX,
+    FOLD_COLUMN,
     MANIFEST_FORMAT,
     SERIES_SUFFIX,
     SHA256_SUFFIX,
@@ -336,6 +337,7 @@ def load_manifest(
             series=series,
             volume=volume,
             written_keys=written_keys,
+            fold=rec.get(FOLD_COLUMN) or None,
         )
         found = check_fields(row, spec)
         errors = [prob for prob in found if prob.is_error]
@@ -343,7 +345,7 @@ def load_manifest(
             prob = errors[0]
             suffix = {"bad_series": SERIES_SUFFIX, "bad_volume": VOLUME_SUFFIX}.get(prob.check, "")
             column = (prob.modality and prob.modality + suffix) or {
-                "bad_split": "split", "unknown_label": spec.labels.manifest_columns[0]}.get(prob.check)
+                "bad_split": "split", "bad_fold": FOLD_COLUMN, "unknown_label": spec.labels.manifest_columns[0]}.get(prob.check)
             raise ManifestError(prob.message.split(": ", 1)[-1], row=line, column=column, patient_id=row.key,
                                 modality=prob.modality, hint=prob.hint, path=p)
         if strict:  # only warnings are left: logged, Manifest.problems stays empty

@@ -10,6 +10,10 @@ with a ``study_id`` column):
     key is ``patient_id/study_id``.
 ``split``
     ``train``, ``val`` or ``test``.
+``fold``
+    Optional: the row's cross-validation fold, a non-negative integer (``0`` to
+    ``K-1``), or empty (a ``test`` row, held out of every fold). Written by
+    :func:`medmulti.manifest.split.split_manifest`; read by ``train(cv=K)``.
 label columns
     As the spec's ``labels`` says: ``column`` (one class name per row) or ``columns``
     (one 0/1 column per class).
@@ -58,11 +62,14 @@ __all__ = [
     "check_fields",
     "parse_series_cell",
     "parse_volume_cell",
+    "parse_fold_cell",
     "canonical_key",
 ]
 
 MANIFEST_FORMAT = 1
 SPLITS = ("train", "val", "test")
+#: The optional manifest column holding a row's cross-validation fold (0-based).
+FOLD_COLUMN = "fold"
 SHA256_SUFFIX = "_sha256"
 SERIES_SUFFIX = "_series"
 VOLUME_SUFFIX = "_volume"
@@ -172,6 +179,28 @@ def parse_volume_cell(cell: str) -> int | None:
     return int(text) if _VOLUME.fullmatch(text) else None
 
 
+def parse_fold_cell(cell: str) -> int | None:
+    """Return the fold a ``fold`` cell holds, or ``None`` when it is not one.
+
+    Parameters
+    ----------
+    cell : str
+        The cell, stripped and non-empty.
+
+    Returns
+    -------
+    int or None
+        The 0-based fold for a non-negative integer (read as :func:`parse_volume_cell`
+        reads a volume index), else ``None``.
+
+    Examples
+    --------
+    >>> parse_fold_cell("2"), parse_fold_cell("-1")
+    (2, None)
+    """
+    return parse_volume_cell(cell)
+
+
 @dataclass(frozen=True)
 class ManifestRow:
     """One manifest row: a patient (or a patient study) and its inputs.
@@ -215,6 +244,9 @@ class ManifestRow:
         ``"patient_id"``/``"study_id"`` -> the cell as written, for the key cells
         :func:`canonical_key` changed (left out of ``repr``: they hold invisible
         or control characters).
+    fold : str or None
+        The ``fold`` cell as written, when the manifest has the column and the cell
+        is not empty (see :func:`parse_fold_cell`).
     """
 
     line: int
@@ -230,6 +262,7 @@ class ManifestRow:
     series: dict[str, str] = field(default_factory=dict, repr=False)  # may hold a UID: not in the repr
     volume: dict[str, str] = field(default_factory=dict)
     written_keys: dict[str, str] = field(default_factory=dict, repr=False)
+    fold: str | None = None
 
     @property
     def key(self) -> str:
@@ -307,11 +340,11 @@ def expected_columns(spec: StudySpec) -> dict[str, str]:
     -------
     dict
         Column name -> role (``"patient_id"``, ``"study_id"``, ``"split"``,
-        ``"label"``, ``"modality"``, ``"sha256"``, ``"series"``, ``"volume"``).
-        ``study_id`` and the sha256, series and volume columns are optional; the
-        rest are required.
+        ``"fold"``, ``"label"``, ``"modality"``, ``"sha256"``, ``"series"``,
+        ``"volume"``). ``study_id``, ``fold`` and the sha256, series and volume
+        columns are optional; the rest are required.
     """
-    cols = {"patient_id": "patient_id", "study_id": "study_id", "split": "split"}
+    cols = {"patient_id": "patient_id", "study_id": "study_id", "split": "split", FOLD_COLUMN: "fold"}
     for c in spec.labels.manifest_columns:
         cols[c] = "label"
     for name in spec.names:
@@ -335,7 +368,7 @@ def check_fields(row: ManifestRow, spec: StudySpec) -> list[Problem]:
     Returns
     -------
     list of Problem
-        ``bad_split``, ``unknown_label``, ``bad_sha256``, ``bad_series`` (a series
+        ``bad_split``, ``bad_fold`` (not a non-negative integer), ``unknown_label``, ``bad_sha256``, ``bad_series`` (a series
         chosen for an empty path), ``bad_volume`` (not a non-negative integer, or
         given for an empty path), ``unsafe_path`` (the path, or the series file
         path) and ``missing_modality`` problems (all errors), and the
@@ -356,6 +389,10 @@ def check_fields(row: ManifestRow, spec: StudySpec) -> list[Problem]:
         out.append(Problem(pid, None, None, "bad_split", "error",
                            f"line {row.line}: split {row.split!r} is not one of {list(SPLITS)}",
                            "write train, val or test in the 'split' column"))
+    if row.fold is not None and parse_fold_cell(row.fold) is None:
+        out.append(Problem(pid, None, None, "bad_fold", "error",
+                           f"line {row.line}: fold {row.fold!r} is not a non-negative integer",
+                           "write the fold number (0 for the first) in the 'fold' column, or leave it empty"))
     labels = spec.labels
     if labels.columns is None:
         cell = row.labels.get(labels.column, "")  # type: ignore[arg-type]

@@ -34,9 +34,9 @@ from ..image import Image
 from ..intensity import foreground_mask
 from ..intensity.windows import CT_WINDOWS, resolve_window
 from ..io import inspect_source
-from .preprocess import Preprocessed, Source, preprocess_study
 from ..spec import StudySpec
 from ..text import printable
+from .preprocess import Preprocessed, Source, preprocess_study
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes

@@ -13,6 +13,11 @@ folder::
       curves.png         training curves
       confusion_roc.png  confusion matrix and ROC on the test split
       run_card.json      spec, manifest sha256, versions, seed, options, data counts per split
+      backup/            the last completed epoch while training runs (resume=True); removed at the end
+      tensorboard/       TensorBoard logs (tensorboard=True)
+
+With ``cv=K``, ``RUN_DIR/fold-k/`` holds one such folder per fold and ``cv_summary.json``
+the folds' metrics with their mean and standard deviation.
 
 :func:`train` takes three option records (:class:`~medmulti.models.ModelOptions`,
 :class:`FitOptions`, :class:`DataOptions`) or any of their fields as keywords.
@@ -29,9 +34,9 @@ runs) and :mod:`~medmulti.training.batches` (what they share).
 from __future__ import annotations
 
 from .apply import evaluate, predict
-from .fit import TrainResult, train
-from .options import MONITORS, DataOptions, FitOptions
+from .fit import CVResult, TrainResult, train
+from .options import LR_SCHEDULES, MONITORS, DataOptions, FitOptions
 from .run_folder import MODEL_FILE, RUN_CARD
 
-__all__ = ["TrainResult", "train", "FitOptions", "DataOptions", "evaluate", "predict", "MONITORS", "MODEL_FILE",
-           "RUN_CARD"]
+__all__ = ["TrainResult", "CVResult", "train", "FitOptions", "DataOptions", "evaluate", "predict", "MONITORS",
+           "LR_SCHEDULES", "MODEL_FILE", "RUN_CARD"]

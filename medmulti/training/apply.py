@@ -1,4 +1,6 @@
-"""Apply a trained run: :func:`evaluate` re-scores a split, :func:`predict` writes probabilities."""
+"""Apply a trained run: :func:`evaluate` re-scores a split (with intervals, an operating
+point and calibration), :func:`predict` writes probabilities (calibrated when the run
+folder holds a fitted temperature)."""
 
 from __future__ import annotations
 
@@ -10,10 +12,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import ManifestError, RunFolderError
-from ..models.metrics import classification_metrics
+from ..models.calibration import TEMPERATURE_RANGE, fit_temperature, plot_reliability
 from ..models.plots import plot_confusion_roc
 from ..spec import StudySpec
 from .batches import make_sequence, open_manifest, predict_sequence, write_predictions
+from .evaluation import evaluation_record, read_calibration, write_calibration
 from .run_folder import (
     RUN_CARD,
     card_path,
@@ -67,8 +70,13 @@ def evaluate(
     on_corrupt: str | None = None,
     write: bool = True,
     progress: bool = True,
+    bootstrap: int = 2000,
+    seed: int = 0,
+    target_sensitivity: float | None = None,
+    calibrate: bool = False,
 ) -> dict[str, Any]:
-    """Score a trained run on a split of a manifest.
+    """Score a trained run on a split of a manifest, with intervals, an operating point
+    and calibration.
 
     Parameters
     ----------
@@ -89,39 +97,96 @@ def evaluate(
         Policies for missing / unreadable inputs (default: the run's, from its card);
         see :class:`~medmulti.data.sequence.PatientSequence`.
     write : bool
-        Also write ``evaluation_<split>.json``, ``predictions_<split>.csv`` and
-        ``confusion_roc_<split>.png`` into the run folder.
+        Also write ``evaluation_<split>.json``, ``predictions_<split>.csv``,
+        ``confusion_roc_<split>.png`` and ``calibration_<split>.png`` (and with
+        ``calibrate``, ``calibration.json``) into the run folder.
     progress : bool
         Show progress bars.
+    bootstrap : int
+        Bootstrap replicates (resampling patients) of the 95% intervals; 0: none.
+    seed : int
+        Seed of the bootstrap.
+    target_sensitivity : float in (0, 1], optional
+        Choose the operating point's threshold on the validation split as the most
+        specific one reaching this sensitivity (default: Youden's J).
+    calibrate : bool
+        Fit a temperature on the validation split, apply it, and (``write``) store it
+        as the run's ``calibration.json``, which later ``evaluate`` and ``predict``
+        calls apply. Without it, a stored temperature is applied when present.
 
     Returns
     -------
     dict
-        As :func:`~medmulti.models.metrics.classification_metrics`.
+        :func:`~medmulti.training.evaluation.evaluation_record`: the keys of
+        :func:`~medmulti.models.metrics.classification_metrics` plus intervals
+        (``auc_ci``, ...), ``brier``, ``ece``, ``calibrated``, ``calibration``,
+        ``operating_point`` and ``bootstrap``. The metrics are those of the
+        calibrated probabilities when the run has (or fits) a temperature.
 
     Raises
     ------
     RunFolderError
         ``run_dir`` is not a run folder, its training failed, its model does not
-        load, or (``write=True``) it cannot be written.
+        load, its ``calibration.json`` is malformed or stale, or (``write=True``)
+        it cannot be written.
+    ManifestError
+        No rows of ``split``; or ``calibrate`` and no ``val`` rows.
     MedmultiError
         Data problems, typed.
+    ValueError
+        ``bootstrap`` negative, or ``target_sensitivity`` outside (0, 1].
     """
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
+        raise ValueError(f"bootstrap must be a whole number >= 0, got {bootstrap!r}")
+    if target_sensitivity is not None and not 0.0 < target_sensitivity <= 1.0:
+        raise ValueError(f"target_sensitivity must lie in (0, 1], got {target_sensitivity!r}")
     run, card, spec, model = open_run(run_dir)
+    scaling = None if calibrate else read_calibration(run)
     options = policies(card, on_missing, on_corrupt)
     man = run_manifest(run, card, manifest, spec, data_root, options)
     if not man.split(split):
         raise ManifestError(f"the manifest has no {split!r} rows", path=getattr(man, "path", None))
-    seq = make_sequence(man, spec, split, options=options, batch_size=batch_size, seed=card.get("seed", 0),
-                         cache_dir=run_cache(run, card, cache_dir), progress=progress)
-    ids, y, p = predict_sequence(model, seq, card["input_keys"], progress)
-    result = classification_metrics(y, p, spec.labels.classes, multi_label=spec.labels.multi_label)
+    if calibrate and not man.split("val"):
+        raise ManifestError("the manifest has no 'val' rows to fit the calibration on",
+                            path=getattr(man, "path", None))
+
+    def score(which: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+        seq = make_sequence(man, spec, which, options=options, batch_size=batch_size, seed=card.get("seed", 0),
+                             cache_dir=run_cache(run, card, cache_dir), progress=progress)
+        return predict_sequence(model, seq, card["input_keys"], progress)
+
+    multi_label = spec.labels.multi_label
+    ids, y, raw = score(split)
+    val = None
+    if split == "val":
+        val = (y, raw)
+    elif man.split("val"):
+        val = score("val")[1:]
+    else:
+        log.warning("the manifest has no 'val' rows: no operating point")
+    if calibrate and val is not None:
+        scaling = fit_temperature(val[0], val[1], multi_label=multi_label, fitted_on="val")
+        if not TEMPERATURE_RANGE[0] * 1.001 < scaling.temperature < TEMPERATURE_RANGE[1] * 0.999:
+            log.warning("the fitted temperature %.3g lies at the edge of its range %s: the validation split "
+                        "(%d patients) says little about calibration", scaling.temperature,
+                        list(TEMPERATURE_RANGE), scaling.n)
+    p = raw if scaling is None else scaling.apply(raw)
+    if val is not None and scaling is not None:
+        val = (val[0], scaling.apply(val[1]))
+    result = evaluation_record(y, p, spec.labels.classes, multi_label=multi_label, val=val,
+                               target_sensitivity=target_sensitivity, n_resamples=bootstrap, seed=seed,
+                               calibration=scaling, uncalibrated=None if scaling is None else raw)
     if write:
         try:
+            if calibrate and scaling is not None:
+                write_calibration(run, scaling)
             write_json(run / f"evaluation_{split}.json", result)
             write_predictions(run / f"predictions_{split}.csv", ids, p, spec.labels.classes, y, spec)
             plot_confusion_roc(y, p, spec.labels.classes, run / f"confusion_roc_{split}.png",
                                multi_label=spec.labels.multi_label, title=f"{card.get('model', 'model')}: {split}")
+            plot_reliability(result["calibration"]["curves"], run / f"calibration_{split}.png",
+                             title=f"{card.get('model', 'model')}: {split}"
+                             + (" (temperature-scaled)" if scaling is not None else ""))
         except OSError as exc:
             err = folder_error(exc, run, "the evaluation into the run folder")
             err.hint, err.cli_hint = "pass write=False to score without writing", "add --no-write to score without writing"
@@ -141,6 +206,7 @@ def predict(
     on_missing: str | None = None,
     on_corrupt: str | None = None,
     progress: bool = True,
+    calibration: bool = True,
 ) -> Path:
     """Write a CSV of ``patient_id`` and one probability column ``p_<class>`` per class.
 
@@ -166,6 +232,10 @@ def predict(
         see :class:`~medmulti.data.sequence.PatientSequence`.
     progress : bool
         Show progress bars.
+    calibration : bool
+        Apply the run's fitted temperature (``calibration.json``, written by
+        ``evaluate(..., calibrate=True)``) when present; False: the model's raw
+        probabilities.
 
     Returns
     -------
@@ -176,11 +246,13 @@ def predict(
     ------
     RunFolderError
         ``run_dir`` is not a run folder, its training failed, its model does not
-        load, or (``write=True``) it cannot be written.
+        load, its ``calibration.json`` is malformed or stale, or the CSV cannot be
+        written.
     MedmultiError
         Data problems, typed.
     """
     run, card, spec, model = open_run(run_dir)
+    scaling = read_calibration(run) if calibration else None
     options = policies(card, on_missing, on_corrupt)
     man = run_manifest(run, card, manifest, spec, data_root, options)
     wanted = list(splits) if splits is not None else [s for s in ("train", "val", "test") if man.split(s)]
@@ -200,7 +272,11 @@ def predict(
     path = Path(out) if out is not None else run / "predictions.csv"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_predictions(path, all_ids, np.concatenate(all_p), spec.labels.classes)
+        probs = np.concatenate(all_p)
+        if scaling is not None:
+            log.info("probabilities calibrated with the run's temperature %.3f", scaling.temperature)
+            probs = scaling.apply(probs)
+        write_predictions(path, all_ids, probs, spec.labels.classes)
     except OSError as exc:
         raise folder_error(exc, path, "the predictions") from None
     return path

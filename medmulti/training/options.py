@@ -1,8 +1,8 @@
 """What :func:`~medmulti.training.train` takes besides the data: three option records.
 
 - :class:`~medmulti.models.ModelOptions` -- the architecture (``build_fusion_model``'s own);
-- :class:`FitOptions` -- the optimisation: epochs, batch size, learning rate, early
-  stopping, seed, determinism;
+- :class:`FitOptions` -- the optimisation: epochs, batch size, learning rate and its
+  schedule, early stopping, seed, determinism, cross-validation folds, TensorBoard logs;
 - :class:`DataOptions` -- what is fed: the cache, the modalities, augmentation, class
   balance, the missing/corrupt policies, the data root.
 
@@ -19,10 +19,13 @@ from typing import Any
 
 from ..models.options import ModelOptions, with_overrides
 
-__all__ = ["MONITORS", "DataOptions", "FitOptions", "resolve_train_options"]
+__all__ = ["MONITORS", "LR_SCHEDULES", "DataOptions", "FitOptions", "resolve_train_options"]
 
 #: quantities ``train(monitor=...)`` may watch for checkpointing and early stopping
 MONITORS = ("val_loss", "val_auc", "loss")
+
+#: learning-rate schedules ``train(lr_schedule=...)`` offers
+LR_SCHEDULES = ("constant", "cosine", "plateau")
 
 
 @dataclass(frozen=True)
@@ -45,11 +48,22 @@ class FitOptions:
         Seeds weights, shuffling, augmentation and modality dropout.
     deterministic : bool
         Enable TensorFlow op determinism (same seed, same machine -> same run).
+    lr_schedule : {"constant", "cosine", "plateau"}
+        ``"cosine"``: epoch ``e`` (0-based) of ``epochs`` runs at
+        ``learning_rate * (1 + cos(pi * e / epochs)) / 2``; ``"plateau"``: the rate halves
+        after ``max(1, patience // 2)`` epochs (2 when ``patience`` is 0) without
+        improvement of ``monitor`` (``keras.callbacks.ReduceLROnPlateau``). Both log the
+        rate of each epoch as ``learning_rate`` in ``history.csv``.
+    cv : int
+        ``0``: one run. ``K >= 2``: K-fold cross-validation, one run folder per fold
+        (see :func:`~medmulti.training.train`).
+    tensorboard : bool
+        Also write TensorBoard logs into ``RUN/tensorboard`` (``keras.callbacks.TensorBoard``).
 
     Raises
     ------
     ValueError
-        An unknown ``monitor`` or ``epochs < 1``.
+        An unknown ``monitor`` or ``lr_schedule``, ``epochs < 1``, or ``cv`` of 1 or below 0.
 
     Examples
     --------
@@ -67,12 +81,19 @@ class FitOptions:
     monitor: str = "val_loss"
     seed: int = 0
     deterministic: bool = True
+    lr_schedule: str = "constant"
+    cv: int = 0
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         if self.monitor not in MONITORS:
             raise ValueError(f"monitor must be one of {MONITORS}, got {self.monitor!r}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if isinstance(self.cv, bool) or not isinstance(self.cv, int) or self.cv == 1 or self.cv < 0:
+            raise ValueError(f"cv must be 0 (no cross-validation) or a number of folds >= 2, got {self.cv!r}")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from data_helpers import tiny_spec
 
 from medmulti.examples.cohort import SampleCohort, make_sample_cohort

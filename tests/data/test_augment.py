@@ -7,8 +7,8 @@ import pytest
 
 from medmulti.data.augment import Augmenter
 from medmulti.data.sequence import PatientSequence
-from medmulti.spec import LabelSpec, ModalitySpec, StudySpec
 from medmulti.examples.synth import affine_from_geometry, write_dicom_series, write_nifti
+from medmulti.spec import LabelSpec, ModalitySpec, StudySpec
 
 MARKER_LPS = np.array([10.0, -8.0, 12.0])  # mm, off-centre so rotations move it
 

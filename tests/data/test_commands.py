@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+from data_helpers import read_rows
 
 from medmulti.cli import main
 from medmulti.data.cache import PreprocessCache
 from medmulti.data.cache_fill import preprocess_manifest
-
-from data_helpers import read_rows
 
 
 def _n_inputs(manifest: Path, names) -> int:

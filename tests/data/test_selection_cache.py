@@ -17,16 +17,16 @@ import pydicom
 import pytest
 
 from medmulti import SeriesGeometryError
-from medmulti.examples import synth
 from medmulti.cli import main
 from medmulti.data.cache import PreprocessCache
-from medmulti.data.cache_key import entry_key, entry_keys, fingerprint_source
 from medmulti.data.cache_fill import preprocess_manifest
+from medmulti.data.cache_key import entry_key, entry_keys, fingerprint_source
+from medmulti.examples import synth
 from medmulti.image import Image
 from medmulti.io import SourceRef
 from medmulti.manifest import load_manifest
-from medmulti.study.preprocess import preprocess_study
 from medmulti.spec import LabelSpec, ModalitySpec, StudySpec
+from medmulti.study.preprocess import preprocess_study
 
 MR_AFFINE = synth.affine_from_geometry((3.0, 2.0, 2.0), (-2.0, -1.0, -3.0))
 COLS = ["patient_id", "split", "diagnosis", "ct", "mr", "ct_series", "mr_volume"]
@@ -216,8 +216,8 @@ def test_preprocess_manifest_caches_the_chosen_arrays(cohort, oracle, filled):
 
 
 def test_the_sequence_serves_the_chosen_arrays_from_the_cache(cohort, oracle, filled, monkeypatch):
-    from medmulti.study import preprocess as pre_module
     from medmulti.data.sequence import PatientSequence
+    from medmulti.study import preprocess as pre_module
 
     def refuse(*args, **kwargs):
         raise AssertionError("preprocess_study called: the sequence missed the cache")

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_helpers import read_rows
 
 import medmulti
 from medmulti.data.cache import PreprocessCache
 from medmulti.data.sequence import MultiModalSequence, PatientSequence
 from medmulti.errors import CorruptFileError, ManifestError, MedmultiError, MissingFileError, SeriesGeometryError
-
-from data_helpers import read_rows
 
 
 def _seq(cohort, spec, cache, split="train", **kw):

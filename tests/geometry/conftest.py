@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import nibabel as nib
-import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk

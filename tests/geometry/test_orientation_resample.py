@@ -19,7 +19,6 @@ from medmulti.geometry.affines import grid_center
 from medmulti.image import Image
 
 
-
 def oblique_sitk(direction_angles=(0.3, -0.2, 0.1), size=(7, 6, 5), spacing=(0.7, 0.8, 2.5)):
     arr = np.arange(np.prod(size), dtype=np.float32).reshape(size[::-1])
     img = sitk.GetImageFromArray(arr)

@@ -10,6 +10,7 @@ from nibabel.eulerangles import euler2mat
 from nibabel.testing import data_path
 
 from medmulti import GeometryError, RegistrationError
+from medmulti.examples.synth import affine_from_geometry
 from medmulti.geometry import (
     Grid,
     check_coregistered,
@@ -21,7 +22,6 @@ from medmulti.geometry import (
 )
 from medmulti.geometry.affines import apply_affine, grid_corners
 from medmulti.image import LPS_TO_RAS, Image
-from medmulti.examples.synth import affine_from_geometry
 
 
 def _errors(found, expected, grid_affine, shape):

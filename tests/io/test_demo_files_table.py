@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from medmulti.cli import main
-from medmulti.geometry.orientation import orientation_code
 from medmulti.examples.synth import affine_from_geometry
+from medmulti.geometry.orientation import orientation_code
 
 
 def test_demo_reads_every_bundled_source(capsys):

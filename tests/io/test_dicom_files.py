@@ -9,13 +9,12 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from io_helpers import bundled, dicomdir_root
 from pydicom.pixels import apply_modality_lut
 
 from medmulti import CorruptFileError, MissingFileError, UnsupportedDataError, read_image
 from medmulti.image import Image
 from medmulti.io import inspect_source
-
-from io_helpers import bundled, dicomdir_root
 
 MR_VARIANTS = [
     "MR_small_bigendian.dcm",

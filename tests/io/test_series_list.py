@@ -14,8 +14,8 @@ import pytest
 from io_helpers import dicomdir_root
 
 from medmulti import MedmultiError, read_image
-from medmulti.examples import synth
 from medmulti.cli import main
+from medmulti.examples import synth
 from medmulti.io.series_list import list_series
 
 FOLDERS = ["77654033", "98892001", "98892003"]
@@ -120,9 +120,9 @@ def test_info_lists_then_describes_and_prints_nothing_identifying(capsys):
 
 
 def test_info_on_files_and_usage_errors(capsys, tmp_path):
+    import nibabel as nib
     from nibabel.testing import data_path
     from pydicom.data import get_testdata_file
-    import nibabel as nib
 
     ct = get_testdata_file("CT_small.dcm")
     assert main(["info", ct, "--json"]) == 0

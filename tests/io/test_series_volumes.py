@@ -22,14 +22,13 @@ import pytest
 from io_helpers import oblique_direction
 
 from medmulti import SeriesGeometryError, UnsupportedDataError, preprocess_study, read_image
-from medmulti.examples import synth
 from medmulti.cli import main
+from medmulti.examples import synth
 from medmulti.image import Image
 from medmulti.io import inspect_source, list_series
 from medmulti.io.dicom_series import VOLUME_KEYS
 from medmulti.manifest import check_row, load_manifest, validate_manifest
 from medmulti.spec import LabelSpec, ModalitySpec, StudySpec
-
 
 
 def _ascending(direction: np.ndarray) -> np.ndarray:

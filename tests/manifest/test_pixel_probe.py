@@ -21,12 +21,12 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from medmulti import StudySpec
+from medmulti.examples.cohort import make_sample_cohort
+from medmulti.examples.synth import new_uid
 from medmulti.io import inspect_source
 from medmulti.io.source import PROBE_BYTES
 from medmulti.manifest import load_manifest, validate_manifest
 from medmulti.manifest.checks import check_row
-from medmulti.examples.cohort import make_sample_cohort
-from medmulti.examples.synth import new_uid
 
 SLICES = 12
 COLS = ["patient_id", "split", "diagnosis", "ct", "mr", "xray"]

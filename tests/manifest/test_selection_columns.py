@@ -18,8 +18,8 @@ import pydicom
 import pytest
 
 from medmulti import ManifestError, UnsafePathError, preprocess_study, read_image
-from medmulti.examples import synth
 from medmulti.cli import main
+from medmulti.examples import synth
 from medmulti.image import Image
 from medmulti.io import SourceRef
 from medmulti.io.source_ref import parse_series_choice

@@ -20,10 +20,10 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from medmulti.cli import main
-from medmulti.manifest import load_manifest, sha256_of, validate_manifest
-from medmulti.manifest.checks import check_row
 from medmulti.examples.cohort import FAULT_KINDS, make_sample_cohort
 from medmulti.examples.synth import affine_from_geometry, new_uid, write_dicom_series
+from medmulti.manifest import load_manifest, sha256_of, validate_manifest
+from medmulti.manifest.checks import check_row
 
 SLICES = 12  # thin cohorts keep the tests fast
 COLS = ["patient_id", "split", "diagnosis", "ct", "mr", "xray"]

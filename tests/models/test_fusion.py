@@ -7,11 +7,10 @@ import json
 import keras
 import numpy as np
 import pytest
+from models_helpers import make_inputs, make_spec
 
 from medmulti.errors import SpecError
 from medmulti.models import build_fusion_model, model_input_shapes
-
-from models_helpers import make_inputs, make_spec
 
 SMALL = dict(width=2, depth=2, embed_dim=4)
 

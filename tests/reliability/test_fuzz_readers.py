@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from medmulti_testing.campaign import file_inputs, run_campaign, save_input, series_inputs
 
 PER_DICOM_SEED = 25  # 12 seeds -> 300 inputs

@@ -27,16 +27,16 @@ import sys
 from pathlib import Path
 
 import pytest
-
-import medmulti
-from medmulti.errors import ManifestError, MissingFileError
-from medmulti.manifest.report import Problem, ValidationReport
 from medmulti_testing.terminal_output import (
     TERMINAL_HOSTILE_CHARACTERS,
     control_character_campaign,
     forged_lines,
     raw_controls,
 )
+
+import medmulti
+from medmulti.errors import ManifestError, MissingFileError
+from medmulti.manifest.report import Problem, ValidationReport
 from medmulti.text import CSV_FORMULA_PREFIXES, PrintableFormatter, csv_safe, printable
 
 OSC_TITLE = "P1\x1b]0;PWNED\x07\x1b[2J"  # sets the window title, then clears the screen

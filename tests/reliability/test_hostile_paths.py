@@ -13,14 +13,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from medmulti.examples import synth
 from medmulti.errors import UnsafePathError
+from medmulti.examples import synth
 
 # -- the cases --------------------------------------------------------------------
 

@@ -28,18 +28,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-import medmulti as mm
-from medmulti.errors import ManifestError, SpecError
-from medmulti.manifest import load_manifest, validate_manifest
-from medmulti.manifest.schema import canonical_key
-from medmulti.spec import MAX_SPEC_BYTES, StudySpec
 from medmulti_testing.hostile_text import (
     CONTROL_CHARACTERS,
     control_character_manifests,
     leakage_manifests,
     spec_bombs,
 )
+
+import medmulti as mm
+from medmulti.errors import ManifestError, SpecError
+from medmulti.manifest import load_manifest, validate_manifest
+from medmulti.manifest.schema import canonical_key
+from medmulti.spec import MAX_SPEC_BYTES, StudySpec
 
 CLI_TIMEOUT_S = 120
 

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from medmulti_testing.snapshot import cache_snapshot
 
 KILLS_AT_OPS = 16
@@ -248,8 +247,8 @@ def test_corrupt_file_in_a_process_worker_reaches_the_parent(tmp_path):
     from medmulti import StudySpec
     from medmulti.data.sequence import PatientSequence
     from medmulti.errors import CorruptFileError, MedmultiError
-    from medmulti.manifest import load_manifest
     from medmulti.examples.cohort import make_sample_cohort
+    from medmulti.manifest import load_manifest
 
     c = make_sample_cohort(tmp_path / "cohort", n_patients=3, faults=False, progress=False, overwrite=True,
                            ct_slices=8)

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from medmulti_testing.canary import find_canaries, make_canary_cohort, scan_tree
 
 from medmulti.errors import MedmultiError
-from medmulti_testing.canary import find_canaries, make_canary_cohort, scan_tree
 
 LOGGERS = ("", "medmulti", "pydicom", "nibabel", "keras", "tensorflow", "PIL", "matplotlib")
 

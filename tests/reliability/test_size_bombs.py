@@ -13,10 +13,10 @@ import tracemalloc
 
 import numpy as np
 import pytest
-
-from medmulti.errors import CorruptFileError, ResourceLimitError
 from medmulti_testing import bombs
 from medmulti_testing.harness import peak_rss_mib
+
+from medmulti.errors import CorruptFileError, ResourceLimitError
 
 MIB = 2**20
 REFUSED = (ResourceLimitError, CorruptFileError)
@@ -111,8 +111,9 @@ def test_nesting_builder_nests(tmp_path):
 
 
 def test_caps_are_configurable(seeds, tmp_path):
-    from medmulti.io import DEFAULT_LIMITS, Limits, read_image
     from medmulti_testing.seeds import pydicom_file
+
+    from medmulti.io import DEFAULT_LIMITS, Limits, read_image
 
     ct = pydicom_file("CT_small.dcm")  # 128 x 128
     assert read_image(ct).array.size == 128 * 128

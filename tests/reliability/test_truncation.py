@@ -17,9 +17,9 @@ from __future__ import annotations
 import struct
 
 import pytest
+from medmulti_testing.campaign import truncation_offsets
 
 from medmulti.errors import CorruptFileError, MedmultiError, UnsupportedDataError
-from medmulti_testing.campaign import truncation_offsets
 
 # the fast tier sweeps the first KiB of every seed with a stride; benchmarks/stress.py sweeps every byte
 HEAD_STRIDE = 8

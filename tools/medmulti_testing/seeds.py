@@ -137,6 +137,7 @@ def _pin_uids(path: Path, key: str) -> Path:
     one input forever.
     """
     import pydicom
+
     from medmulti.examples import synth
 
     ds = pydicom.dcmread(path)

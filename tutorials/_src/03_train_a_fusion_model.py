@@ -25,18 +25,17 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # quieter TensorFlow start-up
 
+import keras
 import matplotlib.pyplot as plt
 import numpy as np
-from IPython.display import Image as ShowPNG, display
+import tensorflow as tf
+from IPython.display import Image as ShowPNG
+from IPython.display import display
 
 import medmulti as mm
 from medmulti.data import preprocess_manifest
 from medmulti.models.metrics import classification_metrics
 from medmulti.models.plots import plot_confusion_roc
-
-import keras
-
-import tensorflow as tf
 
 keras.utils.set_random_seed(0)  # seeds Python, NumPy and TensorFlow
 tf.config.experimental.enable_op_determinism()  # same seed, same machine -> same run
