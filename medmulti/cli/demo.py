@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..geometry.orientation import orientation_code
 from .arguments import positive_int
-from .output import format_table
+from .output import format_subsets, format_table
 
 HELP = "run the main job on a generated sample cohort: validate, preprocess, train fusion and single-modality models"
 
@@ -244,10 +244,7 @@ def run_demo(out: str | Path = "medmulti_demo", *, patients: int = DEMO_PATIENTS
         echo(f"      {name:<10} {auc:>8} {r['test_accuracy']:>9.3f} {r['best_epoch']:>7d} {r['seconds']:>8.0f}")
     if subsets is not None:
         echo(f"      the fusion model with modalities missing ({subsets['note']}):")
-        rows = [("{" + ", ".join(r["modalities"]) + "}", "n/a" if r["auc"] is None else f"{r['auc']:.3f}",
-                 "" if not r.get("auc_ci") else "{:.3f} - {:.3f}".format(*r["auc_ci"]),
-                 f"{r['accuracy']:.3f}", r["n"]) for r in subsets["subsets"].values()]
-        for line in format_table(rows, ("modalities", "ROC AUC", "95% interval", "accuracy", "n")):
+        for line in format_subsets(subsets):
             echo("        " + line)
     echo(f"      total {seconds:.0f} s")
     echo(f"summary: {root / 'demo_summary.json'}")

@@ -4,8 +4,13 @@ Writes ``evaluation_<split>.json`` (metrics with 95% patient-bootstrap intervals
 operating point chosen on the validation split, Brier score and ECE),
 ``predictions_<split>.csv``, ``confusion_roc_<split>.png`` and ``calibration_<split>.png``
 into RUN_DIR, and with ``--calibrate`` the run's ``calibration.json`` (a temperature fitted
-on the validation split, applied by later ``evaluate`` and ``predict`` calls). Prints AUC
-and accuracy with intervals, the operating point and the calibration.
+on the validation split, applied by later ``evaluate`` and ``predict`` calls), and
+refreshes RUN_DIR/report.html (every result of the folder on one offline page). Prints AUC
+and accuracy with intervals, the operating point, the calibration and where the report is.
+``--subsets`` also scores every non-empty subset of the run's modalities (the absent ones
+masked out) and prints their table. A cross-validation run folder (``train --cv K``) is
+scored fold by fold: each fold's line and the mean ± SD (sample SD) over the folds, written
+to RUN_DIR/cv_evaluation_<split>.json.
 Exit codes: 0 scored, 1 data problem, 2 usage error.
 """
 
@@ -17,6 +22,7 @@ from typing import Any
 
 from ..text import printable
 from .arguments import add_data_root_argument, add_policy_arguments, non_negative_int
+from .output import format_subsets
 
 HELP = "score a trained run on a manifest split (exit 0 scored, 1 data problem, 2 usage error)"
 
@@ -43,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibrate", action="store_true",
                         help="fit a temperature on the validation split and store it in RUN_DIR "
                              "(calibration.json; applied by later evaluate and predict calls)")
+    parser.add_argument("--subsets", action="store_true",
+                        help="also score every non-empty subset of the run's modalities, the absent ones masked "
+                             "out (subsets_<split>.json and .png), and print the table")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.add_argument("--no-write", action="store_true",
                         help="write nothing into RUN_DIR (score a read-only or shared run folder)")
@@ -64,18 +73,60 @@ def run(args: argparse.Namespace) -> int:
     int
         0 scored, 1 data problem (raised as MedmultiError).
     """
-    from ..training import evaluate
+    from pathlib import Path
 
-    metrics = evaluate(args.run_dir, args.manifest, split=args.split, cache_dir=args.cache,
-                       data_root=args.data_root, on_missing=args.on_missing, on_corrupt=args.on_corrupt,
-                       write=not args.no_write, progress=not args.no_progress, bootstrap=args.bootstrap,
-                       seed=args.seed, target_sensitivity=args.target_sensitivity, calibrate=args.calibrate)
+    from ..training import evaluate
+    from ..training.report import REPORT_FILE
+    from ..training.subsets import evaluate_subsets
+
+    common = dict(split=args.split, cache_dir=args.cache, data_root=args.data_root, on_missing=args.on_missing,
+                  on_corrupt=args.on_corrupt, write=not args.no_write, progress=not args.no_progress, seed=args.seed)
+    metrics = evaluate(args.run_dir, args.manifest, bootstrap=args.bootstrap,
+                       target_sensitivity=args.target_sensitivity, calibrate=args.calibrate, **common)
+    cv = "folds" in metrics and "cv" in metrics
+    runs = [Path(args.run_dir) / f["run_dir"] for f in metrics["folds"]] if cv else [Path(args.run_dir)]
+    subsets = ([evaluate_subsets(r, args.manifest, n_resamples=args.bootstrap, **common) for r in runs]
+               if args.subsets else [])
     if args.json:
-        print(json.dumps(metrics, indent=2))
-    else:
-        for line in summary_lines(args.split, metrics):
-            print(line)
+        print(json.dumps(metrics if not args.subsets else {"evaluation": metrics, "subsets": subsets}, indent=2))
+        return 0
+    for line in cv_summary_lines(args.split, metrics) if cv else summary_lines(args.split, metrics):
+        print(line)
+    for run_dir, result in zip(runs, subsets):
+        where = f" ({printable(run_dir.name)})" if cv else ""
+        print(f"modalities missing{where}: {printable(result['note'])}")
+        for line in format_subsets(result):
+            print("  " + line)
+    if not args.no_write:
+        print(f"report: {printable(Path(args.run_dir) / REPORT_FILE)}")
     return 0
+
+
+def cv_summary_lines(split: str, result: dict[str, Any]) -> list[str]:
+    """What ``medmulti evaluate`` prints for a cross-validation run folder.
+
+    Parameters
+    ----------
+    split : str
+        The evaluated split.
+    result : dict
+        As :func:`medmulti.training.evaluate` returns it for a cross-validation run.
+
+    Returns
+    -------
+    list of str
+        One line per fold (AUC and accuracy with their intervals, n), then the mean
+        ± sample SD over the folds of AUC, accuracy, Brier score and ECE.
+    """
+    lines = [f"{printable(split)}, {result['cv']} folds:"]
+    for f in result["folds"]:
+        lines.append(f"  fold {f['fold']}: AUC {_with_ci(f.get('auc'), f.get('auc_ci'))}, accuracy "
+                     f"{_with_ci(f.get('accuracy'), f.get('accuracy_ci'))} (n={f.get('n')})")
+    mean, std = result.get("mean") or {}, result.get("std") or {}
+    spread = [f"{label} {mean[key]:.3f} ± {std.get(key, float('nan')):.3f}" for key, label in
+              (("auc", "AUC"), ("accuracy", "accuracy"), ("brier", "Brier"), ("ece", "ECE")) if key in mean]
+    lines.append("  mean ± SD (ddof=1): " + (", ".join(spread) if spread else "n/a"))
+    return lines
 
 
 def _fraction(text: str) -> float:

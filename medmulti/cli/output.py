@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from ..text import printable
 
-__all__ = ["format_table", "print_metrics", "print_exclusions"]
+__all__ = ["format_table", "format_subsets", "print_metrics", "print_exclusions"]
 
 
 def format_table(rows: Sequence[Sequence[object]], header: Sequence[object]) -> list[str]:
@@ -29,6 +29,29 @@ def format_table(rows: Sequence[Sequence[object]], header: Sequence[object]) -> 
     lines = [[printable(c) for c in r] for r in (header, *rows)]
     widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
     return ["  ".join(r[i].ljust(widths[i]) for i in range(len(header))).rstrip() for r in lines]
+
+
+def format_subsets(result: Mapping[str, Any]) -> list[str]:
+    """The table of a subset evaluation: one line per set of modalities.
+
+    Parameters
+    ----------
+    result : Mapping
+        As returned by :func:`medmulti.training.subsets.evaluate_subsets`.
+
+    Returns
+    -------
+    list of str
+        :func:`format_table` lines: ``{ct, mr}``, ROC AUC with its 95% interval
+        (``0.912 [0.861, 0.953]``; ``n/a`` where undefined), accuracy, patients.
+    """
+    rows = []
+    for r in result["subsets"].values():
+        auc = "n/a" if r["auc"] is None else f"{r['auc']:.3f}"
+        if r.get("auc_ci"):
+            auc += " [{:.3f}, {:.3f}]".format(*r["auc_ci"])
+        rows.append(("{" + ", ".join(r["modalities"]) + "}", auc, f"{r['accuracy']:.3f}", r["n"]))
+    return format_table(rows, ("modalities", "ROC AUC [95% interval]", "accuracy", "n"))
 
 
 def print_metrics(name: str, metrics: dict) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 __all__ = ["roc_auc", "roc_curve", "confusion_matrix", "classification_metrics", "label_matrix",
            "positive_classes", "choose_threshold", "threshold_metrics", "brier_score", "calibration_bins",
            "expected_calibration_error", "calibration_metrics", "bootstrap_indices", "percentile_interval",
-           "bootstrap_intervals", "THRESHOLD_METRICS", "N_CALIBRATION_BINS"]
+           "bootstrap_intervals", "mean_and_sd", "THRESHOLD_METRICS", "N_CALIBRATION_BINS"]
 
 #: The ratios :func:`threshold_metrics` reports (each with an interval in :func:`bootstrap_intervals`).
 THRESHOLD_METRICS = ("sensitivity", "specificity", "ppv", "npv")
@@ -574,3 +574,34 @@ def bootstrap_intervals(
     out["bootstrap"] = {"n_resamples": int(n_resamples), "seed": seed, "confidence": confidence,
                         "method": "percentile", "unit": "patient", "undefined_auc": int(np.isnan(macro).sum())}
     return out
+
+
+def mean_and_sd(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean and sample standard deviation (``ddof=1``) of metrics over folds.
+
+    Parameters
+    ----------
+    records : sequence of Mapping
+        One metrics record per fold (as :func:`classification_metrics` returns).
+
+    Returns
+    -------
+    (dict, dict)
+        Metric name -> mean, and metric name -> standard deviation (``nan`` for one
+        record), for every scalar metric of the first record (``n`` and booleans
+        excepted) that is a finite number in every record.
+
+    Examples
+    --------
+    >>> mean_and_sd([{"auc": 0.5, "n": 10}, {"auc": 1.0, "n": 12}])
+    ({'auc': 0.75}, {'auc': 0.3535533905932738})
+    """
+    names = [k for k, v in (records[0] if records else {}).items()
+             if k != "n" and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    mean, std = {}, {}
+    for name in names:
+        values = [m.get(name) for m in records]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in values):
+            mean[name] = float(np.mean(values))
+            std[name] = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+    return mean, std

@@ -17,7 +17,8 @@ folder::
       tensorboard/       TensorBoard logs (tensorboard=True)
 
 With ``cv=K``, ``RUN_DIR/fold-k/`` holds one such folder per fold and ``cv_summary.json``
-the folds' metrics with their mean and standard deviation.
+the folds' metrics with their mean and standard deviation; :func:`evaluate` on such a folder
+re-scores every fold.
 
 :func:`train` takes three option records (:class:`~medmulti.models.ModelOptions`,
 :class:`FitOptions`, :class:`DataOptions`) or any of their fields as keywords.
@@ -28,7 +29,8 @@ value: patients are named by their manifest key only.
 The package: :mod:`~medmulti.training.fit` (train), :mod:`~medmulti.training.options`
 (its option records), :mod:`~medmulti.training.apply`
 (evaluate, predict), :mod:`~medmulti.training.run_folder` (the card, the model file, failed
-runs) and :mod:`~medmulti.training.batches` (what they share).
+runs), :mod:`~medmulti.training.report` (``report.html``, every result of a run folder on one
+offline page) and :mod:`~medmulti.training.batches` (what they share).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from __future__ import annotations
 from .apply import evaluate, predict
 from .fit import CVResult, TrainResult, train
 from .options import LR_SCHEDULES, MONITORS, DataOptions, FitOptions
+from .report import REPORT_FILE, write_run_report
 from .run_folder import MODEL_FILE, RUN_CARD
 
 __all__ = ["TrainResult", "CVResult", "train", "FitOptions", "DataOptions", "evaluate", "predict", "MONITORS",
-           "LR_SCHEDULES", "MODEL_FILE", "RUN_CARD"]
+           "LR_SCHEDULES", "MODEL_FILE", "RUN_CARD", "REPORT_FILE", "write_run_report"]

@@ -13,21 +13,26 @@ import numpy as np
 
 from ..errors import ManifestError, RunFolderError
 from ..models.calibration import TEMPERATURE_RANGE, fit_temperature, plot_reliability
+from ..models.metrics import mean_and_sd
 from ..models.plots import plot_confusion_roc
 from ..spec import StudySpec
 from .batches import make_sequence, open_manifest, predict_sequence, write_predictions
 from .evaluation import evaluation_record, read_calibration, write_calibration
+from .report import write_run_report
 from .run_folder import (
     RUN_CARD,
     card_path,
+    fold_view,
     folder_error,
+    is_cv_run,
     open_run,
+    read_cv_summary,
     run_cache,
     sha256_file,
     write_json,
 )
 
-__all__ = ["evaluate", "predict"]
+__all__ = ["evaluate", "predict", "CV_EVALUATION_KEYS"]
 
 log = logging.getLogger("medmulti.training")
 
@@ -46,7 +51,7 @@ def run_manifest(run: Path, card: Mapping[str, Any], manifest: Any, spec: StudyS
     if (want and recorded_path is not None and path.is_file() and path.resolve() == recorded_path.resolve()
             and sha256_file(path) != want):
         log.warning("the manifest changed since training (sha256 differs from the run card)")
-    return man
+    return fold_view(run, card, man)
 
 
 def policies(card: Mapping[str, Any], on_missing: str | None, on_corrupt: str | None) -> dict[str, Any]:
@@ -81,11 +86,14 @@ def evaluate(
     Parameters
     ----------
     run_dir : str or PathLike
-        A folder written by :func:`train`.
+        A folder written by :func:`train`: one run, or a cross-validation run
+        (``cv=K``), whose folds are each re-scored (see Notes).
     manifest : Manifest or str or PathLike, optional
         Default: the manifest the run was trained on (from the run card).
     split : {"train", "val", "test"}
-        Which rows to score.
+        Which rows to score. A fold of a cross-validation (``RUN/fold-k``, alone or
+        as part of its run) is scored on its own splits: ``val`` is the held-out fold
+        (from ``cv_summary.json``), not the manifest's ``split`` column.
     cache_dir : str or PathLike, optional
         Preprocessing cache (default: the one the run trained with, when it lies
         inside the run folder; a run card never makes medmulti write elsewhere).
@@ -99,7 +107,8 @@ def evaluate(
     write : bool
         Also write ``evaluation_<split>.json``, ``predictions_<split>.csv``,
         ``confusion_roc_<split>.png`` and ``calibration_<split>.png`` (and with
-        ``calibrate``, ``calibration.json``) into the run folder.
+        ``calibrate``, ``calibration.json``) into the run folder, and refresh its
+        ``report.html`` (:func:`~medmulti.training.report.write_run_report`).
     progress : bool
         Show progress bars.
     bootstrap : int
@@ -122,6 +131,10 @@ def evaluate(
         (``auc_ci``, ...), ``brier``, ``ece``, ``calibrated``, ``calibration``,
         ``operating_point`` and ``bootstrap``. The metrics are those of the
         calibrated probabilities when the run has (or fits) a temperature.
+        For a cross-validation run: ``{"format", "split", "cv", "folds", "mean",
+        "std", "std_ddof", "bootstrap"}``, ``folds`` holding per fold ``fold``,
+        ``run_dir`` (``fold-k``) and :data:`CV_EVALUATION_KEYS` of its record,
+        ``mean`` and ``std`` (``ddof=1``) every scalar metric defined in every fold.
 
     Raises
     ------
@@ -135,11 +148,24 @@ def evaluate(
         Data problems, typed.
     ValueError
         ``bootstrap`` negative, or ``target_sensitivity`` outside (0, 1].
+
+    Notes
+    -----
+    A cross-validation run folder (``cv_summary.json`` and ``fold-k/`` folders, no
+    ``run_card.json``) is evaluated fold by fold, each fold's run as above (writing
+    into ``fold-k/``), and the folds' metrics with their mean and sample standard
+    deviation are returned and (``write``) written to ``cv_evaluation_<split>.json``
+    and the run's ``report.html``.
     """
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
         raise ValueError(f"bootstrap must be a whole number >= 0, got {bootstrap!r}")
     if target_sensitivity is not None and not 0.0 < target_sensitivity <= 1.0:
         raise ValueError(f"target_sensitivity must lie in (0, 1], got {target_sensitivity!r}")
+    if is_cv_run(run_dir):
+        return _evaluate_folds(Path(run_dir), manifest, split=split, write=write, bootstrap=bootstrap, seed=seed,
+                               cache_dir=cache_dir, batch_size=batch_size, data_root=data_root,
+                               on_missing=on_missing, on_corrupt=on_corrupt, progress=progress,
+                               target_sensitivity=target_sensitivity, calibrate=calibrate)
     run, card, spec, model = open_run(run_dir)
     scaling = None if calibrate else read_calibration(run)
     options = policies(card, on_missing, on_corrupt)
@@ -187,10 +213,41 @@ def evaluate(
             plot_reliability(result["calibration"]["curves"], run / f"calibration_{split}.png",
                              title=f"{card.get('model', 'model')}: {split}"
                              + (" (temperature-scaled)" if scaling is not None else ""))
+            write_run_report(run)
         except OSError as exc:
-            err = folder_error(exc, run, "the evaluation into the run folder")
-            err.hint, err.cli_hint = "pass write=False to score without writing", "add --no-write to score without writing"
-            raise err from None
+            raise _write_error(exc, run) from None
+    return result
+
+
+def _write_error(exc: OSError, run: Path) -> RunFolderError:
+    err = folder_error(exc, run, "the evaluation into the run folder")
+    err.hint, err.cli_hint = "pass write=False to score without writing", "add --no-write to score without writing"
+    return err
+
+
+#: What the record of a cross-validation evaluation keeps of each fold's evaluation record.
+CV_EVALUATION_KEYS = ("n", "auc", "auc_ci", "accuracy", "accuracy_ci", "brier", "brier_ci", "ece", "calibrated")
+
+
+def _evaluate_folds(run: Path, manifest: Any, *, split: str, write: bool, bootstrap: int, seed: int,
+                    **options: Any) -> dict[str, Any]:
+    """Evaluate every fold of a cross-validation run folder (see :func:`evaluate`'s Notes)."""
+    summary = read_cv_summary(run)
+    folds = []
+    for entry in summary["folds"]:
+        name = f"fold-{entry['fold']}"
+        log.info("cross-validation: evaluating %s", name)
+        record = evaluate(run / name, manifest, split=split, write=write, bootstrap=bootstrap, seed=seed, **options)
+        folds.append({"fold": entry["fold"], "run_dir": name, **{k: record.get(k) for k in CV_EVALUATION_KEYS}})
+    mean, std = mean_and_sd([{k: v for k, v in f.items() if k != "fold"} for f in folds])
+    result = {"format": 1, "split": split, "cv": len(folds), "folds": folds, "mean": mean, "std": std,
+              "std_ddof": 1, "bootstrap": {"n_resamples": bootstrap, "seed": seed}}
+    if write:
+        try:
+            write_json(run / f"cv_evaluation_{split}.json", result)
+            write_run_report(run)
+        except OSError as exc:
+            raise _write_error(exc, run) from None
     return result
 
 

@@ -24,7 +24,7 @@ from ..errors import ManifestError, MedmultiError, RunFolderError, SpecError
 from ..manifest.schema import parse_fold_cell
 from ..manifest.split import assign_splits
 from ..models import ModelOptions, build_fusion_model
-from ..models.metrics import classification_metrics
+from ..models.metrics import classification_metrics, mean_and_sd
 from ..models.plots import plot_confusion_roc, plot_history
 from ..models.saving import load_fusion_model, save_model_atomic
 from ..spec import StudySpec
@@ -39,6 +39,7 @@ from .batches import (
 )
 from .options import LR_SCHEDULES, MONITORS, DataOptions, FitOptions, resolve_train_options
 from .run_folder import (
+    CV_SUMMARY,
     MODEL_FILE,
     RUN_CARD,
     folder_error,
@@ -56,8 +57,6 @@ __all__ = ["TrainResult", "CVResult", "train", "MONITORS", "LR_SCHEDULES", "BACK
 BACKUP_DIR = "backup"
 #: the run folder's subfolder for TensorBoard logs (``tensorboard=True``)
 TENSORBOARD_DIR = "tensorboard"
-#: a cross-validation run folder's summary of its folds
-CV_SUMMARY = "cv_summary.json"
 
 log = logging.getLogger("medmulti.training")
 
@@ -841,19 +840,6 @@ def _finished_run(run_dir: Path) -> TrainResult:
                        counts=card.get("counts", {}), excluded=card.get("excluded", {}))
 
 
-def _spread(per_fold: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
-    """Mean and standard deviation (``ddof=1``) of every scalar metric defined in every fold."""
-    names = [k for k, v in (per_fold[0] if per_fold else {}).items()
-             if k != "n" and isinstance(v, (int, float)) and not isinstance(v, bool)]
-    mean, std = {}, {}
-    for name in names:
-        values = [m.get(name) for m in per_fold]
-        if all(isinstance(v, (int, float)) and np.isfinite(v) for v in values):
-            mean[name] = float(np.mean(values))
-            std[name] = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
-    return mean, std
-
-
 def _train_folds(run_dir: Path, manifest: Any, spec: StudySpec, *, t0: float, model_opts: ModelOptions,
                  fit_opts: FitOptions, data_opts: DataOptions, progress: bool, overwrite: bool,
                  resume: bool) -> CVResult:
@@ -889,7 +875,7 @@ def _train_folds(run_dir: Path, manifest: Any, spec: StudySpec, *, t0: float, mo
     mean, std = {}, {}
     for split in ("val", "test"):
         if all(f[split] for f in folds):
-            mean[split], std[split] = _spread([f[split] for f in folds])
+            mean[split], std[split] = mean_and_sd([f[split] for f in folds])
     summary = {"format": 1, "cv": fit_opts.cv, "fold_source": source, "seed": int(fit_opts.seed),
                "monitor": fit_opts.monitor, "std_ddof": 1, "folds": folds, "mean": mean, "std": std,
                "assignment": {r.key: f for r, f in zip(man.rows, of_row) if f is not None}}

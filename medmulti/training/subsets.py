@@ -26,6 +26,7 @@ from ..spec import present_input_name
 from ..text import printable
 from .apply import policies, run_manifest
 from .batches import make_sequence, predict_sequence
+from .report import write_run_report
 from .run_folder import folder_error, open_run, run_cache, write_json
 
 __all__ = ["MASKINGS", "modality_subsets", "subset_name", "mask_modalities", "masking_of", "evaluate_subsets",
@@ -185,7 +186,8 @@ def evaluate_subsets(
         Bootstrap seed; every subset is resampled with the same replicates.
     write : bool
         Also write ``subsets_<split>.json`` and the bar chart ``subsets_<split>.png``
-        into the run folder.
+        into the run folder, and refresh its ``report.html``
+        (:func:`~medmulti.training.report.write_run_report`).
     progress : bool
         Show progress bars.
 
@@ -251,6 +253,7 @@ def evaluate_subsets(
         try:
             write_json(run / f"subsets_{split}.json", result)
             plot_subsets(result, run / f"subsets_{split}.png", title=f"{card.get('model', 'model')}: {split}")
+            write_run_report(run)
         except OSError as exc:
             raise folder_error(exc, run, "the subset evaluation into the run folder") from None
     return result
