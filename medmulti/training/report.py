@@ -99,7 +99,8 @@ def write_run_report(run_dir: str | PathLike[str]) -> Path:
 
     Examples
     --------
-    >>>     >>> path = write_run_report(tempfile.mkdtemp())
+    >>> import tempfile
+    >>> path = write_run_report(tempfile.mkdtemp())
     >>> path.name, "<script" in path.read_text()
     ('report.html', False)
     """
