@@ -39,8 +39,8 @@ from .error_ladder import reader_errors
 from .limits import Limits
 from .pixels import (
     PARALLEL_SYNTAXES,
-    _decode_options,
     decode_compressed_file,
+    decode_options,
     decode_pool,
     default_workers,
     read_stored,
@@ -331,7 +331,7 @@ def _choose(
     )
 
 
-def _group(headers: list[DicomHeader]) -> list[list[DicomHeader]]:
+def group_series_files(headers: list[DicomHeader]) -> list[list[DicomHeader]]:
     groups: dict[Any, list[DicomHeader]] = {}
     for h in headers:
         groups.setdefault(h.series_uid, []).append(h)
@@ -461,7 +461,7 @@ def _common_checks(hs: list[DicomHeader], where: str, limits: Limits) -> tuple[n
     return np.array(ipps), iops[0]
 
 
-def _series_geometry(
+def series_geometry_of(
     hs: list[DicomHeader], where: str, limits: Limits
 ) -> tuple[Stack | None, SeriesVolumes | None, tuple[np.ndarray, np.ndarray] | None]:
     """Check a series (headers only): ``(stack, None, geometry)`` for one volume,
@@ -495,7 +495,7 @@ def _series_geometry(
     return stack, None, geometry
 
 
-def _volume_stack(
+def volume_stack(
     hs: list[DicomHeader], volumes: SeriesVolumes, k: int, geometry: tuple[np.ndarray, np.ndarray], where: str,
     limits: Limits,
 ) -> Stack:
@@ -565,13 +565,13 @@ def _check_series(
     raise UnsupportedDataError; ``volume=`` for a series holding one volume is
     left to the caller (a single file may still take it).
     """
-    stack, volumes, geometry = _series_geometry(hs, where, limits)
+    stack, volumes, geometry = series_geometry_of(hs, where, limits)
     if volumes is None:
         return stack, None
     if volume is None:
         raise refuse_volumes(volumes, where)
     k = _check_volume_index(volume, volumes, where)
-    return _volume_stack(hs, volumes, k, geometry, where, limits), volumes
+    return volume_stack(hs, volumes, k, geometry, where, limits), volumes
 
 
 def plan_series(
@@ -650,7 +650,7 @@ def plan_series(
             path=where,
             hint="check that the path points at a DICOM series folder",
         )
-    groups = _group(headers)
+    groups = group_series_files(headers)
     if series is not None:
         hs = _choose(groups, series, folder, where)
         if len(groups) > 1:
@@ -697,7 +697,7 @@ SINGLE_VOLUME_SERIES = "this series of single-frame files (no slice position rep
 
 def _decode_parallel(hs: list[DicomHeader], vol: np.ndarray, rescales, workers: int) -> None:
     pool = decode_pool(workers)
-    args = [(str(h.path), h.pixel_offset, h.transfer_syntax, _decode_options(h), h.name, h.buffer) for h in hs]
+    args = [(str(h.path), h.pixel_offset, h.transfer_syntax, decode_options(h), h.name, h.buffer) for h in hs]
     chunk = max(1, len(args) // (workers * 8))
     results = pool.map(_decode_star, args, chunksize=chunk)
     for k, stored in enumerate(results):

@@ -43,7 +43,7 @@ def _inflater():
         return zlib.decompressobj(wbits=47)
 
 
-class _Stream:
+class NiftiStream:
     """Sequential reader of a file's (possibly gzip-inflated) bytes."""
 
     def __init__(self, path: Path, gz: bool, name: str) -> None:
@@ -158,7 +158,7 @@ class NiftiHeaderInfo:
         self.version = version
 
 
-def read_nifti_header(stream: _Stream, name: str, limits: Limits) -> tuple[NiftiHeaderInfo, int]:
+def read_nifti_header(stream: NiftiStream, name: str, limits: Limits) -> tuple[NiftiHeaderInfo, int]:
     """Read and check a NIfTI header from the start of ``stream``.
 
     ``sizeof_hdr`` (read little-endian, else big-endian) of 540 means NIfTI-2;
@@ -166,7 +166,7 @@ def read_nifti_header(stream: _Stream, name: str, limits: Limits) -> tuple[Nifti
 
     Parameters
     ----------
-    stream : _Stream
+    stream : NiftiStream
         The file's bytes (gzip-inflated for ``.nii.gz``), positioned at the start.
     name : str
         File name used in errors.
@@ -250,7 +250,7 @@ def read_nifti_header(stream: _Stream, name: str, limits: Limits) -> tuple[Nifti
     return info, consumed
 
 
-def _itk_geometry(path: Path, name: str, header: Any = None):
+def itk_geometry(path: Path, name: str, header: Any = None):
     """Return ITK ``(origin, spacing, direction)`` and where they came from.
 
     SimpleITK's header reader is the reference. For the few files it cannot
@@ -291,7 +291,7 @@ def _itk_geometry(path: Path, name: str, header: Any = None):
     return tuple(origin), tuple(spacing), (lps / spacing[None, :]).ravel(), "nibabel"
 
 
-def _finish_gzip(stream: _Stream, remaining: int, name: str) -> None:
+def _finish_gzip(stream: NiftiStream, remaining: int, name: str) -> None:
     """Inflate the rest of a gzip stream so a cut or corrupted end is caught.
 
     zlib verifies the CRC-32 and length in the gzip trailer at the end of the
@@ -312,7 +312,7 @@ def _finish_gzip(stream: _Stream, remaining: int, name: str) -> None:
             break
 
 
-def _checked_affine(origin, spacing, direction, name: str) -> np.ndarray:
+def checked_affine(origin, spacing, direction, name: str) -> np.ndarray:
     """Build the affine, refusing non-finite or degenerate geometry."""
     with np.errstate(all="ignore"):
         affine = affine_from_itk(origin, spacing, direction)
@@ -359,7 +359,7 @@ def read_nifti(path: Path, modality: str | None, *, volume: int | None, limits: 
         memory="not enough memory for this NIfTI volume",
         corrupt="the NIfTI file cannot be read (damaged or truncated compressed data)",  # zlib.error, OSError, EOFError ...
     )
-    with ladder, _Stream(path, gz, name) as stream:
+    with ladder, NiftiStream(path, gz, name) as stream:
         info, consumed = read_nifti_header(stream, name, limits)
         shape = info.shape
         if len(shape) == 4:
@@ -405,8 +405,8 @@ def read_nifti(path: Path, modality: str | None, *, volume: int | None, limits: 
                 path=name,
                 keyword="scl_slope",
             )
-    origin, spacing, direction, geometry_source = _itk_geometry(path, name, info.header)
-    affine = _checked_affine(origin, spacing, direction, name)
+    origin, spacing, direction, geometry_source = itk_geometry(path, name, info.header)
+    affine = checked_affine(origin, spacing, direction, name)
     meta: dict[str, Any] = {
         "source": "nifti",
         "nifti_version": info.version,
@@ -423,7 +423,7 @@ def read_nifti(path: Path, modality: str | None, *, volume: int | None, limits: 
     return Image(out, affine, (float(spacing[2]), float(spacing[1]), float(spacing[0])), (modality or "MR").upper(), meta)
 
 
-def _stream_values(stream: _Stream, info: NiftiHeaderInfo, out: np.ndarray, name: str) -> None:
+def _stream_values(stream: NiftiStream, info: NiftiHeaderInfo, out: np.ndarray, name: str) -> None:
     """Fill flat float32 ``out`` from the stream, scaling block by block."""
     dtype = info.dtype
     if dtype == np.dtype("<f4") or dtype == np.dtype("=f4"):

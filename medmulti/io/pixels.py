@@ -72,7 +72,7 @@ def fix_bits(stored: np.ndarray, bits_stored: int, signed: bool) -> np.ndarray:
     return stored
 
 
-def _decode_options(h: DicomHeader) -> dict[str, Any]:
+def decode_options(h: DicomHeader) -> dict[str, Any]:
     return {
         "rows": h.rows,
         "columns": h.columns,
@@ -193,7 +193,7 @@ def read_stored(h: DicomHeader, out: np.ndarray | None = None) -> np.ndarray:
     """
     shape = (h.frames, h.rows, h.columns)
     if not h.is_native:
-        return decode_compressed_file(str(h.path), h.pixel_offset, h.transfer_syntax, _decode_options(h), h.name, h.buffer)
+        return decode_compressed_file(str(h.path), h.pixel_offset, h.transfer_syntax, decode_options(h), h.name, h.buffer)
     dtype = h.stored_dtype()
     if out is None or out.shape != shape or out.dtype != dtype.newbyteorder("="):
         out = np.empty(shape, dtype=dtype.newbyteorder("="))

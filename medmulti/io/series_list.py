@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import MedmultiError, MissingFileError
 from .dicom_file import is_projection
 from .dicom_header import DicomHeader
-from .dicom_series import _group, _series_geometry, _volume_stack, scan_folder
+from .dicom_series import group_series_files, scan_folder, series_geometry_of, volume_stack
 from .limits import DEFAULT_LIMITS, Limits
 
 __all__ = ["SeriesSummary", "list_series"]
@@ -147,7 +147,7 @@ def list_series(
     if not p.is_dir():
         raise MissingFileError("no such folder", path=str(folder))
     headers, _, _ = scan_folder(p, limits, display=str(folder), root=root)
-    groups = _group(headers)
+    groups = group_series_files(headers)
     numbers = [g[0].series_number for g in groups]
     out = []
     for hs in groups:
@@ -155,11 +155,11 @@ def list_series(
         problem = None
         n_volumes, volume_key = 1, None
         try:
-            _, volumes, geometry = _series_geometry(hs, str(folder), limits)
+            _, volumes, geometry = series_geometry_of(hs, str(folder), limits)
             if volumes is not None:
                 n_volumes, volume_key = volumes.n, volumes.keyword
                 for k in range(volumes.n):  # each volume must assemble on its own
-                    _volume_stack(hs, volumes, k, geometry, str(folder), limits)
+                    volume_stack(hs, volumes, k, geometry, str(folder), limits)
         except MedmultiError as exc:
             problem = f"{type(exc).__name__}: {exc.message}"
         unique = first.series_number is not None and numbers.count(first.series_number) == 1

@@ -32,7 +32,7 @@ from .dicom_header import DicomHeader, read_header
 from .dicom_series import plan_series, series_given_for_a_file
 from .error_ladder import source_errors
 from .limits import DEFAULT_LIMITS, Limits
-from .nifti import _checked_affine, _itk_geometry, _Stream, read_nifti_header
+from .nifti import NiftiStream, checked_affine, itk_geometry, read_nifti_header
 from .quiet import quiet_pydicom
 from .reader import read_image, resolve_format
 from .safe_files import open_regular
@@ -249,7 +249,7 @@ def _inspect_dicom_file(h: DicomHeader, name: str, limits: Limits, volume: int |
 def _inspect_nifti(p: Path, name: str, gz: bool, modality: str | None, volume: int | None, limits: Limits) -> SourceInfo:
     import os
 
-    with _Stream(p, gz, name) as stream:
+    with NiftiStream(p, gz, name) as stream:
         info, _ = read_nifti_header(stream, name, limits)
     shape = info.shape
     if len(shape) == 4 and volume is None:
@@ -277,7 +277,7 @@ def _inspect_nifti(p: Path, name: str, gz: bool, modality: str | None, volume: i
                 "the gzip trailer disagrees with the declared data size (truncated, damaged, trailing data or "
                 "multi-member gzip); inspect with deep=True to decode it"
             )
-    origin, spacing, direction, _ = _itk_geometry(p, name, info.header)
+    origin, spacing, direction, _ = itk_geometry(p, name, info.header)
     nx, ny, nz = shape[:3]
     return SourceInfo(
         "nifti",
@@ -289,7 +289,7 @@ def _inspect_nifti(p: Path, name: str, gz: bool, modality: str | None, volume: i
         {"patient": None, "study": None, "series": None, "frame_of_reference": None, "pixels": None,
          "pixels_probe": _nifti_probe(p, info, volume)},
         warnings,
-        _checked_affine(origin, spacing, direction, name),
+        checked_affine(origin, spacing, direction, name),
     )
 
 

@@ -141,7 +141,7 @@ def _walk(lexical: Path, allowed: Path, text: str, where: str) -> Path:
                               hint="copy the data, or pass an explicit data root that contains the target") from None
 
 
-def _read_rows(p: Path) -> tuple[int, Iterator[list[str]], Callable[[], int]]:
+def read_rows(p: Path) -> tuple[int, Iterator[list[str]], Callable[[], int]]:
     """Open the manifest's CSV: ``(comment lines skipped, row iterator, physical lines read so far)``.
 
     The text is read as a file with ``newline=""`` (the csv module's rule): only
@@ -253,7 +253,7 @@ def load_manifest(
     droot = Path(os.path.realpath(data_root)) if data_root is not None else None
     if droot is not None and not droot.is_dir():
         raise MissingFileError("the data root is not a folder", path=droot)
-    skipped, reader, line_of = _read_rows(p)
+    skipped, reader, line_of = read_rows(p)
     try:
         header = next(reader)
     except StopIteration:

@@ -34,7 +34,7 @@ from typing import Hashable, Sequence
 import numpy as np
 
 from ..errors import ManifestError
-from .load import _read_rows
+from .load import read_rows
 from .schema import FOLD_COLUMN, SPLITS, canonical_key
 
 __all__ = ["assign_splits", "split_manifest", "SplitResult", "parse_ratios", "FOLD_COLUMN"]
@@ -245,7 +245,7 @@ def split_manifest(
                          "relative to the manifest's folder")
     if dst.exists() and not overwrite:
         raise ValueError(f"{dst.name!r} exists; choose another output or allow overwriting")
-    skipped, reader, line_of = _read_rows(src)
+    skipped, reader, line_of = read_rows(src)
     comments = src.read_bytes().decode("utf-8-sig").splitlines(keepends=True)[:skipped]
     try:
         header = [h.strip() for h in next(reader)]

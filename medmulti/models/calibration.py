@@ -22,7 +22,7 @@ import numpy as np
 
 from ..text import printable
 from .metrics import label_matrix
-from .plots import _LITERAL, _literal_legend
+from .plots import LITERAL_TEXT, literal_legend
 
 __all__ = ["TemperatureScaling", "fit_temperature", "apply_temperature", "negative_log_likelihood",
            "plot_reliability", "TEMPERATURE_RANGE"]
@@ -215,9 +215,9 @@ def plot_reliability(curves: Mapping[str, Mapping[str, Sequence[Any]]], path: st
     top.set_ylabel("observed frequency")
     top.set_title("reliability")
     top.grid(alpha=0.3)
-    _literal_legend(top, loc="upper left", fontsize="small")
+    literal_legend(top, loc="upper left", fontsize="small")
     bottom.set_xlabel("mean predicted probability")
     bottom.set_ylabel("patients")
     if title:
-        fig.suptitle(printable(title), **_LITERAL)
+        fig.suptitle(printable(title), **LITERAL_TEXT)
     fig.savefig(path, dpi=100)

@@ -22,10 +22,10 @@ from .metrics import confusion_matrix, roc_auc, roc_curve
 __all__ = ["plot_history", "plot_confusion_roc"]
 
 #: Text properties for every string drawn: literal text, no mathtext, no TeX.
-_LITERAL: dict[str, Any] = {"parse_math": False, "usetex": False}
+LITERAL_TEXT: dict[str, Any] = {"parse_math": False, "usetex": False}
 
 
-def _literal_legend(ax: Any, **kwargs: Any) -> None:
+def literal_legend(ax: Any, **kwargs: Any) -> None:
     """``ax.legend(**kwargs)`` with literal entries (labels are escaped where they are set).
 
     No legend when nothing is labelled (a test split of one class has no ROC curve).
@@ -34,7 +34,7 @@ def _literal_legend(ax: Any, **kwargs: Any) -> None:
         return
     legend = ax.legend(**kwargs)
     for text in legend.get_texts():
-        text.set(**_LITERAL)
+        text.set(**LITERAL_TEXT)
 
 
 def plot_history(history: Mapping[str, Sequence[float]], path: str | PathLike[str], *, title: str = "") -> None:
@@ -62,11 +62,11 @@ def plot_history(history: Mapping[str, Sequence[float]], path: str | PathLike[st
             if values:
                 ax.plot(np.arange(1, len(values) + 1), values, marker="o", ms=3, label=label)
         ax.set_xlabel("epoch")
-        ax.set_title(printable(name), **_LITERAL)
+        ax.set_title(printable(name), **LITERAL_TEXT)
         ax.grid(alpha=0.3)
-        _literal_legend(ax)
+        literal_legend(ax)
     if title:
-        fig.suptitle(printable(title), **_LITERAL)
+        fig.suptitle(printable(title), **LITERAL_TEXT)
     fig.savefig(path, dpi=100)
 
 
@@ -116,8 +116,8 @@ def plot_confusion_roc(
         for (i, j), v in np.ndenumerate(cm):
             ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
         names = [printable(c) for c in classes]
-        ax.set_xticks(range(k), names, rotation=30, **_LITERAL)
-        ax.set_yticks(range(k), names, **_LITERAL)
+        ax.set_xticks(range(k), names, rotation=30, **LITERAL_TEXT)
+        ax.set_yticks(range(k), names, **LITERAL_TEXT)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title("confusion matrix")
@@ -134,7 +134,7 @@ def plot_confusion_roc(
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title("ROC")
-    _literal_legend(ax, loc="lower right")
+    literal_legend(ax, loc="lower right")
     if title:
-        fig.suptitle(printable(title), **_LITERAL)
+        fig.suptitle(printable(title), **LITERAL_TEXT)
     fig.savefig(path, dpi=100)
