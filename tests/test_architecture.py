@@ -243,6 +243,38 @@ def test_no_function_local_import_of_medmulti_modules_outside_the_cli(tree):
     assert local_imports(edges) == []
 
 
+def private_imports(package: Path) -> list[str]:
+    """``module:line name`` for each import of another medmulti module's private name
+    (a leading underscore); modules themselves (``_version``, ``_processes``) are fine."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if not (node.level or (node.module or "").startswith("medmulti")):
+                continue
+            for alias in node.names:
+                name = alias.name
+                if name.startswith("_") and not name.startswith("__") and not (package / f"{name}.py").exists():
+                    sub = (path.parent / f"{name}.py").exists() or (path.parent / name).is_dir()
+                    if not sub:
+                        found.append(f"{path.relative_to(package.parent)}:{node.lineno} {name}")
+    return found
+
+
+def test_no_module_imports_another_modules_private_helpers():
+    # shared helpers get public names in the right layer (issue 14)
+    assert private_imports(ROOT / "medmulti") == []
+
+
+def test_the_private_import_check_catches_one(tmp_path):
+    pkg = tmp_path / "medmulti"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("def _helper():\n    return 1\n")
+    (pkg / "b.py").write_text("from .a import _helper\n")
+    assert private_imports(pkg) == ["medmulti/b.py:1 _helper"]
+
+
 # -- the document agrees -------------------------------------------------------
 
 
