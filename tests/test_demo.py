@@ -36,6 +36,9 @@ def test_demo_writes_the_summary_and_the_comparison_table(tmp_path):
     subsets = on_disk["fusion"]["subsets"]  # the fusion model with modalities masked out, every subset
     assert list(subsets) == ["ct+mr+xray", "ct+mr", "ct+xray", "mr+xray", "ct", "mr", "xray"]
     assert (out / "runs" / "fusion" / "subsets_test.json").is_file()
+    ci = on_disk["fusion"]["test_auc_ci"]  # the full set's interval, as subsets_test.json has it
+    full = json.loads((out / "runs" / "fusion" / "subsets_test.json").read_text())["subsets"]["ct+mr+xray"]
+    assert ci == full["auc_ci"] and (ci is None or ci[0] <= full["auc"] <= ci[1])
     assert sum(line.strip().startswith("{") for line in lines) == 7  # the printed subset table
     assert any("demo_summary.json" in line for line in lines)
 

@@ -230,6 +230,8 @@ def run_demo(out: str | Path = "medmulti_demo", *, patients: int = DEMO_PATIENTS
         subsets = evaluate_subsets(results["fusion"]["run_dir"], manifest, split="test", cache_dir=cache_dir,
                                    batch_size=fit.batch_size, progress=progress)
         results["fusion"]["subsets"] = {name: r["auc"] for name, r in subsets["subsets"].items()}
+        everything = "+".join(spec.names)  # the full set: the fusion model's own test AUC and its interval
+        results["fusion"]["test_auc_ci"] = subsets["subsets"].get(everything, {}).get("auc_ci")
 
     seconds = time.perf_counter() - t0
     summary_doc = {**results, "seconds": round(seconds, 1), "patients": patients, "seed": seed,
