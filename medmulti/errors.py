@@ -9,6 +9,8 @@ process workers use to send them back to the parent.
 
 from __future__ import annotations
 
+import errno
+import os
 from os import PathLike
 from typing import Any
 
@@ -251,3 +253,29 @@ class RunFolderError(MedmultiError):
 class OutputError(MedmultiError):
     """An output file the user asked for (a report, a JSON summary, a PNG) cannot be
     written: a read-only folder, a full disk, a folder in the way. ``errno`` is kept."""
+
+
+def os_error_reason(exc: OSError) -> str:
+    """Say in words why a file operation failed, for a typed error's message.
+
+    Parameters
+    ----------
+    exc : OSError
+        The error from the operating system.
+
+    Returns
+    -------
+    str
+        ``"no space left on the device"`` for ``ENOSPC``, else the system's text for
+        the errno, else the exception's class name. Never the file name.
+
+    Examples
+    --------
+    >>> os_error_reason(OSError(28, "No space left on device", "/secret/name"))
+    'no space left on the device'
+    >>> os_error_reason(PermissionError(13, "Permission denied"))
+    'Permission denied'
+    """
+    if exc.errno == errno.ENOSPC:
+        return "no space left on the device"
+    return os.strerror(exc.errno) if exc.errno else type(exc).__name__

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import os
 from typing import Iterator
 
-from ..errors import OutputError
+from ..errors import OutputError, os_error_reason
 
 
 def _integer(text: str, minimum: int, what: str) -> int:
@@ -84,6 +83,22 @@ def add_policy_arguments(parser: argparse.ArgumentParser, *, default: str | None
                         help=f"a patient's input cannot be read: error, skip or zeros (default: {what})")
 
 
+def add_run_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add how a trained run reads its patients: ``--cache``, the policies, ``--data-root``.
+
+    Shared by ``evaluate``, ``predict`` and ``explain``; the policies default to the run's.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The subcommand parser.
+    """
+    parser.add_argument("--cache", metavar="DIR", default=None,
+                        help="preprocessing cache (default: the run's, when it lies inside RUN_DIR)")
+    add_policy_arguments(parser, default=None)
+    add_data_root_argument(parser)
+
+
 def add_data_root_argument(parser: argparse.ArgumentParser) -> None:
     """Add ``--data-root`` (a folder allowed to hold inputs outside the manifest's folder).
 
@@ -116,8 +131,7 @@ def writing(path: str | os.PathLike[str], what: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        reason = "no space left on the device" if exc.errno == errno.ENOSPC else (
-            os.strerror(exc.errno) if exc.errno else type(exc).__name__)
+        reason = os_error_reason(exc)
         err = OutputError(f"cannot write {what}: {reason}", path=path,
                           hint="choose another path, or free some space")
         err.errno = exc.errno  # type: ignore[attr-defined]

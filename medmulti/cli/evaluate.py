@@ -21,7 +21,7 @@ import json
 from typing import Any
 
 from ..text import printable
-from .arguments import add_data_root_argument, add_policy_arguments, non_negative_int
+from .arguments import add_run_data_arguments, non_negative_int
 from .output import format_subsets
 
 HELP = "score a trained run on a manifest split (exit 0 scored, 1 data problem, 2 usage error)"
@@ -39,7 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", metavar="MANIFEST", default=None,
                         help="manifest CSV (default: the one the run was trained on)")
     parser.add_argument("--split", choices=["train", "val", "test"], default="test", help="split (default test)")
-    parser.add_argument("--cache", metavar="DIR", default=None, help="preprocessing cache (default: the run's)")
     parser.add_argument("--bootstrap", metavar="N", type=non_negative_int, default=2000,
                         help="bootstrap replicates of the 95%% intervals, resampling patients (default 2000; 0: none)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
@@ -55,8 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.add_argument("--no-write", action="store_true",
                         help="write nothing into RUN_DIR (score a read-only or shared run folder)")
-    add_policy_arguments(parser, default=None)
-    add_data_root_argument(parser)
+    add_run_data_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .arguments import add_data_root_argument, add_policy_arguments
+from .arguments import add_run_data_arguments
 
 HELP = "Grad-CAM heat maps and fusion weights for one patient (exit 0 written, 1 data problem, 2 usage error)"
 
@@ -33,10 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", default=None, help="output folder (default RUN_DIR/explain)")
     parser.add_argument("--class", dest="target", metavar="CLASS", default=None,
                         help="the class to explain (default: the predicted class)")
-    parser.add_argument("--cache", metavar="DIR", default=None, help="preprocessing cache (default: the run's)")
     parser.add_argument("--json", action="store_true", help="print explain.json to standard output")
-    add_policy_arguments(parser, default=None)
-    add_data_root_argument(parser)
+    add_run_data_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

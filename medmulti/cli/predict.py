@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import add_data_root_argument, add_policy_arguments
+from .arguments import add_run_data_arguments
 
 HELP = "write class probabilities per patient from a trained run (exit 0 written, 1 data problem, 2 usage error)"
 
@@ -28,11 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="CSV", default=None, help="output CSV (default RUN_DIR/predictions.csv)")
     parser.add_argument("--split", action="append", choices=["train", "val", "test"],
                         help="only this split (repeatable; default: every row)")
-    parser.add_argument("--cache", metavar="DIR", default=None, help="preprocessing cache (default: the run's)")
     parser.add_argument("--no-calibration", action="store_true",
                         help="write the model's raw probabilities, ignoring the run's calibration.json")
-    add_policy_arguments(parser, default=None)
-    add_data_root_argument(parser)
+    add_run_data_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 

@@ -9,7 +9,6 @@ load into one :class:`~medmulti.errors.RunFolderError` naming the file.
 
 from __future__ import annotations
 
-import errno
 import os
 import tempfile
 from os import PathLike
@@ -17,15 +16,14 @@ from pathlib import Path
 
 import keras
 
-from ..errors import RunFolderError
+from ..errors import RunFolderError, os_error_reason
 from . import layers as _layers  # noqa: F401 - registers the custom layers with Keras
 
 __all__ = ["load_fusion_model", "save_model_atomic"]
 
 
 def _disk_error(exc: OSError, path: Path, what: str) -> RunFolderError:
-    reason = "no space left on the device" if exc.errno == errno.ENOSPC else (
-        os.strerror(exc.errno) if exc.errno else type(exc).__name__)
+    reason = os_error_reason(exc)
     err = RunFolderError(f"cannot write {what}: {reason}", path=path,
                          hint="free some space or choose another run folder")
     err.errno = exc.errno  # type: ignore[attr-defined]

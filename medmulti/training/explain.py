@@ -17,8 +17,6 @@ their manifest key only; nothing here reads a header value.
 from __future__ import annotations
 
 import dataclasses
-import errno
-import os
 import re
 from os import PathLike
 from pathlib import Path
@@ -26,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import ManifestError, OutputError, SpecError
+from ..errors import ManifestError, OutputError, SpecError, os_error_reason
 from ..models.layers import AttentionFusion, ConcatFusion, GatedFusion
 from ..spec import present_input_name
 from ..text import printable
@@ -371,8 +369,7 @@ def explain(
                          title=f"patient {row.key}, {name}: Grad-CAM for {doc['target_class']}")
         write_json(folder / EXPLAIN_FILE, doc)
     except OSError as exc:
-        reason = "no space left on the device" if exc.errno == errno.ENOSPC else (
-            os.strerror(exc.errno) if exc.errno else type(exc).__name__)
+        reason = os_error_reason(exc)
         raise OutputError(f"cannot write the explanation: {reason}", path=folder,
                           hint="choose a writable out folder with free space") from None
     return doc

@@ -9,7 +9,6 @@ inside the run folder, and every defect is one :class:`~medmulti.errors.RunFolde
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import json
 import logging
@@ -24,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .._version import __version__
-from ..errors import MedmultiError, RunFolderError
+from ..errors import MedmultiError, RunFolderError, os_error_reason
 from ..models.saving import load_fusion_model
 from ..spec import StudySpec
 
@@ -94,8 +93,7 @@ def versions() -> dict[str, str]:
 
 
 def folder_error(exc: OSError, path: Path, what: str) -> RunFolderError:
-    reason = "no space left on the device" if exc.errno == errno.ENOSPC else (
-        os.strerror(exc.errno) if exc.errno else type(exc).__name__)
+    reason = os_error_reason(exc)
     err = RunFolderError(f"cannot write {what}: {reason}", path=path,
                          hint="choose a writable out folder with free space", cli_hint="choose a writable --out "
                          "folder with free space")
