@@ -8,34 +8,43 @@ Generates (once, cached under ``--data-dir``):
   ``CT_small.dcm`` (258 elements, sequences included) with its geometry and pixels
   replaced, since the synthetic slices carry only ~32 elements and header parsing
   grows with the element count;
-* a 256 x 256 x 176 int16 MR volume as ``.nii.gz``.
+* a 256 x 256 x 176 MR volume as ``.nii.gz``, once as int16 and once as float32
+  (the same noisy values; float32 mantissas compress far less).
 
 Then times each reader on each input, alternating readers within every round so
-machine load affects them alike, and prints medians, ratios to SimpleITK and the
-peak memory of ``medmulti.read_image`` (tracemalloc, in a separate untimed call)
-relative to the float32 output volume.
+machine load affects them alike, and prints medians and ratios to SimpleITK; then
+the peak memory of one read by each reader, each in a fresh process: the peak resident
+set size during a second read above the size before it (the first read of the same
+input loads the code it runs and is freed; ``/proc/self/status`` after resetting the
+peak with ``/proc/self/clear_refs``), relative to the float32 output volume. Worker
+processes (JPEG 2000) are not counted.
 
 Usage::
 
     python benchmarks/read_series.py            # full size, 5 rounds
     python benchmarks/read_series.py --quick    # 40 slices of 256 x 256, 2 rounds (smoke test)
+    python benchmarks/read_series.py --only nii nii_f32 --rounds 9   # the .nii.gz inputs alone
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
+import os
+import re
 import statistics
+import subprocess
 import sys
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
 
 
-def generate(data_dir: Path, n_slices: int, size: int, mr_shape: tuple[int, int, int]) -> dict[str, Path]:
-    """Write the benchmark inputs (skipped when present)."""
+def generate(data_dir: Path, n_slices: int, size: int, mr_shape: tuple[int, int, int],
+             need: frozenset[str] = frozenset({"raw", "j2k", "nii", "nii_f32", "real"})) -> dict[str, Path]:
+    """Write the benchmark inputs named in ``need`` (skipped when present)."""
     import pydicom
     from pydicom.uid import JPEG2000Lossless
 
@@ -43,8 +52,9 @@ def generate(data_dir: Path, n_slices: int, size: int, mr_shape: tuple[int, int,
 
     raw, j2k = data_dir / "ct_raw", data_dir / "ct_j2k"
     nii = data_dir / "mr.nii.gz"
+    nii_f32 = data_dir / "mr_f32.nii.gz"
     rng = np.random.default_rng(0)
-    if not (raw / "done").exists():
+    if need & {"raw", "j2k", "real"} and not (raw / "done").exists():
         # a smooth phantom plus noise: realistic compressibility for JPEG 2000
         z, y, x = np.mgrid[0:n_slices, 0:size, 0:size].astype(np.float32)
         c = size / 2
@@ -56,7 +66,7 @@ def generate(data_dir: Path, n_slices: int, size: int, mr_shape: tuple[int, int,
         synth.write_dicom_series(vol, raw, affine=affine, order=order)
         (raw / "done").write_text("ok")
         del vol, z, y, x
-    if not (j2k / "done").exists():
+    if "j2k" in need and not (j2k / "done").exists():
         j2k.mkdir(parents=True, exist_ok=True)
         for p in sorted(raw.glob("*.dcm")):
             if (j2k / p.name).exists():
@@ -65,13 +75,16 @@ def generate(data_dir: Path, n_slices: int, size: int, mr_shape: tuple[int, int,
             ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
             ds.save_as(j2k / p.name)
         (j2k / "done").write_text("ok")
-    if not nii.exists():
+    if "nii" in need and not nii.exists():
         vol = rng.normal(300, 80, mr_shape).clip(0, 4000).astype(np.int16)
         synth.write_nifti(vol, nii, dtype=np.int16)
+    if "nii_f32" in need and not nii_f32.exists():
+        vol = np.random.default_rng(1).normal(300, 80, mr_shape).clip(0, 4000).astype(np.float32)
+        synth.write_nifti(vol, nii_f32, dtype=np.float32)
     real = data_dir / "ct_realhdr"
-    if not (real / "done").exists():
+    if "real" in need and not (real / "done").exists():
         _write_real_header_series(raw, real)
-    return {"raw": raw, "j2k": j2k, "nii": nii, "real": real}
+    return {"raw": raw, "j2k": j2k, "nii": nii, "nii_f32": nii_f32, "real": real}
 
 
 def _write_real_header_series(raw: Path, out: Path) -> None:
@@ -165,14 +178,39 @@ def time_round(fn, arg) -> float:
     return dt
 
 
-def peak_memory(fn, arg) -> tuple[float, int]:
-    """Traced peak bytes of one call, and the output's float32 bytes."""
+def _rss_kib() -> tuple[int, int]:
+    status = open("/proc/self/status").read()
+    return tuple(int(re.search(rf"{key}:\s+(\d+) kB", status).group(1)) for key in ("VmRSS", "VmHWM"))
+
+
+def _measure_peak(fn_name: str, path: Path) -> None:
+    """In a fresh process: the peak resident memory of a second read above the size before it."""
+    import nibabel  # noqa: F401  - every reader's library is imported before the baseline
+    import pydicom  # noqa: F401
+    import SimpleITK  # noqa: F401
+
+    import medmulti.io  # noqa: F401
+
+    fn = globals()[fn_name]
+    fn(path)  # a first read, dropped at once: loads the code it runs (resident too) and warms the pools
     gc.collect()
-    tracemalloc.start()
-    out = fn(arg)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    return peak, int(np.prod(out.shape)) * 4
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # resets VmHWM to the current VmRSS
+    except OSError:
+        pass
+    base, _ = _rss_kib()
+    out = fn(path)
+    _, peak = _rss_kib()
+    print(json.dumps({"peak_bytes": (peak - base) * 1024, "float32_bytes": int(np.prod(out.shape)) * 4}))
+
+
+def peak_memory(fn, arg) -> tuple[int, int]:
+    """Peak resident bytes of one call of ``fn`` in a fresh process, and the output's float32 bytes."""
+    proc = subprocess.run([sys.executable, __file__, "--peak-of", fn.__name__, str(arg)],
+                          capture_output=True, text=True, check=True)
+    rec = json.loads(proc.stdout.strip().splitlines()[-1])
+    return rec["peak_bytes"], rec["float32_bytes"]
 
 
 def main(argv=None) -> int:
@@ -183,7 +221,13 @@ def main(argv=None) -> int:
     parser.add_argument("--warm-memory", type=float, default=8.0, metavar="GIB",
                         help="touch this much memory once before timing (default 8; 0 skips)")
     parser.add_argument("--skip-pydicom", action="store_true", help="skip the slow plain pydicom loop")
+    parser.add_argument("--only", nargs="+", default=None, choices=["raw", "real", "j2k", "nii", "nii_f32"],
+                        help="time (and generate) only these inputs")
+    parser.add_argument("--peak-of", nargs=2, default=None, help=argparse.SUPPRESS)  # internal: one measured read
     args = parser.parse_args(argv)
+    if args.peak_of:
+        _measure_peak(args.peak_of[0], Path(args.peak_of[1]))
+        return 0
     rounds = args.rounds or (2 if args.quick else 5)
     if args.quick:
         n, size, mr = 40, 256, (64, 128, 128)
@@ -192,11 +236,13 @@ def main(argv=None) -> int:
     data_dir = args.data_dir or Path("/tmp") / ("medmulti-io-bench-quick" if args.quick else "medmulti-io-bench")
     data_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    paths = generate(data_dir, n, size, mr)
+    need = frozenset(args.only or ("raw", "j2k", "nii", "nii_f32", "real"))
+    paths = generate(data_dir, n, size, mr, need)
     print(f"inputs ready in {time.perf_counter() - t0:.1f} s under {data_dir}")
     if args.warm_memory > 0:
         warm_memory(args.warm_memory)
-    print(f"CT series: {n} slices of {size}x{size} int16; MR: {mr[::-1]} int16 .nii.gz")
+    print(f"CT series: {n} slices of {size}x{size} int16; MR: {mr[::-1]} .nii.gz, int16 and float32; "
+          f"load average {os.getloadavg()[0]:.1f}")
 
     cases = {
         "series uncompressed": (
@@ -212,7 +258,12 @@ def main(argv=None) -> int:
             {"medmulti": _medmulti, "simpleitk": _sitk_series, "pydicom loop": _pydicom_loop},
         ),
         "nii.gz": (paths["nii"], {"medmulti": _medmulti, "simpleitk": _sitk_file, "nibabel": _nibabel}),
+        "nii.gz float32": (paths["nii_f32"], {"medmulti": _medmulti, "simpleitk": _sitk_file, "nibabel": _nibabel}),
     }
+    keys = {"series uncompressed": "raw", "series uncompressed, real CT header": "real",
+            "series JPEG 2000 lossless": "j2k", "nii.gz": "nii", "nii.gz float32": "nii_f32"}
+    if args.only:
+        cases = {case: v for case, v in cases.items() if keys[case] in args.only}
     if args.skip_pydicom:
         for _, readers in cases.values():
             readers.pop("pydicom loop", None)
@@ -224,12 +275,13 @@ def main(argv=None) -> int:
             for name, fn in readers.items():
                 times[name].append(time_round(fn, path))
         med = {name: statistics.median(v) for name, v in times.items()}
-        peak, vol_bytes = peak_memory(_medmulti, path)
-        results[case] = (med, cold, peak / vol_bytes)
+        peaks = {name: peak_memory(fn, path) for name, fn in readers.items()}
+        results[case] = (med, cold, {name: p / v for name, (p, v) in peaks.items()})
         print(f"\n{case}  (median of {rounds}; medmulti first call {cold:.3f} s)")
         for name, m in med.items():
-            print(f"  {name:14s} {m:8.3f} s   {m / med['simpleitk']:5.2f}x SimpleITK")
-        print(f"  medmulti peak traced memory: {peak / 2**20:.0f} MiB = {peak / vol_bytes:.2f}x the float32 volume")
+            peak, vol_bytes = peaks[name]
+            print(f"  {name:14s} {m:8.3f} s   {m / med['simpleitk']:5.2f}x SimpleITK   peak memory "
+                  f"{peak / 2**20:5.0f} MiB = {peak / vol_bytes:.2f}x the float32 volume")
     return 0
 
 

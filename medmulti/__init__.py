@@ -18,6 +18,7 @@ from ._version import __version__
 from .errors import (
     CacheError,
     CorruptFileError,
+    ExecutorError,
     GeometryError,
     ManifestError,
     MedmultiError,
@@ -49,6 +50,8 @@ _LAZY = {
     "Manifest": "medmulti.manifest",
     "validate_manifest": "medmulti.manifest",
     "split_manifest": "medmulti.manifest",
+    "scan": "medmulti.scanning",
+    "ScanResult": "medmulti.scanning",
     "ManifestRow": "medmulti.manifest",
     "Problem": "medmulti.manifest",
     "ValidationReport": "medmulti.manifest",
@@ -91,6 +94,7 @@ __all__ = [
     "CacheError",
     "RunFolderError",
     "OutputError",
+    "ExecutorError",
     *_LAZY,
 ]
 

@@ -31,6 +31,10 @@ __all__ = [
     "CacheError",
     "RunFolderError",
     "OutputError",
+    "ExecutorError",
+    "DeviceError",
+    "CHECK_ERRORS",
+    "error_class_of",
 ]
 
 
@@ -55,7 +59,19 @@ class MedmultiError(Exception):
     cli_hint : str, optional
         The same advice in the ``medmulti`` command's syntax (``--overwrite``
         rather than ``overwrite=True``); :meth:`cli_text` uses it.
+    check : str, optional
+        The validation check name this fault is reported under
+        (``"corrupt_file"``, ``"sha256_mismatch"``...); default: the class's
+        :attr:`default_check`. A :class:`~medmulti.manifest.Problem` and this
+        error convert into each other through it (``Problem.from_error`` /
+        ``Problem.to_error``), never by reading the message.
+    argument : str, optional
+        The reader argument the fault is about (``"series"``, ``"volume"``),
+        so that a manifest can name its column (``ct_series``) instead.
     """
+
+    #: The check name an error of this class is reported under unless ``check=`` says otherwise.
+    default_check = "read_error"
 
     def __init__(
         self,
@@ -67,8 +83,12 @@ class MedmultiError(Exception):
         keyword: str | None = None,
         hint: str | None = None,
         cli_hint: str | None = None,
+        check: str | None = None,
+        argument: str | None = None,
     ) -> None:
         self.message = str(message)
+        self.check = check or type(self).default_check
+        self.argument = argument
         self.path = None if path is None else str(path)
         self.modality = modality
         self.patient_id = patient_id
@@ -117,6 +137,7 @@ class MedmultiError(Exception):
             "path": self.path,
             "keyword": self.keyword,
             "hint": self.hint,
+            "check": self.check,
         }
 
     def _render(self) -> str:
@@ -170,6 +191,8 @@ class MedmultiError(Exception):
                     "patient_id": self.patient_id,
                     "keyword": self.keyword,
                     "hint": self.hint,
+                    "check": self.check,
+                    "argument": self.argument,
                 },
                 self.__dict__.copy(),
             ),
@@ -187,13 +210,19 @@ def _rebuild(cls: type[MedmultiError], message: str, context: dict[str, Any], st
 class MissingFileError(MedmultiError, FileNotFoundError):
     """A path named by the user (or a manifest) does not exist or is unreadable."""
 
+    default_check = "missing_file"
+
 
 class CorruptFileError(MedmultiError):
     """A file exists but cannot be parsed or its pixels cannot be decoded."""
 
+    default_check = "corrupt_file"
+
 
 class UnsupportedDataError(MedmultiError):
     """A valid file that medmulti does not handle (SR, RT plan, RGB CT, 4D without ``volume=``...)."""
+
+    default_check = "unsupported_data"
 
 
 class SeriesGeometryError(MedmultiError):
@@ -204,13 +233,19 @@ class SeriesGeometryError(MedmultiError):
     one folder, or a gantry tilt.
     """
 
+    default_check = "series_geometry"
+
 
 class ResourceLimitError(MedmultiError):
     """Declared sizes exceed the data present or a configured cap (see :mod:`medmulti.io.limits`)."""
 
+    default_check = "resource_limit"
+
 
 class ManifestError(MedmultiError):
     """A manifest CSV is malformed (unknown column, bad split, bad label...)."""
+
+    default_check = "manifest"
 
     def __init__(self, message: str, *, row: int | None = None, column: str | None = None, **kwargs: Any) -> None:
         self.row = row
@@ -228,31 +263,99 @@ class ManifestError(MedmultiError):
 class UnsafePathError(ManifestError):
     """A manifest path leaves the data root (``..``, absolute path, symlink pointing out)."""
 
+    default_check = "unsafe_path"
+
 
 class SpecError(MedmultiError):
     """A study spec (YAML or dataclass) has unknown keys or bad values."""
+
+    default_check = "spec"
 
 
 class RegistrationError(MedmultiError):
     """A rigid registration failed or diverged."""
 
+    default_check = "registration"
+
 
 class GeometryError(MedmultiError):
     """Images that should share a grid do not (see ``check_coregistered``)."""
 
+    default_check = "geometry"
+
 
 class CacheError(MedmultiError):
     """The preprocessing cache is unusable (unwritable folder, refused entry)."""
+
+    default_check = "cache"
 
 
 class RunFolderError(MedmultiError):
     """A run folder cannot be used: not a run, a failed run, a model that does not load,
     or a folder that cannot be written."""
 
+    default_check = "run_folder"
+
 
 class OutputError(MedmultiError):
     """An output file the user asked for (a report, a JSON summary, a PNG) cannot be
     written: a read-only folder, a full disk, a folder in the way. ``errno`` is kept."""
+
+    default_check = "output"
+
+
+class ExecutorError(MedmultiError):
+    """Per-patient work cannot run where it was sent: ``executor="dask"`` without dask
+    installed, a Dask scheduler that cannot be reached, or a worker process that died
+    every time it ran one patient (see :mod:`medmulti.executor`)."""
+
+    default_check = "executor"
+
+
+class DeviceError(MedmultiError):
+    """Training cannot run on the devices it was given as asked: a batch that the
+    replicas of a distribution strategy cannot share evenly (see ``docs/scaling.md``)."""
+
+    default_check = "device"
+
+
+#: Every check name a fault can be reported under -> the error class it raises as.
+#: Validation (``medmulti.manifest``) reports a fault as a ``Problem`` with its check
+#: name; a policy of ``"error"`` raises it again as this class. The one table.
+CHECK_ERRORS: dict[str, type[MedmultiError]] = {
+    "missing_modality": MissingFileError,
+    "missing_file": MissingFileError,
+    "corrupt_file": CorruptFileError,
+    "sha256_mismatch": CorruptFileError,
+    "read_error": CorruptFileError,
+    "series_geometry": SeriesGeometryError,
+    "unsupported_data": UnsupportedDataError,
+    "modality_mismatch": UnsupportedDataError,
+    "wrong_dims": UnsupportedDataError,
+    "not_a_volume": UnsupportedDataError,
+    "no_overlap": GeometryError,
+    "geometry": GeometryError,
+    "registration": RegistrationError,
+    "resource_limit": ResourceLimitError,
+    "unsafe_path": UnsafePathError,
+}
+
+
+def error_class_of(check: str) -> type[MedmultiError]:
+    """Return the error class a fault reported under ``check`` raises as.
+
+    Parameters
+    ----------
+    check : str
+        A check name (``"corrupt_file"``, ``"patient_in_two_splits"``...).
+
+    Returns
+    -------
+    type
+        From :data:`CHECK_ERRORS`; :class:`ManifestError` for the row- and
+        cohort-level checks (leakage, duplicates, bad cells).
+    """
+    return CHECK_ERRORS.get(check, ManifestError)
 
 
 def os_error_reason(exc: OSError) -> str:

@@ -38,6 +38,10 @@ the Otsu foreground).
 Multi-label specs give ``columns: [effusion, nodule]`` instead of ``column``: one
 0/1 manifest column per class; the class names are the column names.
 
+A modality may also carry a ``select:`` block: how ``medmulti scan`` chooses its series
+in a hospital export (:class:`SeriesSelect`, defaults in :data:`SELECT_DEFAULTS`); it
+does not change how an image is read or prepared.
+
 Every number is checked when the spec is built, not when a patient is preprocessed:
 numbers are YAML numbers (or plain decimal text such as ``1e9``, which YAML 1.1 reads
 as text), never booleans, never NaN or infinite; ``spacing_mm`` lies in
@@ -68,7 +72,8 @@ from .errors import MissingFileError, SpecError
 from .limits import DEFAULT_LIMITS
 
 __all__ = ["ModalitySpec", "LabelSpec", "StudySpec", "SPEC_FORMAT", "MAX_SPEC_BYTES", "MAX_SPEC_DEPTH",
-           "SPACING_RANGE_MM", "present_input_name", "KINDS", "KIND_MODALITIES"]
+           "SPACING_RANGE_MM", "present_input_name", "KINDS", "KIND_MODALITIES", "SeriesSelect", "SELECT_DEFAULTS",
+           "PREFERENCES", "check_nifti_pattern"]
 
 SPEC_FORMAT = 1
 KINDS = ("ct", "mr", "xray")
@@ -114,6 +119,188 @@ INTENSITY_DEFAULTS: dict[str, dict[str, Any]] = {
     "mr": {"method": "percentile", "percentiles": [1.0, 99.0], "n4": False},
     "xray": {"method": "voi", "percentiles": [1.0, 99.0], "clahe": False},
 }
+
+
+# How ``medmulti scan`` chooses one series per modality and patient (``select:`` in a
+# modality). A key given in the spec replaces its default; see docs/scan.md.
+SELECT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ct": {
+        "modalities": ["CT"],
+        "exclude_image_type": ["LOCALIZER", "DERIVED", "SECONDARY", "PROJECTION IMAGE"],
+        "include": [],
+        "exclude": ["scout", "localizer", "localiser", "topogram", "surview", "scanogram", "pilot", "bolus",
+                    "monitoring"],
+        "min_images": 3,
+        "prefer": ["readable", "original", "axial", "most_images", "thinnest"],
+        "nifti": [],
+    },
+    "mr": {
+        "modalities": ["MR"],
+        "exclude_image_type": ["LOCALIZER", "DERIVED", "SECONDARY", "PROJECTION IMAGE"],
+        "include": [],
+        "exclude": ["localizer", "localiser", "scout", "pilot", "survey", "3-plane", "3 plane"],
+        "min_images": 3,
+        "prefer": ["readable", "original", "3d", "most_images", "thinnest"],
+        "nifti": [],
+    },
+    "xray": {
+        "modalities": ["CR", "DX", "DR", "RG"],
+        "exclude_image_type": ["LOCALIZER"],
+        "include": [],
+        "exclude": [],
+        "min_images": 1,
+        "prefer": ["view:PA", "view:AP", "original", "largest"],
+        "nifti": [],
+    },
+}
+#: Preferences ``select.prefer`` may name, besides ``view:<ViewPosition>`` and
+#: ``description:<pattern>`` (see :class:`SeriesSelect`).
+PREFERENCES = ("readable", "original", "axial", "coronal", "sagittal", "3d", "most_images", "fewest_images",
+               "thinnest", "largest")
+_PREFERENCE_PREFIXES = ("view:", "description:")
+_CODE = re.compile(r"[A-Z0-9_ ]{1,16}")  # a CS value (PS3.5 6.2): upper case, digits, space, underscore
+_MAX_PATTERN = 200
+
+
+@dataclass(frozen=True)
+class SeriesSelect:
+    """How ``medmulti scan`` chooses one series (or X-ray image) per modality and patient.
+
+    A modality's ``select:`` block in the spec overrides these per key; the rest
+    come from :data:`SELECT_DEFAULTS` for its kind (:attr:`ModalitySpec.selection`
+    gives the merged rules). Rules leave series out, in this order; preferences
+    then rank what is left.
+
+    Parameters
+    ----------
+    modalities : tuple of str
+        DICOM Modality codes taken (PS3.3 C.7.3.1.1.1), a subset of
+        ``KIND_MODALITIES[kind]``.
+    exclude_image_type : tuple of str
+        A series whose ImageType (PS3.3 C.7.6.1.1.2) holds one of these values in
+        any file is left out (``LOCALIZER``, ``DERIVED``, ``SECONDARY``,
+        ``PROJECTION IMAGE`` for CT and MR).
+    include : tuple of str
+        When not empty, only series whose SeriesDescription or ProtocolName
+        matches one of these patterns are taken.
+    exclude : tuple of str
+        Series whose SeriesDescription or ProtocolName matches one of these
+        patterns are left out. Patterns are case-insensitive; ``*`` and ``?``
+        are wildcards over the whole text, and a pattern without them matches
+        anywhere in it (``scout`` matches ``CT Scout 2``).
+    min_images : int
+        Fewer images (frames) than this: left out as a localizer or a tiny series.
+    prefer : tuple of str
+        Preferences in order, each one of :data:`PREFERENCES`,
+        ``view:<ViewPosition>`` (e.g. ``view:PA``; the X-ray's ViewPosition, else a
+        word of its SeriesDescription) or ``description:<pattern>``.
+    nifti : tuple of str
+        Glob patterns of NIfTI files under the scanned folder, relative to it, with
+        ``{key}`` where the patient's identifier stands (``*`` one path component,
+        ``**`` any number); without ``{key}``, a ``sub-<key>`` folder of the path
+        (BIDS) names the patient. A NIfTI file found this way is taken for the
+        modality in preference to DICOM series.
+    """
+
+    modalities: tuple[str, ...]
+    exclude_image_type: tuple[str, ...]
+    include: tuple[str, ...]
+    exclude: tuple[str, ...]
+    min_images: int
+    prefer: tuple[str, ...]
+    nifti: tuple[str, ...]
+
+
+def _text_list(value: Any, key: str, where: str, *, upper: bool = False) -> list[str]:
+    """A list of short non-empty texts (a single text is a one-item list)."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise SpecError(f"{where}: select.{key} must be a list of texts, got {_show(value)}", keyword=key)
+    out = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, (str, int)) or not str(item).strip():
+            raise SpecError(f"{where}: select.{key} must hold non-empty texts, got {_show(item)}", keyword=key)
+        text = str(item).strip()
+        if len(text) > _MAX_PATTERN or not text.isprintable():
+            raise SpecError(f"{where}: select.{key} holds a text longer than {_MAX_PATTERN} characters or with "
+                            "control characters", keyword=key)
+        out.append(text.upper() if upper else text)
+    return out
+
+
+def check_nifti_pattern(pattern: str, where: str) -> None:
+    """Refuse a NIfTI pattern of ``select.nifti`` (or ``--nifti``) that could leave the folder scanned.
+
+    Parameters
+    ----------
+    pattern : str
+        Relative to the folder scanned; ``{key}`` at most once, in a component without ``*``.
+    where : str
+        Where it was given, for the message.
+
+    Raises
+    ------
+    SpecError
+        Absolute, ``..``, empty components, a drive letter, ``{key}`` twice or beside
+        ``*``, other braces.
+    """
+    parts = pattern.replace("\\", "/").split("/")
+    if pattern.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", pattern) or ".." in parts or "" in parts:
+        raise SpecError(f"{where}: select.nifti patterns are relative to the scanned folder, without '..' or "
+                        f"empty components, got {_show(pattern)}", keyword="nifti")
+    if pattern.count("{key}") > 1 or any(p.count("{key}") and p.count("*") for p in parts) \
+            or re.search(r"\{(?!key\})|(?<!\{key)\}", pattern):
+        raise SpecError(f"{where}: select.nifti: '{{key}}' may appear once, in a component without '*', and no "
+                        f"other braces, got {_show(pattern)}", keyword="nifti")
+
+
+def _check_select(data: Any, kind: str, where: str) -> dict[str, Any]:
+    """Check a modality's ``select:`` overrides; return them normalised (lists, stripped, codes upper case)."""
+    if not isinstance(data, Mapping):
+        raise SpecError(f"{where}: select must be a mapping", keyword="select")
+    defaults = SELECT_DEFAULTS[kind]
+    _check_keys(data, list(defaults), f"{where} select")
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "min_images":
+            n = _number(value, "min_images", where, integer=True)
+            if n < 1:
+                raise SpecError(f"{where}: select.min_images must be at least 1, got {_show(value)}",
+                                keyword="min_images")
+            out[key] = n
+            continue
+        items = _text_list(value, key, where, upper=key in ("modalities", "exclude_image_type"))
+        if key == "modalities":
+            bad = [m for m in items if m not in KIND_MODALITIES[kind]]
+            if not items or bad:
+                raise SpecError(f"{where}: select.modalities must be DICOM Modality codes of kind {kind!r} "
+                                f"({list(KIND_MODALITIES[kind])}), got {_show(items)}", keyword="modalities")
+        elif key == "exclude_image_type":
+            bad = [m for m in items if not _CODE.fullmatch(m)]
+            if bad:
+                raise SpecError(f"{where}: select.exclude_image_type holds ImageType values (upper-case codes), "
+                                f"got {_show(bad[0])}", keyword="exclude_image_type")
+        elif key == "prefer":
+            for item in items:
+                prefix = next((p for p in _PREFERENCE_PREFIXES if item.lower().startswith(p)), None)
+                if prefix is None and item.lower() not in PREFERENCES:
+                    raise SpecError(f"{where}: select.prefer: unknown preference {_show(item)}; use "
+                                    f"{list(PREFERENCES)}, 'view:<ViewPosition>' or 'description:<pattern>'",
+                                    keyword="prefer")
+                if prefix is not None and not item[len(prefix):].strip():
+                    raise SpecError(f"{where}: select.prefer: {_show(item)} names nothing after {prefix!r}",
+                                    keyword="prefer")
+            items = [i.lower() if i.lower() in PREFERENCES else
+                     next(p for p in _PREFERENCE_PREFIXES if i.lower().startswith(p)) + i.split(":", 1)[1].strip()
+                     for i in items]
+            if len(set(items)) != len(items):
+                raise SpecError(f"{where}: select.prefer names a preference twice", keyword="prefer")
+        elif key == "nifti":
+            for item in items:
+                check_nifti_pattern(item, where)
+        out[key] = items
+    return out
 
 
 def _check_keys(data: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
@@ -275,6 +462,11 @@ class ModalitySpec:
         A patient without this modality is a validation problem.
     intensity : dict
         Per-kind settings, see ``INTENSITY_DEFAULTS`` and :mod:`medmulti.intensity`.
+    select : dict
+        How ``medmulti scan`` chooses this modality's series: overrides of
+        :data:`SELECT_DEFAULTS` for the kind, key by key (see :class:`SeriesSelect`;
+        :attr:`selection` merges them). Does not change how an image is read or
+        prepared; empty (the default) is left out of :meth:`to_dict`.
     """
 
     name: str
@@ -287,6 +479,7 @@ class ModalitySpec:
     crop: str = "center"
     required: bool = True
     intensity: dict[str, Any] = field(default_factory=dict)
+    select: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         where = f"modality {self.name!r}"
@@ -327,6 +520,7 @@ class ModalitySpec:
         merged = dict(defaults)
         merged.update(self.intensity)
         self.intensity = _check_intensity(merged, self.kind, where)
+        self.select = _check_select({} if self.select is None else self.select, self.kind, where)
         if self.shape is not None:
             voxels = math.prod(self.shape) * self.channels
             if voxels > DEFAULT_LIMITS.max_voxels:
@@ -342,6 +536,27 @@ class ModalitySpec:
         return len(self.intensity["windows"]) if self.kind == "ct" else 1
 
     @property
+    def selection(self) -> SeriesSelect:
+        """The series-choice rules of this modality: its ``select`` overrides on the kind's defaults.
+
+        Returns
+        -------
+        SeriesSelect
+
+        Examples
+        --------
+        >>> ModalitySpec(name="ct", kind="ct", select={"min_images": 20}).selection.min_images
+        20
+        >>> ModalitySpec(name="xray", kind="xray", shape=(64, 64)).selection.prefer[0]
+        'view:PA'
+        """
+        merged: dict[str, Any] = dict(SELECT_DEFAULTS[self.kind], **self.select)
+        return SeriesSelect(
+            modalities=tuple(merged["modalities"]), exclude_image_type=tuple(merged["exclude_image_type"]),
+            include=tuple(merged["include"]), exclude=tuple(merged["exclude"]), min_images=int(merged["min_images"]),
+            prefer=tuple(merged["prefer"]), nifti=tuple(merged["nifti"]))
+
+    @property
     def input_shape(self) -> tuple[int, ...] | None:
         """``(*shape, channels)`` when ``shape`` is set, else ``None``."""
         return None if self.shape is None else (*self.shape, self.channels)
@@ -352,6 +567,8 @@ class ModalitySpec:
         for key in ("spacing_mm", "shape"):
             if out[key] is not None:
                 out[key] = list(out[key])
+        if not out["select"]:  # the defaults: kept out, so specs without select stay as they were
+            del out["select"]
         return out
 
     @classmethod

@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("geometry", "intensity"),
     ("study",),
     ("manifest",),
+    ("scanning",),
     ("data",),
     ("models",),
     ("training",),
@@ -43,7 +44,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli",),
 )
 #: The root modules that form the foundations stage (the package face ``medmulti/__init__.py`` with them).
-FOUNDATIONS = ("errors", "text", "limits", "_version", "image", "spec", "_processes")
+FOUNDATIONS = ("errors", "text", "limits", "_version", "image", "spec", "_processes", "executor")
 #: Root modules that belong to a later stage: ``python -m medmulti`` is the CLI.
 ROOT_STAGES = {"__main__": "cli"}
 #: Where function-local imports of medmulti's own modules are allowed (lazy subcommands).

@@ -7,7 +7,7 @@ import pytest
 import medmulti as mm
 from medmulti import errors
 
-ALL = [getattr(errors, n) for n in errors.__all__]
+ALL = [getattr(errors, n) for n in errors.__all__ if isinstance(getattr(errors, n), type)]
 
 
 @pytest.mark.parametrize("cls", ALL)
@@ -37,3 +37,26 @@ def test_with_context_fills_only_missing_fields():
 
 def test_missing_file_error_is_also_file_not_found():
     assert issubclass(mm.MissingFileError, FileNotFoundError)
+
+
+@pytest.mark.parametrize("check", sorted(errors.CHECK_ERRORS))
+def test_check_names_round_trip_through_errors_and_pickle(check):
+    from medmulti.manifest import Problem
+
+    problem = Problem("P001", "ct", "P001/ct", check, "error", "it broke", "fix it")
+    err = problem.to_error()
+    assert type(err) is errors.error_class_of(check) and err.check == check
+    back = pickle.loads(pickle.dumps(err))
+    assert back.check == check and back.patient_id == "P001" and back.modality == "ct"
+    again = Problem.from_error(back)
+    assert (again.patient_id, again.modality, again.path, again.check, again.hint) == \
+        ("P001", "ct", "P001/ct", check, "fix it")
+
+
+def test_every_error_class_has_a_check_name_and_keeps_an_explicit_one():
+    for cls in ALL:
+        assert cls("x").check == cls.default_check
+    err = errors.CorruptFileError("x", check="sha256_mismatch", argument="series")
+    back = pickle.loads(pickle.dumps(err))
+    assert (back.check, back.argument) == ("sha256_mismatch", "series")
+    assert errors.error_class_of("patient_in_two_splits") is errors.ManifestError

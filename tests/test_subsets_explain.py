@@ -74,7 +74,7 @@ def _by_hand(run_dir, cohort, split, on_missing):
     for k in range(len(names), 0, -1):
         for subset in itertools.combinations(names, k):
             probs = []
-            for inputs, _ in batches:
+            for inputs, *_ in batches:  # (inputs, labels, weights) under the zeros policy
                 fed = {}
                 for key in card["input_keys"]:
                     value = np.array(inputs[key], copy=True)

@@ -102,7 +102,8 @@ def test_keywords_and_records_write_the_same_run_card(cohort):
     cards = [json.loads((r.run_dir / "run_card.json").read_text()) for r in (by_keywords, by_records)]
     assert cards[0]["options"] == cards[1]["options"]
     assert CARD_OPTION_KEYS <= set(cards[0]["options"])
-    assert set(cards[0]["options"]) - CARD_OPTION_KEYS == {"attention_units", "lr_schedule", "cv", "tensorboard"}
+    assert set(cards[0]["options"]) - CARD_OPTION_KEYS == {"attention_units", "lr_schedule", "cv", "tensorboard",
+                                                           "strategy", "mixed_precision", "jit_compile"}
     assert cards[0]["options"]["width"] == 2 and cards[0]["options"]["fusion"] == "gated"
     for key in ("seed", "deterministic", "modalities", "cache_dir", "counts", "model"):
         assert cards[0][key] == cards[1][key], key

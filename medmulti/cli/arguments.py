@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from typing import Iterator
+from typing import Any, Iterator
 
 from ..errors import OutputError, os_error_reason
 
@@ -109,6 +109,79 @@ def add_data_root_argument(parser: argparse.ArgumentParser) -> None:
     """
     parser.add_argument("--data-root", metavar="DIR", default=None,
                         help="a folder allowed to hold inputs outside the manifest's folder")
+
+
+#: ``--executor`` values; kept equal to medmulti.executor.EXECUTORS by a test
+EXECUTOR_CHOICES = ("local", "dask")
+
+
+class _ExecutorAction(argparse.Action):
+    """``--executor`` and ``--scheduler``: a scheduler implies dask; ``--executor local`` with one is an error."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        if getattr(namespace, "executor", None) == "local" and getattr(namespace, "scheduler", None):
+            parser.error("--scheduler needs --executor dask (a scheduler address runs the work on its cluster)")
+
+
+def scheduler_address(text: str) -> str:
+    """Parse a Dask scheduler address or scheduler file (argparse type).
+
+    Parameters
+    ----------
+    text : str
+        ``tcp://host:8786``, ``host:8786``, or the path of a scheduler file
+        (JSON, as ``dask scheduler --scheduler-file`` writes it).
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        If it is empty or holds spaces or control characters.
+    """
+    if not text or not text.isprintable() or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"expected a scheduler address or file, got {text!r}")
+    return text
+
+
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--executor local|dask`` and ``--scheduler ADDRESS`` (where per-patient work runs).
+
+    Read them back with :func:`executor_options`.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The subcommand parser.
+    """
+    parser.add_argument("--executor", choices=EXECUTOR_CHOICES, default=None, action=_ExecutorAction,
+                        help="where per-patient work runs: local worker processes (default), or a Dask cluster "
+                             "(--scheduler, or without one a cluster of --workers processes on this machine)")
+    parser.add_argument("--scheduler", metavar="ADDRESS", type=scheduler_address, default=None,
+                        action=_ExecutorAction,
+                        help="a Dask scheduler address (tcp://host:8786) or scheduler file; implies --executor dask")
+
+
+def executor_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``executor`` and ``scheduler`` keywords for :func:`medmulti.executor.map_patients` and its callers.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments of a parser given :func:`add_executor_arguments`.
+
+    Returns
+    -------
+    dict
+        ``{"executor": "local" or "dask", "scheduler": str or None}``.
+    """
+    scheduler = getattr(args, "scheduler", None)
+    executor = getattr(args, "executor", None) or ("dask" if scheduler else "local")
+    return {"executor": executor, "scheduler": scheduler}
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from .native_log import NativeLogFilter
 COMMANDS = {
     "demo": "medmulti.cli.demo",
     "sample-data": "medmulti.cli.sample_data",
+    "scan": "medmulti.cli.scan",
     "validate": "medmulti.cli.validate",
     "inspect": "medmulti.cli.inspect",
     "info": "medmulti.cli.info",

@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from .arguments import add_data_root_argument, non_negative_int, writing
+from .arguments import add_data_root_argument, add_executor_arguments, executor_options, non_negative_int, writing
 
 HELP = "preprocess a manifest into the cache (exit 0 all cached, 1 failures, 2 usage error)"
 
@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", action="append", choices=["train", "val", "test"],
                         help="only this split (repeatable; default: every row)")
     parser.add_argument("--float16", action="store_true", help="store arrays as float16 (half the disk)")
+    add_executor_arguments(parser)
     parser.add_argument("--json", metavar="FILE", help="write the summary as JSON")
     add_data_root_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -64,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = preprocess_manifest(args.manifest, spec, args.cache, splits=args.split, workers=args.workers,
                                       dtype="float16" if args.float16 else "float32",
-                                      data_root=args.data_root, progress=not args.no_progress)
+                                      data_root=args.data_root, progress=not args.no_progress,
+                                      **executor_options(args))
     except (ManifestError, MissingFileError) as exc:
         print(f"medmulti preprocess: manifest: {exc}", file=sys.stderr)
         return 2

@@ -9,7 +9,8 @@ as the validation split) and writes RUN_DIR/cv_summary.json with each fold's met
 their mean and standard deviation. Every completed epoch is backed up in
 RUN_DIR/backup (removed when training completes): after a kill or a failure past the
 first epoch, run the same command with ``--resume`` to continue; ``--overwrite`` starts
-again. Exit codes: 0 trained, 1 data problem, 2 usage error.
+again. ``--strategy mirrored`` trains on every GPU of this host, ``--mixed-precision`` in
+16-bit branches (docs/scaling.md). Exit codes: 0 trained, 1 data problem, 2 usage error.
 """
 
 from __future__ import annotations
@@ -24,13 +25,20 @@ FUSION_CHOICES = ("concat", "attention", "gated")
 BACKBONE_CHOICES = ("densenet121", "efficientnet_b0", "mobilenet_v2", "resnet50")
 
 from ..text import printable
-from .arguments import add_data_root_argument, add_policy_arguments, positive_int
+from .arguments import (
+    add_data_root_argument,
+    add_executor_arguments,
+    add_policy_arguments,
+    executor_options,
+    positive_int,
+)
 from .output import format_table, print_exclusions, print_metrics
 
 HELP = "train a fusion model on a manifest (exit 0 trained, 1 data problem, 2 usage error)"
 
 # kept here (not imported from medmulti.training) so `--help` does not import Keras; a test keeps them equal
 LR_SCHEDULES = ("constant", "cosine", "plateau")
+STRATEGIES = ("default", "mirrored")
 
 
 def _folds(text: str) -> int:
@@ -104,8 +112,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
                         help="learning-rate schedule per epoch (default constant)")
     parser.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs into RUN_DIR/tensorboard")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="default",
+                        help="default: one device; mirrored: tf.distribute.MirroredStrategy, one replica per GPU of "
+                             "this host, each batch split evenly across them (--batch-size a multiple of the GPUs)")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="compute the branches in mixed_float16 on GPU, mixed_bfloat16 on CPU (fusion and head "
+                             "stay float32)")
+    parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="compile the training step with XLA (the run is then not op-deterministic: the same "
+                             "seed may give slightly different numbers), or not (default: without XLA)")
     add_policy_arguments(parser)
     add_data_root_argument(parser)
+    add_executor_arguments(parser)
     add_model_arguments(parser)
 
 
@@ -122,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     int
         0 trained, 1 data problem (raised as MedmultiError), 2 usage error.
     """
-    from ..errors import MissingFileError, SpecError
+    from ..errors import DeviceError, MissingFileError, SpecError
     from ..models import ModelOptions
     from ..spec import StudySpec
     from ..training import CVResult, DataOptions, FitOptions, train
@@ -137,18 +155,28 @@ def run(args: argparse.Namespace) -> int:
     except (SpecError, MissingFileError) as exc:
         print(f"medmulti train: spec: {exc}", file=sys.stderr)
         return 2
+    if args.jit_compile and args.strategy != "default":
+        print(f"medmulti train: --jit-compile does not work with --strategy {args.strategy} (the XLA-compiled step "
+              "cannot read the other replicas' variables); drop --jit-compile", file=sys.stderr)
+        return 2
     try:
         model = ModelOptions(fusion=args.fusion, width=args.width, depth=args.depth, dropout=args.dropout,
                              modality_dropout=args.modality_dropout, backbone=args.backbone)
+        deterministic = not args.jit_compile  # Keras compiles with XLA only without op determinism
         fit = FitOptions(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                          patience=args.patience, monitor=args.monitor, seed=args.seed, cv=args.cv,
-                         lr_schedule=args.lr_schedule, tensorboard=args.tensorboard)
+                         lr_schedule=args.lr_schedule, tensorboard=args.tensorboard, strategy=args.strategy,
+                         mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
+                         deterministic=deterministic)
         data = DataOptions(cache_dir=args.cache, modalities=args.modalities, on_missing=args.on_missing,
-                           on_corrupt=args.on_corrupt, data_root=args.data_root)
+                           on_corrupt=args.on_corrupt, data_root=args.data_root, **executor_options(args))
         result = train(args.manifest, spec, args.out, model=model, fit=fit, data=data, progress=not args.no_progress,
                        overwrite=args.overwrite, resume=args.resume)
     except ValueError as exc:
         print(f"medmulti train: {printable(exc)}", file=sys.stderr)
+        return 2
+    except DeviceError as exc:  # a batch the replicas cannot share: a usage error
+        print(f"medmulti train: {exc.cli_text()}", file=sys.stderr)
         return 2
     if isinstance(result, CVResult):
         _print_folds(result)

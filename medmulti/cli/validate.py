@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .arguments import add_data_root_argument, positive_int, writing
+from .arguments import add_data_root_argument, add_executor_arguments, executor_options, positive_int, writing
 
 HELP = "check a manifest and its files before training (exit 0 clean, 1 problems, 2 usage error)"
 
@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=positive_int, default=None, metavar="N",
                         help="worker processes (default: all cores)")
     parser.add_argument("--deep", action="store_true", help="also decode every pixel (slower)")
+    add_executor_arguments(parser)
     add_data_root_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = validate_manifest(args.manifest, spec, workers=args.workers, deep=args.deep,
                                    data_root=args.data_root, progress=not args.no_progress,
-                                   thumbnails=bool(args.html))
+                                   thumbnails=bool(args.html), **executor_options(args))
     except (ManifestError, MissingFileError) as exc:
         print(f"medmulti validate: manifest: {exc}", file=sys.stderr)
         return 2

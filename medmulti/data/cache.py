@@ -11,7 +11,7 @@ Layout (``ab`` = first two hex digits of the key)::
 
     CACHE/ab/<key>.json              sidecar: provenance, shape, dtype, checksum (commit record)
     CACHE/ab/<key>-<crc32>.npy       the array (plain .npy, no pickle)
-    CACHE/records/checks/<key>.json  header-level validation results of a manifest row
+    CACHE/records/<kind>/<key>.json  small JSON records kept beside the arrays (put_record/get_record)
 
 Writes are atomic and lock-free: the array goes to a temporary file in the same
 folder, is fsynced and renamed to a name that includes its CRC-32; then the
@@ -41,11 +41,14 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
+import hashlib
 import json
 import logging
 import os
 import re
 import secrets
+import socket
 import stat
 import time
 import zlib
@@ -300,8 +303,9 @@ class _Dir:
     def create_temp(self, suffix: str) -> tuple[int, str]:
         """Create a new temporary file (mode 0o666 less the umask, as for any file the user writes)."""
         while True:
-            # the writer's PID in the name lets a later run remove what a killed writer left behind
-            name = f"{_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}{suffix}"
+            # the writer's PID and machine in the name let a later run on this machine remove
+            # what a killed writer left behind, and never what a writer elsewhere is writing
+            name = f"{_TMP_PREFIX}{os.getpid()}.{_host_tag()}-{secrets.token_hex(6)}{suffix}"
             try:
                 if self.fd is None:
                     return os.open(self.path / name, _WRITE_FLAGS, 0o666), name
@@ -358,9 +362,22 @@ def _atomic_write(folder: _Dir, name: str, write) -> None:
         raise
 
 
+@functools.lru_cache(maxsize=1)
+def _host_tag() -> str:
+    """Eight hex digits naming this machine (a digest of its host name) in temporary file names."""
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
 def _writer_is_dead(name: str) -> bool:
-    """True when a temporary file's name carries the PID of a process that no longer runs."""
-    pid_text = name[len(_TMP_PREFIX):].split("-", 1)[0]
+    """True when a temporary file's name carries the PID of a process of this machine that no longer runs.
+
+    ``.tmp-<pid>.<machine>-<random>``: a PID is looked up only when the machine is this
+    one, since a cache on shared storage is written from many machines at once.
+    ``.tmp-<pid>-<random>`` (older writers) is taken to be of this machine.
+    """
+    pid_text, _, host = name[len(_TMP_PREFIX):].split("-", 1)[0].partition(".")
+    if host and host != _host_tag():
+        return False  # a writer on another machine: its PID means nothing here
     if not pid_text.isdigit():
         return False
     pid = int(pid_text)
@@ -901,9 +918,11 @@ class PreprocessCache:
     def remove_orphan_temps(self) -> int:
         """Remove temporary files left by writers that were killed (their PID no longer runs).
 
-        Temporary files of live writers are left alone, so this is safe while other
-        processes fill the cache. :func:`~medmulti.data.cache_fill.preprocess_manifest`
-        calls it before filling, so a rerun after a kill leaves no debris.
+        Temporary files of live writers are left alone, and so are those of writers on
+        other machines (named in the file name), so this is safe while other processes, here
+        or elsewhere on shared storage, fill the cache; :meth:`prune` removes those once
+        stale. :func:`~medmulti.data.cache_fill.preprocess_manifest` calls it before
+        filling, so a rerun after a kill leaves no debris.
 
         Returns
         -------

@@ -14,13 +14,13 @@ import dataclasses
 import logging
 import os
 import time
-from concurrent.futures import as_completed
 from os import PathLike
 from typing import Any, Iterable
 
-from .._processes import WorkerPool, workers_allowed
+from .._processes import workers_allowed
 from ..errors import MedmultiError
-from ..manifest import Manifest, load_manifest
+from ..executor import iter_patients
+from ..manifest import Manifest, Problem, load_manifest
 from ..manifest.schema import SERIES_SUFFIX
 from ..spec import StudySpec
 from ..study import preprocess as study_preprocess
@@ -49,8 +49,9 @@ class PreprocessSummary:
     absent : int
         Inputs absent from the manifest (empty cells).
     failures : list of dict
-        ``{"patient_id", "modality", "path", "error", "message"}`` per failed
-        patient input (messages never hold header values).
+        ``{"patient_id", "modality", "path", "check", "error", "message"}`` per
+        failed patient input (messages never hold header values); ``check`` is
+        the validation check name (:meth:`problems` gives them as records).
     seconds : float
         Wall-clock time.
     workers : int
@@ -84,6 +85,18 @@ class PreprocessSummary:
         """Return a JSON-serialisable dict."""
         return dataclasses.asdict(self)
 
+    def problems(self) -> list[Problem]:
+        """The failures as :class:`~medmulti.manifest.Problem` records (severity ``"error"``).
+
+        Returns
+        -------
+        list of Problem
+            One per failure, in :attr:`failures` order; what a sequence's
+            :meth:`~medmulti.data.PatientSequence.apply_faults` takes.
+        """
+        return [Problem(f["patient_id"], f["modality"], f["path"], f.get("check") or "read_error", "error",
+                        f["message"], f.get("hint") or "") for f in self.failures]
+
 
 def _failure(row: Any, name: str | None, exc: BaseException, spec: StudySpec | None = None,
              root: Any = None) -> dict[str, Any]:
@@ -91,11 +104,12 @@ def _failure(row: Any, name: str | None, exc: BaseException, spec: StudySpec | N
         if spec is not None and root is not None:
             name_error(exc, row, spec, root)
         return {"patient_id": row.key, "modality": exc.modality or name,
-                "path": exc.path or (row.paths.get(name) if name else None),
-                "error": type(exc).__name__, "message": exc.message}
+                "path": exc.path or (row.paths.get(name) if name else None), "check": exc.check,
+                "error": type(exc).__name__, "message": exc.message, "hint": exc.hint}
     # a library error's text may hold header values: report the type only
     return {"patient_id": row.key, "modality": name, "path": row.paths.get(name) if name else None,
-            "error": type(exc).__name__, "message": "unexpected error while preprocessing"}
+            "check": "read_error", "error": type(exc).__name__, "message": "unexpected error while preprocessing",
+            "hint": None}
 
 
 def preprocess_row(row: Any, spec: StudySpec, cache: PreprocessCache, root: str | PathLike[str]) -> dict[str, Any]:
@@ -125,7 +139,8 @@ def preprocess_row(row: Any, spec: StudySpec, cache: PreprocessCache, root: str 
         refused = row.refused.get(n) or row.refused.get(n + SERIES_SUFFIX)
         if refused:  # an unsafe path is a failure, never an absent input
             out["failures"].append({"patient_id": row.key, "modality": n, "path": row.paths.get(n),
-                                    "error": "UnsafePathError", "message": refused})
+                                    "check": "unsafe_path", "error": "UnsafePathError", "message": refused,
+                                    "hint": None})
             continue
         if sources[n] is None:
             out["absent"] += 1
@@ -146,7 +161,8 @@ def preprocess_row(row: Any, spec: StudySpec, cache: PreprocessCache, root: str 
         pre = computed.get(n)
         if pre is None:
             out["failures"].append({"patient_id": row.key, "modality": n, "path": row.paths.get(n),
-                                    "error": "MissingFileError", "message": "the input was not preprocessed"})
+                                    "check": "missing_file", "error": "MissingFileError",
+                                    "message": "the input was not preprocessed", "hint": None})
             continue
         try:
             cache.store(keys[n], pre.array, patient_id=row.key, modality=n, affine=pre.affine,
@@ -183,6 +199,8 @@ def preprocess_manifest(
     dtype: str = "float32",
     data_root: str | PathLike[str] | None = None,
     progress: bool = True,
+    executor: Any = "local",
+    scheduler: str | None = None,
 ) -> PreprocessSummary:
     """Preprocess every patient of a manifest into the cache.
 
@@ -206,6 +224,12 @@ def preprocess_manifest(
         ``manifest`` is a path; see :func:`~medmulti.manifest.load_manifest`).
     progress : bool
         Show a tqdm progress bar.
+    executor : {"local", "dask"} or dask.distributed.Client
+        Where the patients are preprocessed (:func:`medmulti.executor.map_patients`);
+        with Dask the cache folder must be on storage every worker shares (entries
+        are written atomically, content-addressed: concurrent writers are safe).
+    scheduler : str, optional
+        A Dask scheduler address or file (with ``executor="dask"``).
 
     Returns
     -------
@@ -223,7 +247,7 @@ def preprocess_manifest(
     rows = [r for r in manifest.rows if wanted is None or r.split in wanted]
     n_workers = (os.cpu_count() or 1) if workers is None else max(0, int(workers))
     n_workers = min(n_workers, max(1, len(rows)))
-    if n_workers > 1 and not workers_allowed("preprocessing"):
+    if executor == "local" and scheduler is None and n_workers > 1 and not workers_allowed("preprocessing"):
         n_workers = 1
     summary = PreprocessSummary(patients=len(rows), workers=max(1, n_workers))
     bar = tqdm(total=len(rows), desc="preprocess", unit="patient", disable=not progress)
@@ -235,43 +259,16 @@ def preprocess_manifest(
         summary.failures.extend(res["failures"])
         bar.update(1)
 
+    items = [(row, spec, cache, manifest.root) for row in rows]
     try:
-        if n_workers <= 1:
-            for row in rows:
-                add(preprocess_row(row, spec, cache, manifest.root))
-        else:
-            import multiprocessing as mp
-            from concurrent.futures.process import BrokenProcessPool
-
-            ctx = mp.get_context("spawn")  # no fork after TensorFlow/ITK threads started
-            done = 0
-            pending: list[Any] = []
-            try:
-                with WorkerPool(n_workers, mp_context=ctx, initializer=_init_worker) as pool:
-                    futures = {pool.submit(_task, (row, spec, cache, manifest.root)): row for row in rows}
-                    for fut in as_completed(futures):
-                        try:
-                            res = fut.result()
-                        except BrokenProcessPool:
-                            if done == 0:  # the pool never worked: redo everything here
-                                raise
-                            res = {"computed": 0, "cached": 0, "absent": 0,
-                                   "failures": [_failure(futures[fut], None, RuntimeError())]}
-                        except Exception as exc:  # noqa: BLE001 - a crashed worker: record, go on
-                            res = {"computed": 0, "cached": 0, "absent": 0,
-                                   "failures": [_failure(futures[fut], None, exc)]}
-                        done += 1
-                        add(res)
-            except (BrokenProcessPool, RuntimeError, OSError):
-                if getattr(mp.current_process(), "_inheriting", False):
-                    raise  # we are a spawned child importing an unguarded main module: let it fail
-                # the pool could not start (e.g. a script without an ``if __name__ ==
-                # "__main__":`` guard, which spawned workers re-import): work here instead
-                log.warning("worker processes could not start; preprocessing in this process "
-                            "(guard the script's entry point with `if __name__ == \"__main__\":`)")
-                pending = rows
-            for row in pending:
-                add(preprocess_row(row, spec, cache, manifest.root))
+        for outcome in iter_patients(_task, items, executor=executor, scheduler=scheduler, workers=n_workers,
+                                     on_error="return", progress=False, initializer=_init_worker,
+                                     what="preprocessing", start_method="spawn"):
+            if outcome.ok:
+                add(outcome.value)
+            else:  # preprocess_row records data faults itself: a worker lost (or a bug), kept as a failure
+                add({"computed": 0, "cached": 0, "absent": 0,
+                     "failures": [_failure(rows[outcome.index], None, outcome.error)]})
     finally:
         bar.close()
     summary.failures.sort(key=lambda f: (str(f["patient_id"]), str(f["modality"])))

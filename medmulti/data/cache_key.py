@@ -6,7 +6,7 @@ An entry's key is a SHA-256 over what determines its array:
   sizes and modification times (or the pinned ``sha256`` from the manifest), and
   the series or volume chosen in it (:class:`~medmulti.io.SourceRef`; a plain
   path, or a ``SourceRef`` choosing nothing, keys exactly as before),
-* the modality's spec section (``ModalitySpec.to_dict()`` less ``required``,
+* the modality's spec section (``ModalitySpec.to_dict()`` less ``required`` and ``select``,
   which does not change the array),
 * for a non-reference 3D modality, the same two items of the study's reference
   modality, since its grid comes from the reference,
@@ -258,12 +258,13 @@ def fingerprint_source(
 
 
 def _section(mod: Any) -> str:
-    """The spec section that determines the preprocessed array (``required`` does not), as JSON."""
+    """The spec section that determines the preprocessed array (``required`` and ``select`` do not), as JSON."""
     fields = tuple((f.name, repr(getattr(mod, f.name))) for f in dataclasses.fields(mod))
     hit = _SECTIONS.get(fields)
     if hit is None:
         d = mod.to_dict()
         d.pop("required", None)
+        d.pop("select", None)  # how `medmulti scan` chooses a series, not how it is prepared
         hit = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
         if len(_SECTIONS) > 256:
             _SECTIONS.clear()

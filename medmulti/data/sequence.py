@@ -1,21 +1,21 @@
 """The patient-keyed Keras dataset: ``({modality: batch}, labels)`` from a manifest.
 
 :class:`PatientSequence` (alias :class:`MultiModalSequence`) is a
-:class:`keras.utils.PyDataset`. It validates its patients when built (header
-level, with :func:`medmulti.manifest.check_row`), applies the missing/corrupt
-policies once, before the first epoch, and then serves fixed-shape batches read
-from the preprocessing cache (or preprocessed on the fly) into preallocated
-arrays. See ``docs/sequence.md`` for the user guide.
+:class:`keras.utils.PyDataset`. It serves the rows admission admitted
+(:func:`medmulti.manifest.admit`: header-level checks and the missing/corrupt
+policies, one verdict per patient; ``train`` admits its splits once and hands
+each sequence the verdicts), keeps the policies for faults found later (in the
+shape probe, in :meth:`PatientSequence.fill_cache`, inside an epoch), and serves
+fixed-shape batches read from the preprocessing cache (or preprocessed on the
+fly) into preallocated arrays. See ``docs/sequence.md`` for the user guide.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import math
-import os
+import threading
 from collections import Counter
 from os import PathLike
 from pathlib import Path
@@ -24,66 +24,23 @@ from typing import Any, Mapping, Sequence
 import keras
 import numpy as np
 
-from .._processes import WorkerPool, workers_allowed
-from .._version import __version__
-from ..errors import (
-    CacheError,
-    CorruptFileError,
-    GeometryError,
-    ManifestError,
-    MedmultiError,
-    MissingFileError,
-    ResourceLimitError,
-    SeriesGeometryError,
-    UnsafePathError,
-    UnsupportedDataError,
-)
-from ..manifest import Manifest, Problem, check_row, load_manifest
+from ..errors import CacheError, GeometryError, ManifestError, MedmultiError, MissingFileError
+from ..manifest import Admission, Manifest, Problem, admit, load_manifest
+from ..manifest.admission import MISSING_CHECKS, POLICIES
 from ..spec import StudySpec, present_input_name
 from ..study import preprocess as study_preprocess
+from ..text import printable
 from .augment import Augmenter
 from .buffers import BufferPool
 from .cache import PreprocessCache
 from .cache_fill import preprocess_manifest
-from .cache_key import entry_keys, fingerprint_source
+from .cache_key import entry_keys
 from .context import name_error
-from .rowcheck import row_error_records
 from .tfdata import as_tf_dataset
 
 __all__ = ["PatientSequence", "MultiModalSequence", "POLICIES"]
 
 log = logging.getLogger("medmulti.data.sequence")
-
-POLICIES = ("error", "skip", "zeros")
-
-#: check names (medmulti.manifest.checks) that count as "missing" for ``on_missing``
-MISSING_CHECKS = frozenset({"missing_modality", "missing_file"})
-
-#: check name -> error raised under the "error" policy
-_CHECK_ERRORS: dict[str, type[MedmultiError]] = {
-    "missing_modality": MissingFileError,
-    "missing_file": MissingFileError,
-    "corrupt_file": CorruptFileError,
-    "sha256_mismatch": CorruptFileError,
-    "read_error": CorruptFileError,
-    "series_geometry": SeriesGeometryError,
-    "unsupported_data": UnsupportedDataError,
-    "modality_mismatch": UnsupportedDataError,
-    "wrong_dims": UnsupportedDataError,
-    "resource_limit": ResourceLimitError,
-    "unsafe_path": UnsafePathError,
-}
-
-
-#: rows to check above which the header checks run in parallel processes
-PARALLEL_CHECK_MIN = 16
-
-
-def _error_from_problem(problem: Any) -> MedmultiError:
-    cls = _CHECK_ERRORS.get(problem.check, ManifestError)
-    return cls(f"{problem.message} [{problem.check}]", path=problem.path, modality=problem.modality,
-               patient_id=problem.patient_id, hint=problem.hint or None)
-
 
 #: Patients named one by one in the skipped / zeroed warning; the rest are counted.
 LISTED_PATIENTS = 20
@@ -139,6 +96,10 @@ class PatientSequence(keras.utils.PyDataset):
         Passed to :class:`keras.utils.PyDataset`.
     progress : bool
         Show a progress bar while validating the patients.
+    admission : Admission, optional
+        Verdicts from :func:`~medmulti.manifest.admit` for this split under the
+        same policies (``train`` admits every split at once); default: admit
+        this split now.
 
     Raises
     ------
@@ -157,9 +118,12 @@ class PatientSequence(keras.utils.PyDataset):
     float32 ``(batch, classes)`` (one-/multi-hot) or int64 ``(batch,)``.
 
     Which patients form batch ``i`` depends only on ``(seed, epoch, i)``; the epoch
-    advances in :meth:`on_epoch_end`. A file that changes on disk after
-    construction and no longer reads raises its typed error at the batch (the
-    policies are applied once, so shapes and ``len`` never change mid-training).
+    advances in :meth:`on_epoch_end`. Under ``skip``/``zeros`` batches also carry
+    per-sample weights (:attr:`yields_weights`): a file that changes on disk
+    after construction and no longer reads does not stop ``model.fit``; that
+    patient is served as zeros with weight 0 (warned once, listed in
+    :attr:`skipped` and :attr:`faulted`) and ``len`` never changes. Under
+    ``error`` it raises its typed error at the batch.
     """
 
     def __init__(
@@ -181,6 +145,7 @@ class PatientSequence(keras.utils.PyDataset):
         use_multiprocessing: bool = False,
         max_queue_size: int = 10,
         progress: bool = True,
+        admission: Admission | None = None,
     ) -> None:
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         for arg, value in (("on_missing", on_missing), ("on_corrupt", on_corrupt)):
@@ -217,23 +182,16 @@ class PatientSequence(keras.utils.PyDataset):
                                                if not m.required or zeros_policy]
         self.input_names: list[str] = self.spec.names + [present_input_name(n) for n in self.optional_modalities]
 
-        rows = manifest.split(split)
         self.skipped: list[tuple[str, str | None, str]] = []
         self.zeroed: list[tuple[str, str, str]] = []
-        kept, present = self._apply_policies(rows, check_row, progress)
-        if not kept:
-            raise ManifestError(f"no usable patients in the {split!r} split"
-                                + (f" ({len({s[0] for s in self.skipped})} skipped)" if self.skipped else ""),
-                                path=getattr(manifest, "path", None),
-                                hint="see seq.skipped / `medmulti validate` for the problems")
-        self._rows = kept
-        self._present = present  # row index -> {name: bool}
-        self._labels = [np.asarray(self.spec.labels.encode(r.labels)) for r in kept]
-        self._class_of = [self._class_key(lab) for lab in self._labels]
-        counts = Counter(self._class_of)
-        n, k = len(kept), len(counts)
-        self._weights = np.array([n / (k * counts[c]) for c in self._class_of], np.float32)
-        self._index = {r.key: i for i, r in enumerate(kept)}
+        self._faulted: dict[int, str] = {}  # row index -> reason, for faults met inside an epoch
+        self._fault_lock = threading.Lock()
+        if admission is None or not admission.covers([split], on_missing, on_corrupt):
+            admission = admit(manifest, self.spec, splits=[split], on_missing=on_missing, on_corrupt=on_corrupt,
+                              progress=progress, desc=f"checking {split} patients")
+        self.admission = admission
+        kept, present = self._take_verdicts(admission, manifest.split(split))
+        self._set_rows(kept, present)
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._spacing: dict[str, tuple[float, ...]] = {}
         self._probe_shapes()
@@ -243,59 +201,38 @@ class PatientSequence(keras.utils.PyDataset):
     def _class_key(label: np.ndarray) -> Any:
         return int(label) if label.ndim == 0 else tuple(int(v) for v in label)
 
-    def _apply_policies(self, rows, check_row, progress):
+    def _set_rows(self, kept: list, present: list[dict[str, bool]]) -> None:
+        """Serve these rows (before the first epoch: the length is fixed from then on)."""
+        if not kept:
+            raise ManifestError(f"no usable patients in the {self.split!r} split"
+                                + (f" ({len({s[0] for s in self.skipped})} skipped)" if self.skipped else ""),
+                                path=getattr(self.manifest, "path", None),
+                                hint="see seq.skipped / `medmulti validate` for the problems")
+        self._rows = kept
+        self._present = present  # row index -> {name: bool}
+        self._labels = [np.asarray(self.spec.labels.encode(r.labels)) for r in kept]
+        self._class_of = [self._class_key(lab) for lab in self._labels]
+        counts = Counter(self._class_of)
+        n, k = len(kept), len(counts)
+        self._weights = np.array([n / (k * counts[c]) for c in self._class_of], np.float32)
+        self._index = {r.key: i for i, r in enumerate(kept)}
+        self._orders = {}
 
-        kept = []
-        present: list[dict[str, bool]] = []
-        ref = self.spec.reference
-        other_splits: dict[str, set[str]] = {}
-        for r in self.manifest.rows:
-            if r.split != self.split:
-                other_splits.setdefault(r.patient_id, set()).add(r.split)
-        found = self._check_rows(rows, check_row, progress)
-        for row, errors in zip(rows, found):
-            if row.patient_id in other_splits:  # leakage between splits
-                errors.insert(0, Problem(row.key, None, None, "patient_in_two_splits", "error",
-                                         f"line {row.line}: the patient is also in split(s) "
-                                         f"{sorted(other_splits[row.patient_id])}",
-                                         "keep every row of a patient in one split"))
-            has = {m.name: row.sources.get(m.name) is not None for m in self.spec.modalities}
-            skip_reason = None
-            for p in errors:
-                missing = p.check in MISSING_CHECKS
-                policy = self.on_missing if missing else self.on_corrupt
-                if p.modality is None and policy == "zeros":
-                    policy = "skip"
-                if policy == "error":
-                    raise _error_from_problem(p)
-                if policy == "skip":
-                    skip_reason = skip_reason or f"{p.check}: {p.message}"
+    def _take_verdicts(self, admission: Admission, rows: list) -> tuple[list, list[dict[str, bool]]]:
+        """The admitted rows of this split and what each is fed; raise a refusal; log the rest."""
+        kept, present = [], []
+        for row in rows:
+            v = admission.verdict(row.key)
+            if v.status == "refused":
+                raise v.error()
+            if v.status == "skipped":
+                for p in v.reasons:
                     self.skipped.append((row.key, p.modality, f"{p.check}: {p.message}"))
-                else:  # zeros
-                    has[p.modality] = False
-                    self.zeroed.append((row.key, p.modality, f"{p.check}: {p.message}"))
-            if skip_reason is not None:
                 continue
-            if ref is not None and not has.get(ref.name, False):
-                # a non-reference 3D modality has no grid without its reference
-                for m in self.spec.modalities:
-                    if m.dims == 3 and m.name != ref.name and has[m.name]:
-                        has[m.name] = False
-                        self.zeroed.append((row.key, m.name, "no_reference: the reference modality is absent"))
-            for m in self.spec.modalities:
-                if not has[m.name] and m.name not in self.optional_modalities:
-                    # required, absent, no problem reported (e.g. an unsafe path refused quietly)
-                    policy = self.on_missing
-                    if policy == "error":
-                        raise MissingFileError("the required input is absent", modality=m.name,
-                                               patient_id=row.key, path=row.paths.get(m.name))
-                    skip_reason = "missing_modality"
-                    self.skipped.append((row.key, m.name, "missing_modality: the required input is absent"))
-                    break
-            if skip_reason is not None:
-                continue
+            for name, reason in v.zeroed:
+                self.zeroed.append((row.key, name, reason))
             kept.append(row)
-            present.append(has)
+            present.append(dict(v.present))
         if self.skipped:
             log.warning("%s split: skipped %d of %d patients: %s", self.split,
                         len({s[0] for s in self.skipped}), len(rows), _listing(self.skipped, "seq.skipped"))
@@ -304,83 +241,119 @@ class PatientSequence(keras.utils.PyDataset):
                         _listing(self.zeroed, "seq.zeroed"))
         return kept, present
 
-    def _check_key(self, row: Any) -> str:
-        doc = {
-            "medmulti": __version__,
-            "spec": self.spec.to_dict(),
-            "row": [row.patient_id, row.study_id, row.split, row.labels, row.paths, row.sha256, row.refused],
-            "sources": {n: fingerprint_source(row.sources.get(n), root=self.manifest.root) for n in self.spec.names},
-        }
-        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+    def _policy_for(self, exc: MedmultiError, name: str | None) -> str:
+        policy = self.on_missing if exc.check in MISSING_CHECKS else self.on_corrupt
+        if policy == "zeros" and (name is None or name not in self.optional_modalities):
+            policy = "skip"
+        return policy
 
-    def _check_rows(self, rows: list, check_row: Any, progress: bool) -> list[list]:
-        """Header-level error problems per row.
+    def _fault_name(self, exc: MedmultiError, names: Sequence[str]) -> str | None:
+        return exc.modality if exc.modality in self.spec.names else (names[0] if len(names) == 1 else None)
 
-        Results are remembered in the cache (``records/checks``) while a row's files keep
-        their sizes and mtimes. Rows not remembered are checked in parallel processes when
-        there are more than ``PARALLEL_CHECK_MIN`` of them.
+    def _zero_input(self, i: int, name: str, reason: str) -> None:
+        """Feed input ``name`` of row ``i`` as zeros (and a non-reference 3D input without its reference)."""
+        row = self._rows[i]
+        self._present[i][name] = False
+        self.zeroed.append((row.key, name, reason))
+        ref = self.spec.reference
+        if ref is not None and name == ref.name:
+            for m in self.spec.modalities:
+                if m.dims == 3 and m.name != ref.name and self._present[i][m.name]:
+                    self._present[i][m.name] = False
+                    self.zeroed.append((row.key, m.name, "no_reference: the reference modality is absent"))
+
+    def apply_faults(self, problems: Sequence[Problem]) -> list[str]:
+        """Apply the policies to faults found after admission (preprocessing, decoding), before training.
+
+        Parameters
+        ----------
+        problems : sequence of Problem
+            Error problems of served patients (by row key), e.g. the failures of
+            :func:`~medmulti.data.cache_fill.preprocess_manifest` as problems.
+
+        Returns
+        -------
+        list of str
+            The row keys no longer served (skipped).
+
+        Raises
+        ------
+        MedmultiError
+            Under the ``"error"`` policy, the first fault's typed error.
+        ManifestError
+            No patient is left.
         """
-        from tqdm.auto import tqdm
+        drop: set[int] = set()
+        for p in problems:
+            i = self._index.get(str(p.patient_id))
+            if i is None or not p.is_error or i in drop:
+                continue
+            exc = p.to_error()
+            name = p.modality if p.modality in self.spec.names else None
+            policy = self._policy_for(exc, name)
+            if policy == "error":
+                raise exc
+            if policy == "skip":
+                drop.add(i)
+                self.skipped.append((self._rows[i].key, name, f"{p.check}: {p.message}"))
+            elif name is not None:
+                self._zero_input(i, name, f"{p.check}: {p.message}")
+        dropped = [self._rows[i].key for i in sorted(drop)]
+        if drop:
+            keep = [i for i in range(len(self._rows)) if i not in drop]
+            log.warning("%s split: %d patient(s) skipped after preprocessing: %s", self.split, len(drop),
+                        _listing([s for s in self.skipped if s[0] in set(dropped)], "seq.skipped"))
+            self._set_rows([self._rows[i] for i in keep], [self._present[i] for i in keep])
+        return dropped
 
-        out: list[list | None] = [None] * len(rows)
-        keys: list[str | None] = [None] * len(rows)
-        if self.cache is not None:
-            for i, row in enumerate(rows):
-                keys[i] = self._check_key(row)
-                stored = self.cache.get_record("checks", keys[i])
-                if isinstance(stored, list):
-                    try:
-                        out[i] = [Problem(**d) for d in stored]
-                    except TypeError:
-                        out[i] = None
-        todo = [i for i in range(len(rows)) if out[i] is None]
-        bar = tqdm(total=len(todo), desc=f"checking {self.split} patients", unit="patient",
-                   disable=not progress or not todo, leave=False)
-        n_proc = min(os.cpu_count() or 1, 8, len(todo))
-        if len(todo) > PARALLEL_CHECK_MIN and n_proc > 1 and workers_allowed("checking patients"):
-            import multiprocessing as mp
-            from concurrent.futures import as_completed
-            from concurrent.futures.process import BrokenProcessPool
+    @property
+    def yields_weights(self) -> bool:
+        """True when batches are ``(inputs, labels, weights)``.
 
-            try:
-                with WorkerPool(n_proc, mp_context=mp.get_context("spawn")) as pool:
-                    futures = {pool.submit(row_error_records, rows[i], self.spec): i for i in todo}
-                    for fut in as_completed(futures):
-                        out[futures[fut]] = [Problem(**d) for d in fut.result()]
-                        bar.update(1)
-            except (BrokenProcessPool, RuntimeError, OSError):
-                if getattr(mp.current_process(), "_inheriting", False):
-                    raise  # we are a spawned child importing an unguarded main module: let it fail
-                # the pool could not start or its workers died (e.g. a script without an
-                # ``if __name__ == "__main__":`` guard, which spawned workers re-import):
-                # check the remaining rows here instead
-                log.warning("parallel patient checks failed; checking in this process "
-                            "(guard the script's entry point with `if __name__ == \"__main__\":`)")
-        for i in todo:
-            if out[i] is None:
-                out[i] = [Problem(**d) for d in row_error_records(rows[i], self.spec, check_row)]
-                bar.update(1)
-        bar.close()
-        for i in todo:
-            if keys[i] is not None:
-                self.cache.put_record("checks", keys[i], [p.to_dict() for p in out[i]])
-        return out  # type: ignore[return-value]
+        With ``sample_weights=True``, and whenever a policy is ``"skip"`` or
+        ``"zeros"``: a patient whose file fails inside an epoch is then served with
+        a weight of 0 (all ones otherwise, unless ``sample_weights``).
+        """
+        return self.sample_weights or self.on_missing != "error" or self.on_corrupt != "error"
+
+    @property
+    def faulted(self) -> list[str]:
+        """Row keys whose input failed inside an epoch: served as zeros with weight 0 since."""
+        with self._fault_lock:
+            return [self._rows[i].key for i in sorted(self._faulted)]
 
     def _probe_shapes(self) -> None:
-        """Learn each modality's (spatial, channels) shape from the first patient that has it."""
+        """Learn each modality's (spatial, channels) shape from the first patient that has it.
+
+        A patient whose input fails here follows the policies (:meth:`apply_faults`):
+        under ``skip`` it is no longer served, under ``zeros`` the input is zeroed.
+        """
         todo = list(self.spec.names)
-        for i, row in enumerate(self._rows):
+        i = 0
+        while todo and i < len(self._rows):
             want = [n for n in todo if self._present[i][n]]
             if not want:
+                i += 1
                 continue
-            loaded = self._load_patient(i, want, out=None)
+            try:
+                loaded = self._load_patient(i, want, out=None)
+            except MedmultiError as exc:
+                name = self._fault_name(exc, want)
+                key = self._rows[i].key
+                problem = Problem.from_error(exc, patient_id=key, modality=name)
+                if name is None or name not in want and not self._present[i].get(name, False):
+                    problem = dataclasses.replace(problem, modality=None)  # nothing to zero: skip the row
+                before = (len(self._rows), dict(self._present[i]))
+                self.apply_faults([problem])
+                if before == (len(self._rows), self._present[i]):
+                    self.apply_faults([dataclasses.replace(problem, modality=None)])
+                continue
             for n in want:
                 arr, spacing = loaded[n]
                 self._shapes[n] = tuple(arr.shape)
                 self._spacing[n] = spacing
                 todo.remove(n)
-            if not todo:
-                break
+            i += 1
         for n in list(todo):
             shape = self._shape_from_spec(n)
             if shape is not None:
@@ -575,23 +548,69 @@ class PatientSequence(keras.utils.PyDataset):
             inputs[n] = self._buffers.empty((b, *self._shapes[n]))
         for n in self.optional_modalities:
             inputs[present_input_name(n)] = np.zeros((b, 1), np.float32)
+        weights = self._weights[rows].copy() if self.sample_weights else np.ones(b, np.float32)
         for j, i in enumerate(rows):
-            have = [n for n in self.spec.names if self._present[i][n]]
+            present = dict(self._present[i])
+            gone = i in self._faulted
+            have = [] if gone else [n for n in self.spec.names if present[n]]
             for n in self.spec.names:
-                if not self._present[i][n]:
+                if n not in have:
                     inputs[n][j] = 0.0
                 elif n in self.optional_modalities:
                     inputs[present_input_name(n)][j, 0] = 1.0
+            if gone:
+                weights[j] = 0.0
+                continue
             slots = {n: inputs[n][j] for n in have}
-            loaded = self._load_patient(int(i), have, out=slots)
+            try:
+                loaded = self._load_patient(int(i), have, out=slots)
+            except MedmultiError as exc:
+                if not self.yields_weights:  # the "error" policies: raise, as the batch's typed error
+                    raise
+                self._fault_in_epoch(int(i), exc, have)
+                for n in self.spec.names:
+                    inputs[n][j] = 0.0
+                for n in self.optional_modalities:
+                    inputs[present_input_name(n)][j, 0] = 0.0
+                weights[j] = 0.0
+                continue
             if self.augmenter is not None and have:
                 rng = np.random.default_rng([self.seed, epoch, int(i), 1])
                 ref = self.spec.reference.name if self.spec.reference is not None else None
                 self.augmenter(slots, {n: loaded[n][1] for n in have}, rng, reference=ref)
         labels = np.stack([self._labels[i] for i in rows])
-        if self.sample_weights:
-            return inputs, labels, self._weights[rows].copy()
+        if self.yields_weights:
+            return inputs, labels, weights
         return inputs, labels
+
+    def _fault_in_epoch(self, i: int, exc: MedmultiError, names: Sequence[str]) -> None:
+        """A served patient's input failed inside an epoch (e.g. a file changed on disk).
+
+        This batch serves it as absent with weight 0; under ``zeros`` (an input that
+        is not required) the input is zeroed from then on, else the patient is
+        served as weight-0 zeros for the rest of training (``len`` cannot change
+        while ``model.fit`` runs). Warned once per patient; listed in
+        :attr:`skipped` / :attr:`zeroed`.
+        """
+        name = self._fault_name(exc, names)
+        policy = self._policy_for(exc, name)
+        if policy == "error":
+            raise exc
+        key = self._rows[i].key
+        reason = f"{exc.check}: {exc.message}"
+        with self._fault_lock:
+            if i in self._faulted:
+                return
+            if policy == "zeros" and name is not None:
+                self._zero_input(i, name, reason)
+                what = f"its {name} input is fed as zeros from now on"
+            else:
+                self._faulted[i] = reason
+                self.skipped.append((key, name, reason))
+                what = "it is left out (weight 0) for the rest of training"
+        log.warning("%s split: patient %s, modality %s, file %s failed inside an epoch (%s); this batch serves "
+                    "it with weight 0 and %s", self.split, printable(key), printable(name or "-"),
+                    printable(exc.path or "-"), printable(reason), what)
 
     def __getitem__(self, index: int) -> tuple:
         return self.batch(self._epoch, int(index))
@@ -639,7 +658,10 @@ class PatientSequence(keras.utils.PyDataset):
         The first epoch then only reads: without this, a cold epoch preprocesses
         inside the batches, in Keras' worker threads, which keep fewer cores busy
         (``benchmarks/RESULTS.md``, "Feeding"). Entries already cached are kept;
-        a killed fill resumes.
+        a killed fill resumes. A patient whose input fails to preprocess follows
+        the policies (:meth:`apply_faults`): under ``skip`` it is no longer served
+        (listed in :attr:`skipped`), under ``zeros`` an input that is not required
+        is fed as zeros, under ``error`` its typed error is raised here.
 
         Parameters
         ----------
@@ -651,19 +673,21 @@ class PatientSequence(keras.utils.PyDataset):
         Returns
         -------
         PreprocessSummary
-            What was computed, found cached, or failed (failures are not raised
-            here: a patient whose input fails raises its typed error at its batch,
-            as it would without the fill).
+            What was computed, found cached, or failed.
 
         Raises
         ------
         CacheError
             The sequence has no cache (``cache_dir=None``).
+        MedmultiError
+            Under the ``"error"`` policy, the first failure's typed error.
         """
         if self.cache is None:
             raise CacheError("this sequence has no cache to fill", hint="build it with cache_dir=...")
         served = dataclasses.replace(self.manifest, rows=list(self._rows))
-        return preprocess_manifest(served, self.spec, self.cache, workers=workers, progress=progress)
+        summary = preprocess_manifest(served, self.spec, self.cache, workers=workers, progress=progress)
+        self.apply_faults(summary.problems())
+        return summary
 
     def as_tf_dataset(self, **kwargs: Any):
         """Return a ``tf.data.Dataset`` with the same elements (see :func:`medmulti.data.as_tf_dataset`)."""

@@ -119,7 +119,7 @@ def element_spec(seq: Any) -> tuple:
               for name, shape in seq.element_shapes().items()}
     label_dtype = tf.as_dtype(seq._labels[0].dtype)
     labels = tf.TensorSpec((None, *seq.label_shape()), label_dtype, name="labels")
-    if seq.sample_weights:
+    if getattr(seq, "yields_weights", seq.sample_weights):
         return inputs, labels, tf.TensorSpec((None,), tf.float32, name="sample_weights")
     return inputs, labels
 

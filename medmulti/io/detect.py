@@ -114,8 +114,13 @@ def detect_format(path: str | PathLike[str]) -> FileFormat:
         head = f.read(544)
     if head[:2] == b"\x1f\x8b":
         try:
-            d = zlib.decompressobj(wbits=31)
-            inner = d.decompress(head + _read_more(path), 544)
+            data, inner = head + _read_more(path), b""
+            while True:  # concatenated gzip members may split the header
+                d = zlib.decompressobj(wbits=31)
+                inner += d.decompress(data, 544 - len(inner))
+                data = d.unused_data.lstrip(b"\0")
+                if len(inner) >= 544 or not d.eof or data[:2] != b"\x1f\x8b":
+                    break
         except (zlib.error, OSError, EOFError, gzip.BadGzipFile):
             return FileFormat.GZIP_DAMAGED
         if _nifti_magic(inner):

@@ -47,6 +47,8 @@ __all__ = [
     "locate_pixel_data",
     "check_fragments",
     "check_trailing",
+    "select_elements",
+    "file_meta_of",
 ]
 
 _PIXEL_TAG = 0x7FE00010
@@ -78,7 +80,26 @@ _FAST = {
     "RescaleSlope": (0x00281053, "DS"),
     "RescaleIntercept": (0x00281052, "DS"),
     "SpacingBetweenSlices": (0x00180088, "DS"),
+    # what a scan of an export groups and chooses by (medmulti.scanning); identifying
+    # values among them (PatientID, PatientName, AccessionNumber, dates) are used
+    # for grouping and keys only, never shown
+    "PatientID": (0x00100020, "LO"),
+    "PatientName": (0x00100010, "PN"),
+    "AccessionNumber": (0x00080050, "SH"),
+    "StudyInstanceUID": (0x0020000D, "UI"),
+    "StudyDate": (0x00080020, "DA"),
+    "StudyTime": (0x00080030, "TM"),
+    "SOPInstanceUID": (0x00080018, "UI"),
+    "ImageType": (0x00080008, "CS"),
+    "SeriesDescription": (0x0008103E, "LO"),
+    "ProtocolName": (0x00181030, "LO"),
+    "SequenceName": (0x00180024, "SH"),
+    "MRAcquisitionType": (0x00180023, "CS"),
+    "ViewPosition": (0x00185101, "CS"),
+    "SliceThickness": (0x00180050, "DS"),
 }
+# Text VRs whose values may repeat (backslash-separated, PS3.5 6.4); UIs are kept whole.
+_MULTI_VALUED = frozenset({"DS", "IS", "CS", "LO", "SH", "PN", "DA", "TM"})
 #: Keywords :func:`fast_get` converts from raw bytes (others go to ``ds.get``).
 FAST_KEYWORDS = frozenset(_FAST)
 _MISSING = object()
@@ -96,8 +117,10 @@ def fast_get(ds: Any, keyword: str) -> Any:
     Returns
     -------
     int, str, list of str or None
-        US as int; CS/UI as stripped text; IS/DS as text, or a list of texts
-        when multi-valued (callers convert); None when absent.
+        US as int; text VRs (CS, UI, LO, SH, PN, DA, TM) as stripped text; IS/DS
+        as text (callers convert); a list of texts when a value other than a UI
+        is multi-valued; None when absent. Text holding non-ASCII bytes comes
+        from pydicom, decoded with the dataset's SpecificCharacterSet.
     """
     spec = _FAST.get(keyword)
     store = getattr(ds, "_dict", None)
@@ -115,8 +138,10 @@ def fast_get(ds: Any, keyword: str) -> Any:
         if len(data) != 2:
             return ds.get(keyword, None)
         return struct.unpack("<H" if elem.is_little_endian else ">H", data)[0]
-    text = data.decode("latin-1").strip(" \x00")
-    if vr in ("DS", "IS") and "\\" in text:
+    if not data.isascii():  # the dataset's SpecificCharacterSet decides (pydicom decodes it)
+        return ds.get(keyword, None)
+    text = data.decode("ascii").strip(" \x00")
+    if vr in _MULTI_VALUED and "\\" in text:
         return [t.strip() for t in text.split("\\")]
     return text
 
@@ -260,6 +285,226 @@ def _scan_meta(head: bytes) -> tuple[int, str, str] | None:
     return None
 
 
+_EXPLICIT_LE = frozenset({"1.2.840.10008.1.2.1"})  # and every encapsulated syntax (not implicit, big endian, deflated)
+_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_FUNCTIONAL_GROUPS = (0x52009229, 0x52009230)  # Shared/PerFrameFunctionalGroupsSequence: enhanced objects
+_CHUNK = 1 << 16
+_HH, _UL, _US = struct.Struct("<HH"), struct.Struct("<I"), struct.Struct("<H")
+_ELEMENT = struct.Struct("<HH2sH")  # an explicit VR element header: group, element, VR, 16-bit length
+# VRs with a 16-bit length: any two upper-case letters but the long ones (an unknown VR
+# is taken as short, as before; pydicom decides what it means)
+_SHORT_VRS = frozenset(bytes((a, b)) for a in range(65, 91) for b in range(65, 91)) - _LONG_VRS
+_FIRST_RARE_TAG = min(_FUNCTIONAL_GROUPS)  # every tag the walk stops at is at least this (or in group 0002)
+
+
+class _Buffer:
+    """Forward reads of a file through one sliding window (a walk moves forward only).
+
+    Invariant: the file is positioned at ``base + len(data)``.
+    """
+
+    def __init__(self, f, start: int, end: int) -> None:
+        self.f, self.base, self.end = f, start, end
+        f.seek(start)
+        self.data = f.read(min(_CHUNK, end - start))
+
+    def view(self, pos: int, n: int) -> bytes | None:
+        """``n`` bytes at file offset ``pos`` (None past the end of the file)."""
+        if pos + n > self.end or pos < self.base:
+            return None
+        i = pos - self.base
+        if i + n > len(self.data):
+            if i >= len(self.data):  # a skipped value: jump to it
+                self.f.seek(pos)
+                self.data = self.f.read(max(n, _CHUNK))
+            else:  # keep the tail, read on
+                self.data = self.data[i:] + self.f.read(max(n, _CHUNK))
+            self.base, i = pos, 0
+            if n > len(self.data):
+                return None
+        return self.data[i : i + n]
+
+
+def file_meta_of(transfer_syntax: str, sop_class: str = "") -> Any:
+    """A file meta dataset holding TransferSyntaxUID (and MediaStorageSOPClassUID) as raw elements.
+
+    Raw, as pydicom leaves every element it reads: converted (and validated) only
+    when used; setting them as attributes validated each UID (~10% of a header read).
+
+    Parameters
+    ----------
+    transfer_syntax : str
+    sop_class : str
+        Empty: not set.
+
+    Returns
+    -------
+    pydicom.dataset.FileMetaDataset
+    """
+    from pydicom.dataelem import RawDataElement
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.tag import Tag
+
+    fm = FileMetaDataset()
+    for tag, uid in ((0x00020010, transfer_syntax), (0x00020002, sop_class)):
+        if uid:
+            value = uid.encode("ascii", "replace")
+            value += b"\x00" * (len(value) % 2)
+            fm[tag] = RawDataElement(Tag(tag), "UI", len(value), value, 0, False, True)
+    return fm
+
+
+def select_elements(f, head: bytes, file_size: int, wanted: frozenset[int], *, max_depth: int = 32
+                    ) -> tuple[dict[int, tuple[str, int, bytes]], str, str, int, int | None] | None:
+    """Walk a dataset by its element headers up to PixelData, keeping only the wanted values.
+
+    The fast path of :func:`medmulti.io.dicom_header.read_header` ``only=``: pydicom
+    builds an element for every attribute of a header (about 8 us each); a scan of an
+    export needs some twenty of them. Only explicit VR little endian datasets are walked
+    (every native and encapsulated transfer syntax but implicit VR, big endian and
+    deflated); sequences are skipped by their length, or item by item when their length
+    is undefined (PS3.5 7.5), nested at most ``max_depth`` levels.
+
+    Parameters
+    ----------
+    f : binary file object
+        The file, seekable.
+    head : bytes
+        Its first bytes (preamble, ``DICM`` and the whole file meta group; 2 kB in practice).
+    file_size : int
+        Bytes in the file.
+    wanted : frozenset of int
+        Tags (``group << 16 | element``) of top-level attributes to keep.
+    max_depth : int
+        Deepest sequence nesting walked.
+
+    Returns
+    -------
+    (found, transfer_syntax, sop_class, pixel_offset, pixel_length) or None
+        ``found`` maps each wanted tag present to ``(VR, value offset, value bytes)``;
+        TransferSyntaxUID and MediaStorageSOPClassUID of the file meta group; the
+        offset and declared length of PixelData's value (length None when
+        encapsulated). None whenever the walk cannot vouch for the file: no preamble
+        or an unusual meta group, another encoding, an enhanced multi-frame object
+        (functional groups), float pixel
+        data, no PixelData before the end of the file, an element or item running
+        past the end, an unknown VR, nesting too deep. The caller then parses the
+        file with pydicom, whose verdict (corrupt, unsupported...) stands.
+    """
+    meta = _scan_meta(head) if head[128:132] == b"DICM" else None
+    if meta is None:
+        return None
+    start, transfer_syntax, sop = meta
+    if transfer_syntax in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.2") or transfer_syntax in _DEFLATED:
+        return None
+    buf = _Buffer(f, start, file_size)
+    found: dict[int, tuple[str, int, bytes]] = {}
+    pos = start
+    # hot loop (a real scanner header holds hundreds of elements): one unpack per
+    # element header, VR classes looked up in sets, the rare tags behind one comparison
+    element, ul = _ELEMENT.unpack_from, _UL.unpack_from
+    long_vrs, short_vrs = _LONG_VRS, _SHORT_VRS
+    data, base = buf.data, buf.base
+    limit = len(data) - 12
+    while True:
+        i = pos - base
+        if i < 0 or i > limit:  # near the end of the window: slide it (or the file ends)
+            if buf.view(pos, 8) is None:
+                return None  # no PixelData: a non-image object or a cut header; pydicom decides
+            buf.view(pos, min(12, file_size - pos))
+            data, base = buf.data, buf.base
+            limit = len(data) - 12
+            i = pos - base
+        group, elem, vr, length = element(data, i)
+        if vr in short_vrs:
+            value = pos + 8
+        elif vr in long_vrs:
+            if i > limit:
+                return None
+            length = ul(data, i + 8)[0]
+            value = pos + 12
+        else:
+            return None
+        tag = group << 16 | elem
+        if tag >= _FIRST_RARE_TAG or group == 0x0002:
+            if tag == _PIXEL_TAG:
+                return found, transfer_syntax, sop, value, None if length == 0xFFFFFFFF else length
+            if tag in _OTHER_PIXEL_TAGS or tag in _FUNCTIONAL_GROUPS or group == 0x0002 or tag > _PIXEL_TAG:
+                return None
+        if length == 0xFFFFFFFF:
+            if vr != b"SQ":
+                return None
+            end = _skip_items(buf, value, max_depth)
+            if end is None:
+                return None
+            pos = end
+            data, base = buf.data, buf.base
+            limit = len(data) - 12
+            continue
+        pos = value + length
+        if pos > file_size:
+            return None
+        if tag in wanted:
+            got = buf.view(value, length)
+            if got is None:
+                return None
+            found[tag] = (vr.decode("ascii"), value, got)
+            data, base = buf.data, buf.base
+            limit = len(data) - 12
+
+
+def _skip_items(buf: _Buffer, pos: int, depth: int) -> int | None:
+    """Offset after an undefined-length sequence's delimiter; None when malformed or too deep."""
+    if depth <= 0:
+        return None
+    unpack = struct.unpack
+    while True:
+        head = buf.view(pos, 8)
+        if head is None:
+            return None
+        group, elem, length = unpack("<HHI", head)
+        tag = group << 16 | elem
+        pos += 8
+        if tag == _SEQ_END:
+            return pos
+        if tag != _ITEM:
+            return None
+        if length != 0xFFFFFFFF:
+            pos += length
+            continue
+        while True:  # an undefined-length item: its elements up to the item delimiter
+            head = buf.view(pos, 8)
+            if head is None:
+                return None
+            group, elem = unpack("<HH", head[:4])
+            if (group << 16 | elem) == _ITEM_END:
+                pos += 8
+                break
+            vr = head[4:6]
+            if vr in _LONG_VRS:
+                more = buf.view(pos + 8, 4)
+                if more is None:
+                    return None
+                length = unpack("<I", more)[0]
+                value = pos + 12
+            elif 65 <= vr[0] <= 90 and 65 <= vr[1] <= 90:
+                length = unpack("<H", head[6:8])[0]
+                value = pos + 8
+            else:
+                return None
+            if length == 0xFFFFFFFF:
+                if vr != b"SQ":
+                    return None
+                end = _skip_items(buf, value, depth - 1)
+                if end is None:
+                    return None
+                pos = end
+            else:
+                pos = value + length
+            if pos > buf.end:
+                return None
+
+
 def _at_pixels(tag, vr, length) -> bool:
     # int() first: pydicom's BaseTag compares in Python, int compares in C
     return 0x7FE00008 <= int(tag) <= 0x7FE00010
@@ -315,13 +560,7 @@ def parse_dataset(fp, path_name: str, *, force: bool, limits: Limits, head: byte
             implicit, little = _KNOWN_TS.get(ts, (False, True))
             fp.seek(end)
             ds = read_dataset(fp, implicit, little, stop_when=_at_pixels)
-            from pydicom.dataset import FileMetaDataset
-
-            fm = FileMetaDataset()
-            fm.TransferSyntaxUID = ts
-            if sop:
-                fm.MediaStorageSOPClassUID = sop
-            ds.file_meta = fm
+            ds.file_meta = file_meta_of(ts, sop)
             return ds, fp, None, ts
     if any(uid in head for uid in _DEFLATED_BYTES):
         preamble = read_preamble(reader, force)

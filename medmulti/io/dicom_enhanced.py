@@ -276,6 +276,7 @@ def _refuse_several(h: DicomHeader, vols: list[EnhancedVolume], counts: dict[str
         f"this enhanced multi-frame file holds {len(vols)} volumes ({what}); medmulti reads one 3D volume: {listed}",
         path=h.name,
         keyword=keyword,
+        argument="volume",
         hint=f"pass volume=<index> (0-based, 0 to {len(vols) - 1}) to read one of them; volumes are ordered by "
         "StackID, then TemporalPositionIndex, then orientation",
     )

@@ -252,6 +252,7 @@ def series_given_for_a_file(name: str) -> UnsupportedDataError:
         "series= chooses among the series of a folder, but this path is a file",
         path=name,
         keyword="SeriesInstanceUID",
+        argument="series",
         hint="pass the folder with series=, or the file without it",
     )
 
@@ -297,12 +298,14 @@ def _choose(
             return chosen[0]
         if not chosen:
             raise SeriesGeometryError(
-                f"no image series with number {value} in this folder; {holds}", path=where, keyword="SeriesNumber"
+                f"no image series with number {value} in this folder; {holds}", path=where, keyword="SeriesNumber",
+                argument="series",
             )
         raise SeriesGeometryError(
             f"several image series with number {value} in this folder; {holds}",
             path=where,
             keyword="SeriesNumber",
+            argument="series",
             hint="choose one with series=<path of one of its files> (relative to the folder, e.g. "
             f"series={chosen[0][0].name!r}) or with its SeriesInstanceUID",
         )
@@ -317,6 +320,7 @@ def _choose(
             f"no image series with the SeriesInstanceUID given in this folder; {holds}",
             path=where,
             keyword="SeriesInstanceUID",
+            argument="series",
             hint="series= takes a SeriesNumber, a SeriesInstanceUID or the path of one file of the series",
         )
     found = _series_of_file(groups, value, folder)
@@ -327,6 +331,7 @@ def _choose(
         f"series={value!r}: {what} (paths are taken relative to the folder, or as given); {holds}",
         path=where,
         keyword="SeriesInstanceUID",
+        argument="series",
         hint="series= takes a SeriesNumber, a SeriesInstanceUID or the path of one file of the series",
     )
 
@@ -537,6 +542,7 @@ def refuse_volumes(volumes: SeriesVolumes, where: str) -> UnsupportedDataError:
         f"this series holds {volumes.describe()}; medmulti reads one 3D volume",
         path=where,
         keyword=volumes.keyword,
+        argument="volume",
         hint=f"volume=0..{volumes.n - 1} (manifest column <modality>_volume) reads one; volumes are ordered by "
         f"{volumes.keyword}, ascending",
     )
@@ -548,6 +554,7 @@ def _check_volume_index(volume: int, volumes: SeriesVolumes, where: str) -> int:
             f"volume={int(volume)} is out of range for {volumes.n} volumes (by {volumes.keyword})",
             path=where,
             keyword=volumes.keyword,
+            argument="volume",
             hint=f"volume= is 0-based: 0 to {volumes.n - 1}",
         )
     return int(volume)
@@ -676,6 +683,7 @@ def plan_series(
             f"this folder holds {len(groups)} image series: {_describe(groups)}",
             path=where,
             keyword="SeriesInstanceUID",
+            argument="series",
             hint=hint,
         )
     else:

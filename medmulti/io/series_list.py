@@ -22,7 +22,7 @@ from .dicom_header import DicomHeader
 from .dicom_series import group_series_files, scan_folder, series_geometry_of, volume_stack
 from .limits import DEFAULT_LIMITS, Limits
 
-__all__ = ["SeriesSummary", "list_series"]
+__all__ = ["SeriesSummary", "list_series", "plane_of"]
 
 
 @dataclass
@@ -86,7 +86,22 @@ class SeriesSummary:
         return asdict(self)
 
 
-def _plane(h: DicomHeader) -> str:
+def plane_of(h: DicomHeader) -> str:
+    """The plane of an image from its header (no identifying value is used).
+
+    Parameters
+    ----------
+    h : DicomHeader
+        One file's header.
+
+    Returns
+    -------
+    str
+        ``"projection"`` for a radiograph; else ``"axial"``, ``"coronal"`` or
+        ``"sagittal"`` when the slice normal (from ImageOrientationPatient) lies
+        within about 25 degrees of that axis, ``"oblique"`` otherwise, and
+        ``"unknown"`` without a usable orientation.
+    """
     if is_projection(h):
         return "projection"
     try:
@@ -170,7 +185,7 @@ def list_series(
             n_images=sum(h.frames for h in hs),
             rows=first.rows,
             columns=first.columns,
-            plane=_plane(first),
+            plane=plane_of(first),
             example=first.name,
             readable=problem is None,
             problem=problem,

@@ -4,7 +4,9 @@ Used by validation on whole cohorts, so it parses headers only (each DICOM file
 is opened once) unless ``deep=True``. It applies the same rules as
 :func:`~medmulti.io.read_image` for everything decidable from headers (missing
 files, unparseable headers, truncation - declared pixel data vs the file's size -,
-series choice and geometry) and raises the same typed errors.
+series choice and geometry) and raises the same typed errors. A ``.nii.gz`` is
+also inflated to its end (no value is converted), so a cut or damaged gzip
+stream raises :class:`~medmulti.errors.CorruptFileError` as ``read_image`` does.
 
 Identity attributes are never returned, only short SHA-256 digests of them, so
 two sources can be compared (same patient? same study? same frame of
@@ -32,7 +34,7 @@ from .dicom_header import DicomHeader, read_header
 from .dicom_series import plan_series, series_given_for_a_file
 from .error_ladder import source_errors
 from .limits import DEFAULT_LIMITS, Limits
-from .nifti import NiftiStream, checked_affine, itk_geometry, read_nifti_header
+from .nifti import NiftiStream, checked_affine, finish_nifti_stream, itk_geometry, read_nifti_header
 from .quiet import quiet_pydicom
 from .reader import read_image, resolve_format
 from .safe_files import open_regular
@@ -250,34 +252,25 @@ def _inspect_nifti(p: Path, name: str, gz: bool, modality: str | None, volume: i
     import os
 
     with NiftiStream(p, gz, name) as stream:
-        info, _ = read_nifti_header(stream, name, limits)
-    shape = info.shape
-    if len(shape) == 4 and volume is None:
-        raise UnsupportedDataError(
-            f"this NIfTI file is 4D ({shape[3]} volumes); medmulti reads 3D volumes",
-            path=name, keyword="dim", hint="pass volume=<index> (0-based) to read one of them",
-        )
-    if len(shape) == 4 and not 0 <= int(volume) < shape[3]:
-        raise UnsupportedDataError(f"volume={int(volume)} is out of range for {shape[3]} volumes", path=name, keyword="dim")
-    if len(shape) == 3 and volume not in (None, 0):  # as read_image
-        raise UnsupportedDataError("volume= was given but the NIfTI file is 3D", path=name, keyword="dim")
-    need = info.vox_offset + int(np.prod(shape, dtype=object)) * info.dtype.itemsize
-    size = os.path.getsize(p)
-    if not gz and size < need:
-        raise CorruptFileError("the NIfTI file is truncated: it ends before the declared data", path=name, keyword="dim")
-    warnings = []
-    if gz:
-        # header level only: the gzip trailer (ISIZE, the inflated size mod 2**32)
-        # of a complete single-member file equals the declared size
-        with open_regular(p, name=name) as f:
-            f.seek(max(0, size - 4))
-            isize = int.from_bytes(f.read(4), "little")
-        if isize != need % 2**32:
-            warnings.append(
-                "the gzip trailer disagrees with the declared data size (truncated, damaged, trailing data or "
-                "multi-member gzip); inspect with deep=True to decode it"
+        info, consumed = read_nifti_header(stream, name, limits)
+        shape = info.shape
+        if len(shape) == 4 and volume is None:
+            raise UnsupportedDataError(
+                f"this NIfTI file is 4D ({shape[3]} volumes); medmulti reads 3D volumes",
+                path=name, keyword="dim", argument="volume", hint="pass volume=<index> (0-based) to read one of them",
             )
-    origin, spacing, direction, _ = itk_geometry(p, name, info.header)
+        if len(shape) == 4 and not 0 <= int(volume) < shape[3]:
+            raise UnsupportedDataError(f"volume={int(volume)} is out of range for {shape[3]} volumes", path=name, keyword="dim", argument="volume")
+        if len(shape) == 3 and volume not in (None, 0):  # as read_image
+            raise UnsupportedDataError("volume= was given but the NIfTI file is 3D", path=name, keyword="dim", argument="volume")
+        need = info.vox_offset + int(np.prod(shape, dtype=object)) * info.dtype.itemsize
+        if not gz and os.path.getsize(p) < need:
+            raise CorruptFileError("the NIfTI file is truncated: it ends before the declared data", path=name, keyword="dim")
+        if gz:
+            # inflate the whole stream (no value conversion) as read_image does: a cut or damaged
+            # .nii.gz is an error here, not at training time
+            finish_nifti_stream(stream, need - consumed, name)
+    origin, spacing, direction, _ = itk_geometry(p, name, info.header, gz=gz)
     nx, ny, nz = shape[:3]
     return SourceInfo(
         "nifti",
@@ -288,7 +281,7 @@ def _inspect_nifti(p: Path, name: str, gz: bool, modality: str | None, volume: i
         1,
         {"patient": None, "study": None, "series": None, "frame_of_reference": None, "pixels": None,
          "pixels_probe": _nifti_probe(p, info, volume)},
-        warnings,
+        [],
         checked_affine(origin, spacing, direction, name),
     )
 
@@ -340,7 +333,10 @@ def inspect_source(
     MissingFileError, CorruptFileError, UnsupportedDataError, SeriesGeometryError, ResourceLimitError
         As :func:`read_image` for anything decidable from the headers (and
         everything else with ``deep=True``); a FIFO, socket or device is
-        :class:`UnsupportedDataError` (never opened).
+        :class:`UnsupportedDataError` (never opened). A ``.nii.gz`` whose gzip
+        stream ends early, fails to inflate or fails its CRC-32/length check
+        is :class:`CorruptFileError` in both modes (the stream is inflated,
+        not decoded; see :func:`~medmulti.io.nifti.finish_nifti_stream`).
     UnsafePathError
         A symlink inside the folder leads outside ``root`` (or loops).
 

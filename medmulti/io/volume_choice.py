@@ -38,6 +38,7 @@ def no_volume_choice(volume: int | None, what: str, name: str) -> None:
             f"volume= was given but {what} holds one volume",
             path=name,
             keyword="NumberOfFrames",
+            argument="volume",
             hint="volume= chooses among the volumes of a 4D NIfTI file, a multi-volume enhanced DICOM file or a "
             "DICOM series whose slice positions repeat (echoes, time points...); drop it",
         )
@@ -85,6 +86,6 @@ def check_volume_index(volume: int, n: int, name: str) -> int:
     if not 0 <= int(volume) < n:
         raise UnsupportedDataError(
             f"volume={int(volume)} is out of range for {n} volumes", path=name, keyword="NumberOfFrames",
-            hint=f"volume= is 0-based: 0 to {n - 1}",
+            argument="volume", hint=f"volume= is 0-based: 0 to {n - 1}",
         )
     return int(volume)

@@ -2,11 +2,12 @@
 
 Public names: :func:`load_manifest`, :class:`Manifest`, :class:`ManifestRow`,
 :func:`check_row`, :class:`Problem`, :class:`ValidationReport`,
-:func:`validate_manifest`, :func:`split_manifest` (and its pure rule :func:`assign_splits`).
+:func:`admit` (one verdict per patient), :func:`validate_manifest`, :func:`split_manifest` (and its pure rule :func:`assign_splits`).
 """
 
 from __future__ import annotations
 
+from .admission import Admission, Verdict, admit
 from .checks import RowCheck, check_row, cross_row_checks, sha256_of
 from .load import load_manifest, resolve_path
 from .report import Problem, ValidationReport
@@ -16,6 +17,9 @@ from .validate import validate_manifest
 
 __all__ = [
     "load_manifest",
+    "admit",
+    "Admission",
+    "Verdict",
     "resolve_path",
     "Manifest",
     "ManifestRow",

@@ -36,6 +36,7 @@ from ..io.safe_files import check_regular, list_files, open_regular
 from ..io.source import identity_key
 from ..io.source_ref import SourceRef
 from ..spec import KIND_MODALITIES, StudySpec
+from .identity import PersonDigests, person_digests
 from .report import Problem
 from .schema import SERIES_SUFFIX, SPLITS, VOLUME_SUFFIX, ManifestRow, canonical_key, check_fields
 
@@ -50,6 +51,8 @@ __all__ = [
     "ANISOTROPY_WARN_RATIO",
     "IMBALANCE_WARN_FRACTION",
     "TINY_SPLIT_PATIENTS",
+    "LOW_COVERAGE_FRACTION",
+    "coverage_fraction",
 ]
 
 log = logging.getLogger("medmulti.manifest")
@@ -67,6 +70,9 @@ ERROR_CHECKS: dict[type, tuple[str, str]] = {
     UnsafePathError: ("unsafe_path", "a symlink in the input's folder leads outside the manifest folder: copy the "
                                      "file into the folder instead of linking to it"),
 }
+
+#: Check name -> what to do, for a reader error that carries no hint of its own.
+_DEFAULT_HINTS = {check: hint for check, hint in ERROR_CHECKS.values()}
 
 #: Every check name validation reports -> its severity (the names are stable: tools read them).
 CHECKS: dict[str, str] = {
@@ -92,6 +98,15 @@ CHECKS: dict[str, str] = {
     "patient_in_two_splits": "error",
     "same_study_two_patients": "error",
     "duplicate_image": "error",
+    "no_inputs": "error",
+    "not_a_volume": "error",
+    "no_overlap": "error",
+    "same_person_two_keys": "error",
+    "same_person_one_split": "warning",
+    "identity_not_compared": "warning",
+    "low_coverage": "warning",
+    "no_reference": "warning",
+    "one_class_split": "warning",
     "class_imbalance": "warning",
     "tiny_split": "warning",
     "anisotropic_spacing": "warning",
@@ -108,6 +123,10 @@ ANISOTROPY_WARN_RATIO = 4.0
 IMBALANCE_WARN_FRACTION = 0.2
 #: A split with fewer patients than this (but some) gets a warning.
 TINY_SPLIT_PATIENTS = 5
+#: A 3D input covering less than this share of the reference's field of view gets a warning.
+LOW_COVERAGE_FRACTION = 0.5
+#: Sample points per axis of the reference grid for :func:`coverage_fraction`.
+COVERAGE_SAMPLES = 16
 
 _IDENTITY_TAGS = ["PatientID", "StudyInstanceUID"]
 
@@ -135,6 +154,13 @@ class RowCheck:
         (at least ``THUMBNAIL_MIN_PX`` pixels on its short side).
     thumbnail_modality : str or None
         The modality name the thumbnail shows.
+    persons : dict
+        Modality name -> :class:`~medmulti.manifest.identity.PersonDigests` of a
+        DICOM input (keyed with the run's key; only when ``identity_key`` was given,
+        and not for an input whose patient differs from the row's). Never printed.
+    coverage : dict
+        Modality name -> share of the reference's field of view a non-reference
+        3D input covers (scanner coordinates, before registration).
     """
 
     row: ManifestRow
@@ -144,6 +170,8 @@ class RowCheck:
     n_files: int = 0
     thumbnail: str | None = None
     thumbnail_modality: str | None = None
+    persons: dict[str, PersonDigests] = field(default_factory=dict)
+    coverage: dict[str, float] = field(default_factory=dict)
 
 
 def sha256_of(path: str | PathLike[str]) -> str:
@@ -244,23 +272,24 @@ def _path_of(source: Path | SourceRef) -> Path:
     return source.path if isinstance(source, SourceRef) else Path(source)
 
 
-def _in_manifest_terms(row: ManifestRow, name: str, message: str, hint: str | None) -> tuple[str, str | None]:
-    """Say ``<name>_series``/``<name>_volume`` where a reader says ``series=``/``volume=``.
+def _in_manifest_terms(row: ManifestRow, name: str, exc: MedmultiError) -> tuple[str, str | None]:
+    """Say ``<name>_series``/``<name>_volume`` where a reader's error is about its ``series=``/``volume=``.
 
-    The series a row gives is never repeated (it may be a SeriesInstanceUID): a
-    series file path the reader quotes is replaced by the column's name.
+    Decided by the error's ``argument`` field, never by its text. The series a row
+    gives is never repeated (it may be a SeriesInstanceUID): a series file path
+    the reader quotes is replaced by the column's name.
     """
+    message, hint = exc.message, exc.hint
     src = row.sources.get(name)
     scol, vcol = name + SERIES_SUFFIX, name + VOLUME_SUFFIX
-    if isinstance(src, SourceRef) and isinstance(src.series, Path):
-        message = message.replace(f"series={str(src.series)!r}", f"the file given in column {scol}")
-    text = f"{message} {hint or ''}"
-    if "series=" in text or "the file given in column" in text or "SeriesInstanceUID given" in text:
+    if exc.argument == "series":
+        if isinstance(src, SourceRef) and isinstance(src.series, Path):
+            message = message.replace(f"series={str(src.series)!r}", f"the file given in column {scol}")
         if name not in row.series:
             hint = (f"choose the series in a {scol} column: its SeriesNumber, or the path of one of its files "
                     f"relative to the {name} folder (the message names one file of each series when they share a "
                     "number); or give each series its own folder")
-        elif "this path is a file" in message:
+        elif isinstance(src, SourceRef) and src.path.is_file():
             message = f"{scol} chooses among the series of a folder, but the {name} path is a file"
             hint = f"empty the {scol} cell, or point the {name} column at the series folder"
         else:
@@ -268,7 +297,7 @@ def _in_manifest_terms(row: ManifestRow, name: str, message: str, hint: str | No
                 message = f"the series given in column {scol}: {message}"
             hint = (f"check {scol}: a SeriesNumber, a SeriesInstanceUID, or the path of one file of the series "
                     f"relative to the {name} folder (the message lists the folder's series)")
-    if "volume=" in text:
+    elif exc.argument == "volume":
         if name not in row.volume:
             hint = f"choose the volume in a {vcol} column: its 0-based index (see the message for how many there are)"
         else:
@@ -296,15 +325,11 @@ def _error_problem(row: ManifestRow, name: str, exc: BaseException) -> Problem:
     if not isinstance(exc, MedmultiError):
         # a reader bug or an unexpected library failure; its text may hold header values,
         # so only the type is reported.
-        return Problem(row.key, name, shown, "read_error", "error",
-                       f"unexpected {type(exc).__name__} while reading",
-                       "please report this as a medmulti bug, with the file if you can share it")
-    message, exc_hint = _in_manifest_terms(row, name, exc.message, exc.hint)
-    for cls, (check, hint) in ERROR_CHECKS.items():
-        if isinstance(exc, cls):
-            return Problem(row.key, name, shown, check, "error", message, exc_hint or hint)
-    return Problem(row.key, name, shown, "read_error", "error", message,
-                   exc_hint or "the input could not be read; see the message")
+        return Problem.from_error(exc, patient_id=row.key, modality=name, path=shown)
+    message, exc_hint = _in_manifest_terms(row, name, exc)
+    check = exc.check if exc.check in CHECKS else "read_error"
+    return Problem(row.key, name, shown, check, "error", message,
+                   exc_hint or _DEFAULT_HINTS.get(check, "the input could not be read; see the message"))
 
 
 def _mixed_identity(row: ManifestRow, name: str) -> Problem:
@@ -354,7 +379,83 @@ def _thumbnail(source: Path | SourceRef) -> str | None:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def check_row(row: ManifestRow, spec: StudySpec, *, deep: bool = False, thumbnail: bool = False) -> RowCheck:
+def coverage_fraction(reference: Any, moving: Any, samples: int = COVERAGE_SAMPLES) -> float | None:
+    """Share of the reference's field of view that a 3D input covers, in scanner coordinates.
+
+    Parameters
+    ----------
+    reference, moving : SourceInfo
+        Header summaries with ``shape`` (3D) and ``affine`` (index -> LPS mm).
+    samples : int
+        Points per axis of the reference grid tested (``samples**3`` in all).
+
+    Returns
+    -------
+    float or None
+        The fraction of reference sample points (voxel centres spread evenly over
+        its grid) that fall inside the moving image's voxel grid; ``None`` when
+        either has no 3D geometry.
+    """
+    import numpy as np
+
+    ra, ma = getattr(reference, "affine", None), getattr(moving, "affine", None)
+    rs, ms = tuple(getattr(reference, "shape", ()) or ()), tuple(getattr(moving, "shape", ()) or ())
+    if ra is None or ma is None or len(rs) != 3 or len(ms) != 3:
+        return None
+    axes = [np.linspace(0.0, n - 1.0, min(samples, n)) for n in rs]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    world = grid @ np.asarray(ra, float)[:3, :3].T + np.asarray(ra, float)[:3, 3]
+    try:
+        inv = np.linalg.inv(np.asarray(ma, float))
+    except np.linalg.LinAlgError:
+        return None
+    idx = world @ inv[:3, :3].T + inv[:3, 3]
+    inside = np.all((idx >= -0.5) & (idx <= np.asarray(ms, float) - 0.5), axis=1)
+    return float(inside.mean())
+
+
+def _geometry_problems(row: ManifestRow, spec: StudySpec, out: RowCheck) -> list[Problem]:
+    """``no_overlap`` / ``low_coverage`` for 3D inputs against the reference; ``no_reference``."""
+    ref = spec.reference
+    found: list[Problem] = []
+    if ref is None:
+        return found
+    if row.sources.get(ref.name) is None and not row.refused.get(ref.name):
+        for m in spec.modalities:
+            if m.dims == 3 and m.name != ref.name and row.sources.get(m.name) is not None:
+                found.append(Problem(row.key, m.name, row.paths.get(m.name), "no_reference", "warning",
+                                     f"the reference modality {ref.name!r} is absent, so this 3D input has no grid to "
+                                     "be resampled onto and is fed as zeros",
+                                     f"give the patient a {ref.name} input, or drop this row"))
+        return found
+    ref_info = out.sources.get(ref.name)
+    if ref_info is None:
+        return found
+    for m in spec.modalities:
+        info = out.sources.get(m.name)
+        if m.dims != 3 or m.name == ref.name or info is None:
+            continue
+        frac = coverage_fraction(ref_info, info)
+        if frac is None:
+            continue
+        out.coverage[m.name] = frac
+        written = row.paths.get(m.name)
+        if frac == 0.0 and m.register == "none":
+            found.append(Problem(row.key, m.name, written, "no_overlap", "error",
+                                 f"the input does not overlap the {ref.name} field of view at all (scanner "
+                                 "coordinates), and the spec does not register it: it would be resampled to zeros",
+                                 f"check that it belongs to this patient and study, or set register: rigid for "
+                                 f"{m.name} in the spec"))
+        elif frac < LOW_COVERAGE_FRACTION:
+            found.append(Problem(row.key, m.name, written, "low_coverage", "warning",
+                                 f"the input covers {frac:.0%} of the {ref.name} field of view (scanner "
+                                 "coordinates); the rest of its grid is filled with background",
+                                 "check the field of view, or that it belongs to this study"))
+    return found
+
+
+def check_row(row: ManifestRow, spec: StudySpec, *, deep: bool = False, thumbnail: bool = False,
+              identity_key: bytes | None = None) -> RowCheck:
     """Check one manifest row and its inputs.
 
     Parameters
@@ -370,6 +471,10 @@ def check_row(row: ManifestRow, spec: StudySpec, *, deep: bool = False, thumbnai
     thumbnail : bool
         Also render a PNG of the first readable modality (for HTML reports),
         enlarged (nearest neighbour) to at least ``THUMBNAIL_MIN_PX`` a side.
+    identity_key : bytes, optional
+        The run's HMAC key (:func:`~medmulti.manifest.identity.new_run_key`): the
+        header identity of each DICOM input is kept as keyed digests in
+        ``persons`` for :func:`cross_row_checks` (same person under two keys).
 
     Returns
     -------
@@ -387,7 +492,13 @@ def check_row(row: ManifestRow, spec: StudySpec, *, deep: bool = False, thumbnai
     (``wrong_dims``), every DICOM file of a series belongs to one patient and
     study and the patient agrees with the row's other modalities (``patient_identity``); warnings for strongly
     anisotropic voxels (``anisotropic_spacing``) and reader warnings
-    (``reader_warning``). Row cells: ``bad_split``, ``bad_fold``, ``unknown_label``,
+    (``reader_warning``). A row naming no image at all (``no_inputs``); a
+    single slice or a localizer given for a 3D modality (``not_a_volume``); a
+    3D input that covers none of the reference's field of view and is not
+    registered (``no_overlap``), or less than ``LOW_COVERAGE_FRACTION`` of it
+    (``low_coverage``, warning); a 3D input of a row without its reference
+    modality, which is fed as zeros (``no_reference``, warning).
+    Row cells: ``bad_split``, ``bad_fold``, ``unknown_label``,
     ``bad_sha256``, ``bad_series``, ``bad_volume``. Messages name a chosen
     series by its column (``ct_series``), never by the cell's value.
     """
@@ -424,6 +535,7 @@ def check_row(row: ManifestRow, spec: StudySpec, *, deep: bool = False, thumbnai
         digests = dict(getattr(info, "digests", {}) or {})
         ident = {k: digests.get(k) for k in ("patient", "study", "series", "pixels", "pixels_probe")}
         kind = getattr(info, "kind", "")
+        mixed = False
         if kind.startswith("dicom"):
             header_mod = str(getattr(info, "modality", "") or "").upper()
             if header_mod not in HEADER_MODALITIES[m.kind]:
@@ -438,15 +550,28 @@ def check_row(row: ManifestRow, spec: StudySpec, *, deep: bool = False, thumbnai
             if len(patients) > 1 or len(studies) > 1:
                 out.problems.append(_mixed_identity(row, m.name))
                 ident = {k: None for k in ident}  # mixed: not used to match other rows
+                mixed = True
             elif patients:
                 patient_of[m.name] = next(iter(patients))
                 ident["patient"] = patient_of[m.name]
                 ident["study"] = ident["study"] or next(iter(studies))
         shape = tuple(getattr(info, "shape", ()) or ())
+        person = None
+        files = list(getattr(info, "files", []) or [])
+        if kind.startswith("dicom") and files:
+            person = person_digests(files[0], identity_key or b"")
+            if identity_key is not None and not mixed:
+                out.persons[m.name] = person
         if shape and len(shape) != m.dims:
             out.problems.append(Problem(row.key, m.name, written, "wrong_dims", "error",
                                         f"the input is {len(shape)}D but the spec declares {m.dims}D",
                                         "check that the path points at the right image for this column"))
+        elif m.dims == 3 and (person is not None and person.localizer or (len(shape) == 3 and shape[0] == 1)):
+            what = "a localizer (scout)" if person is not None and person.localizer else "a single slice"
+            out.problems.append(Problem(row.key, m.name, written, "not_a_volume", "error",
+                                        f"the input is {what}, not a volume, but the spec declares a 3D {m.kind}",
+                                        "point the path at the diagnostic series (choose it with the "
+                                        f"{m.name}{SERIES_SUFFIX} column when the folder holds several)"))
         spacing = [float(s) for s in (getattr(info, "spacing", ()) or ()) if s]
         if m.dims == 3 and len(spacing) == 3 and max(spacing) / min(spacing) > ANISOTROPY_WARN_RATIO:
             out.problems.append(Problem(row.key, m.name, written, "anisotropic_spacing", "warning",
@@ -462,9 +587,15 @@ def check_row(row: ManifestRow, spec: StudySpec, *, deep: bool = False, thumbnai
         majority = patient_of[ref] if ref else counts.most_common(1)[0][0]
         for name, digest in patient_of.items():
             if digest != majority:
+                out.persons.pop(name, None)  # another patient's file: not this row's identity
                 out.problems.append(Problem(row.key, name, row.paths.get(name), "patient_identity", "error",
                                             "the header patient identity differs from the row's other modalities",
                                             "this input probably belongs to another patient: check the path"))
+    if all(not row.paths.get(m.name) for m in spec.modalities) and not row.refused:
+        out.problems.append(Problem(row.key, None, None, "no_inputs", "error",
+                                    f"line {row.line}: the row names no image at all",
+                                    "give the patient at least one input, or remove the row"))
+    out.problems.extend(_geometry_problems(row, spec, out))
     if thumbnail:
         for m in spec.modalities:
             bad = any(p.is_error and p.modality == m.name for p in out.problems)
@@ -542,6 +673,47 @@ def _duplicate_images(results: list[RowCheck]) -> list[Problem]:
     return out
 
 
+def _same_person(results: list[RowCheck]) -> list[Problem]:
+    """``same_person_two_keys`` (other split: error) / ``same_person_one_split`` (warning); placeholder note."""
+    owners: dict[str, set[str]] = defaultdict(set)
+    where: dict[str, list[tuple[ManifestRow, str]]] = defaultdict(list)
+    placeholders = 0
+    for res in results:
+        for name, person in res.persons.items():
+            placeholders += bool(person.placeholder)
+            for d in person.digests:
+                owners[d].add(canonical_key(res.row.patient_id))
+                where[d].append((res.row, name))
+    out: list[Problem] = []
+    flagged: set[tuple[str, str]] = set()
+    for d, pids in owners.items():
+        if len(pids) < 2:
+            continue
+        for row, name in where[d]:
+            if (row.key, name) in flagged:
+                continue
+            flagged.add((row.key, name))
+            me = canonical_key(row.patient_id)
+            others = sorted(pids - {me})
+            other_splits = {r.split for r, _ in where[d] if canonical_key(r.patient_id) != me}
+            if other_splits - {row.split}:
+                out.append(Problem(row.key, name, row.paths.get(name), "same_person_two_keys", "error",
+                                   f"the header identity (PatientID, or name + birth date) is also that of patient(s) "
+                                   f"{others} in another split: one person under two keys (leakage)",
+                                   "give the person one key, or put every key of the person in one split"))
+            else:
+                out.append(Problem(row.key, name, row.paths.get(name), "same_person_one_split", "warning",
+                                   f"the header identity (PatientID, or name + birth date) is also that of patient(s) "
+                                   f"{others} in the same split: one person under two keys",
+                                   "merge the keys if they are one person (a split by key keeps them apart later)"))
+    if placeholders:
+        out.append(Problem(None, None, None, "identity_not_compared", "warning",
+                           f"{placeholders} DICOM input(s) carry an empty or placeholder patient identity "
+                           "(e.g. ANONYMOUS, 0000): they could not be compared for the same person under two keys",
+                           "nothing to do if the cohort was anonymised on purpose; keys are then the only link"))
+    return out
+
+
 def cross_row_checks(results: Iterable[RowCheck], spec: StudySpec) -> list[Problem]:
     """Checks that need every row: leakage, duplicates, label balance, split sizes.
 
@@ -558,7 +730,10 @@ def cross_row_checks(results: Iterable[RowCheck], spec: StudySpec) -> list[Probl
         Errors ``duplicate_row`` (the same row key twice in one split),
         ``patient_in_two_splits``, ``same_study_two_patients`` (a study/series digest
         under two patient IDs) and ``duplicate_image`` (the same image under two
-        patient IDs); warnings ``class_imbalance`` and ``tiny_split``.
+        patient IDs), ``same_person_two_keys`` (one header identity under two keys in
+        different splits; in one split the warning ``same_person_one_split``);
+        warnings ``class_imbalance``, ``one_class_split``, ``tiny_split`` and
+        ``identity_not_compared`` (inputs whose identity is a placeholder).
 
     Notes
     -----
@@ -593,6 +768,7 @@ def cross_row_checks(results: Iterable[RowCheck], spec: StudySpec) -> list[Probl
                                  "the same study/series is listed under another patient: fix the path or merge "
                                  "the patients"))
     out.extend(_duplicate_images(results))
+    out.extend(_same_person(results))
     labels = spec.labels
     if labels.columns is None:
         valid = [r for r in rows if r.labels.get(labels.column) in labels.classes]  # type: ignore[arg-type]
@@ -605,6 +781,12 @@ def cross_row_checks(results: Iterable[RowCheck], spec: StudySpec) -> list[Probl
                                        f"class {c!r} is {share:.0%} of the labelled rows",
                                        f"class {c!r} is {share:.0%} of the rows: consider class_balance=True "
                                        "or sample weights when training"))
+        for s in SPLITS:
+            classes = {r.labels.get(labels.column) for r in valid if r.split == s}  # type: ignore[arg-type]
+            if len(classes) == 1 and len([r for r in valid if r.split == s]) > 1:
+                out.append(Problem(None, None, None, "one_class_split", "warning",
+                                   f"split {s!r} holds one class only",
+                                   f"its ROC AUC is undefined: put patients of every class in split {s!r}"))
     for s in SPLITS:
         n = len({canonical_key(r.patient_id) for r in rows if r.split == s})
         if 0 < n < TINY_SPLIT_PATIENTS:

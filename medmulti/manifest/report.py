@@ -22,6 +22,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from ..errors import MedmultiError, error_class_of
 from ..text import printable
 
 __all__ = ["Problem", "ValidationReport", "SEVERITIES", "PROBLEM_KEYS", "UNREADABLE_CHECKS"]
@@ -74,6 +75,51 @@ class Problem:
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
+
+    @classmethod
+    def from_error(cls, exc: BaseException, *, patient_id: str | None = None, modality: str | None = None,
+                   path: str | None = None, hint: str | None = None) -> "Problem":
+        """Record a fault raised by a reader, a check or preprocessing.
+
+        The one conversion from an exception to a record: the check name comes
+        from the error's ``check`` field, never from its message.
+
+        Parameters
+        ----------
+        exc : BaseException
+            The fault. A :class:`~medmulti.errors.MedmultiError` keeps its check,
+            message and hint; any other exception is a ``read_error`` whose text
+            is not kept (a library's message may quote header values).
+        patient_id, modality, path : str, optional
+            Used where the error does not carry its own.
+        hint : str, optional
+            Used where the error carries no hint.
+
+        Returns
+        -------
+        Problem
+            Severity ``"error"``.
+        """
+        if not isinstance(exc, MedmultiError):
+            return cls(patient_id, modality, path, "read_error", "error",
+                       f"unexpected {type(exc).__name__} while reading",
+                       "please report this as a medmulti bug, with the file if you can share it")
+        return cls(exc.patient_id if exc.patient_id is not None else patient_id,
+                   modality if modality is not None else exc.modality,
+                   path if path is not None else exc.path,
+                   exc.check, "error", exc.message, exc.hint or hint or "")
+
+    def to_error(self) -> MedmultiError:
+        """Return the typed error this problem raises as under the ``"error"`` policy.
+
+        Returns
+        -------
+        MedmultiError
+            Of the class :func:`medmulti.errors.error_class_of` gives for the
+            check, carrying the patient, modality, path, message, hint and check.
+        """
+        return error_class_of(self.check)(f"{self.message} [{self.check}]", path=self.path, modality=self.modality,
+                                          patient_id=self.patient_id, hint=self.hint or None, check=self.check)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON record (keys :data:`PROBLEM_KEYS`)."""

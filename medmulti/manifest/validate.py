@@ -1,45 +1,21 @@
-"""``validate_manifest``: every check on every row, in parallel, into one report."""
+"""``validate_manifest``: the admission of every row (:func:`~medmulti.manifest.admission.admit`) as one report."""
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
 import time
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
-from .._processes import WorkerPool, workers_allowed
 from ..spec import StudySpec
-from .checks import RowCheck, check_row, cross_row_checks
+from .admission import admit
 from .load import load_manifest
 from .report import ValidationReport
 
 __all__ = ["validate_manifest"]
 
 log = logging.getLogger("medmulti.manifest")
-
-
-def _check_rows(rows, spec: StudySpec, *, workers: int, deep: bool, thumbnails: bool, progress: bool) -> list[RowCheck]:
-    from tqdm.auto import tqdm
-
-    job = functools.partial(check_row, spec=spec, deep=deep, thumbnail=thumbnails)
-    bar = tqdm(total=len(rows), desc="validate", unit="patient", disable=not progress)
-    results: list[RowCheck] = []
-    try:
-        if workers <= 1 or len(rows) < 2 or not workers_allowed("validation", "default"):
-            for row in rows:
-                results.append(job(row))
-                bar.update(1)
-        else:
-            chunk = max(1, min(32, len(rows) // (workers * 8)))
-            with WorkerPool(workers) as pool:  # Ctrl-C: workers stopped, not left on a queue lock
-                for res in pool.map(job, rows, chunksize=chunk):
-                    results.append(res)
-                    bar.update(1)
-    finally:
-        bar.close()
-    return results
 
 
 def validate_manifest(
@@ -51,6 +27,8 @@ def validate_manifest(
     data_root: str | PathLike[str] | None = None,
     progress: bool = True,
     thumbnails: bool = False,
+    executor: Any = "local",
+    scheduler: str | None = None,
 ) -> ValidationReport:
     """Check a manifest and every input it names; report every problem at once.
 
@@ -69,6 +47,12 @@ def validate_manifest(
         A folder allowed to hold inputs outside the manifest's folder.
     progress : bool
         Show a tqdm progress bar.
+    executor : {"local", "dask"} or dask.distributed.Client
+        Where the rows are checked (:func:`medmulti.executor.map_patients`): local
+        worker processes, or a Dask cluster (the cross-row checks run here, on the
+        digests the workers return).
+    scheduler : str, optional
+        A Dask scheduler address or scheduler file (with ``executor="dask"``).
     thumbnails : bool
         Render a thumbnail per patient (for :meth:`ValidationReport.to_html`,
         labelled with its modality, beside a "not readable" tile per input that
@@ -99,16 +83,13 @@ def validate_manifest(
     if not isinstance(spec, StudySpec):
         spec = StudySpec.from_yaml(spec)
     manifest = load_manifest(manifest_path, spec, data_root=data_root, strict=False)
-    n_workers = int(workers) if workers else (os.cpu_count() or 1)
-    n_workers = max(1, min(n_workers, len(manifest.rows)))
-    results = _check_rows(manifest.rows, spec, workers=n_workers, deep=deep, thumbnails=thumbnails,
-                          progress=progress)
-    problems = [p for r in results for p in r.problems]
-    problems += cross_row_checks(results, spec)
+    admission = admit(manifest, spec, depth="decode" if deep else "header", workers=workers, progress=progress,
+                      thumbnails=thumbnails, desc="validate", executor=executor, scheduler=scheduler)
+    results = admission.results
     report = ValidationReport(
-        problems=problems,
+        problems=admission.problems,
         patients=list(dict.fromkeys(r.key for r in manifest.rows)),
-        n_files=sum(r.n_files for r in results),
+        n_files=admission.n_files,
         manifest_path=str(Path(manifest_path)),
         thumbnails={r.row.key: r.thumbnail for r in results if r.thumbnail} if thumbnails else None,
         thumbnail_modalities={r.row.key: r.thumbnail_modality for r in results if r.thumbnail_modality},

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import contextlib
+from typing import Any, Iterator, Mapping, Sequence
 
 import keras
 
@@ -12,10 +13,32 @@ from .branches import BACKBONES, NORMALIZATIONS, backbone_branch, conv_branch
 from .layers import FUSION_LAYERS, ModalityDropout, PresenceMask, StackEmbeddings
 from .options import ModelOptions, with_overrides
 
-__all__ = ["FUSIONS", "build_fusion_model", "model_input_shapes", "present_input_name"]
+__all__ = ["FUSIONS", "DTYPE_POLICIES", "build_fusion_model", "model_input_shapes", "present_input_name"]
 
 #: accepted ``fusion=`` values
 FUSIONS = tuple(FUSION_LAYERS)
+
+#: accepted ``dtype_policy=`` values (Keras dtype policy names)
+DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+@contextlib.contextmanager
+def _global_dtype_policy(name: str | None) -> Iterator[None]:
+    """Keras's global dtype policy set to ``name`` while the block runs (``None``: unchanged).
+
+    The global policy, not a ``dtype=`` per layer, so that ``keras.applications``
+    backbones follow it and the model itself carries it (``compile`` then scales the
+    loss of a ``mixed_float16`` model).
+    """
+    if name is None:
+        yield
+        return
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
 
 
 def model_input_shapes(spec: StudySpec, modalities: Sequence[str] | None = None) -> dict[str, tuple[int, ...]]:
@@ -68,6 +91,7 @@ def build_fusion_model(
     seed: int | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     name: str = "medmulti_fusion",
+    dtype_policy: str | None = None,
     **overrides: Any,
 ) -> keras.Model:
     """Build the multi-input diagnosis model for ``spec``.
@@ -94,6 +118,12 @@ def build_fusion_model(
         spec (e.g. ``PatientSequence.element_shapes()`` when the spec leaves a shape open).
     name : str
         Model name.
+    dtype_policy : {"float32", "mixed_float16", "mixed_bfloat16"}, optional
+        The Keras dtype policy of the branches and of the model (``None``: Keras's global
+        policy, float32 unless changed). The mixed policies compute the branches in
+        16 bits with float32 variables; the fusion and the diagnosis head are float32
+        whatever the policy, so the output is float32 probabilities. Keras's global
+        policy is set while the model is built and restored after (not thread-safe).
     **overrides
         Any field of :class:`~medmulti.models.ModelOptions` as a keyword (e.g.
         ``fusion="attention"``, ``depth=2``); it replaces that field of ``options``.
@@ -110,7 +140,7 @@ def build_fusion_model(
     SpecError
         An unknown modality name or a modality whose input shape is unknown.
     ValueError
-        A bad option value (fusion, norm, backbone, rates).
+        A bad option value (fusion, norm, backbone, rates, dtype_policy).
     TypeError
         A keyword that is not an option, or ``options`` that is not a ``ModelOptions``.
 
@@ -136,6 +166,8 @@ def build_fusion_model(
         raise ValueError(f"backbone must be one of {sorted(BACKBONES)} or None, got {backbone!r}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if dtype_policy is not None and dtype_policy not in DTYPE_POLICIES:
+        raise ValueError(f"dtype_policy must be one of {DTYPE_POLICIES} or None, got {dtype_policy!r}")
     names = list(spec.names if modalities is None else modalities)
     if not names:
         raise SpecError("build_fusion_model needs at least one modality", keyword="modalities")
@@ -150,6 +182,13 @@ def build_fusion_model(
                             keyword="optional_modalities")
         optional = [n for n in names if n in set(optional_modalities)]
 
+    with _global_dtype_policy(dtype_policy):
+        return _build(spec, names, optional, shapes, opts, seed, name)
+
+
+def _build(spec: StudySpec, names: list[str], optional: list[str], shapes: Mapping[str, tuple[int, ...]],
+           opts: ModelOptions, seed: int | None, name: str) -> keras.Model:
+    fusion, backbone, dropout = opts.fusion, opts.backbone, opts.dropout
     inputs: dict[str, Any] = {}
     embeddings = []
     for modality in names:
@@ -166,7 +205,7 @@ def build_fusion_model(
                 width=opts.width,
                 depth=opts.depth,
                 embed_dim=opts.embed_dim,
-                norm=norm,
+                norm=opts.norm,
                 dropout=dropout,
                 stem_stride=opts.stride_for(modality),
                 pooling=opts.pooling,
@@ -178,16 +217,19 @@ def build_fusion_model(
         inputs[present_input_name(modality)] = p
         presents.append(p)
 
-    stack = StackEmbeddings(name="stack_embeddings")(embeddings)
-    mask = PresenceMask(len(names), [names.index(n) for n in optional], name="presence_mask")([stack, *presents])
+    # fusion and head in float32 whatever the policy: small, and the probabilities stay float32
+    stack = StackEmbeddings(name="stack_embeddings", dtype="float32")(embeddings)
+    mask = PresenceMask(len(names), [names.index(n) for n in optional], name="presence_mask",
+                        dtype="float32")([stack, *presents])
     if opts.modality_dropout > 0:
-        mask = ModalityDropout(opts.modality_dropout, seed=seed, name="modality_dropout")(mask)
+        mask = ModalityDropout(opts.modality_dropout, seed=seed, name="modality_dropout", dtype="float32")(mask)
     if fusion == "attention":
-        fused = FUSION_LAYERS[fusion](units=opts.attention_units, name="fusion")([stack, mask])
+        fused = FUSION_LAYERS[fusion](units=opts.attention_units, name="fusion", dtype="float32")([stack, mask])
     else:
-        fused = FUSION_LAYERS[fusion](name="fusion")([stack, mask])
+        fused = FUSION_LAYERS[fusion](name="fusion", dtype="float32")([stack, mask])
     if dropout > 0:
-        fused = keras.layers.Dropout(dropout, name="head_dropout")(fused)
+        fused = keras.layers.Dropout(dropout, name="head_dropout", dtype="float32")(fused)
     activation = "sigmoid" if spec.labels.multi_label else "softmax"
-    outputs = keras.layers.Dense(spec.labels.num_classes, activation=activation, name="diagnosis")(fused)
+    outputs = keras.layers.Dense(spec.labels.num_classes, activation=activation, name="diagnosis",
+                                 dtype="float32")(fused)
     return keras.Model(inputs=inputs, outputs=outputs, name=name)

@@ -27,7 +27,8 @@ re-scores every fold.
 value: patients are named by their manifest key only.
 
 The package: :mod:`~medmulti.training.fit` (train), :mod:`~medmulti.training.options`
-(its option records), :mod:`~medmulti.training.apply`
+(its option records), :mod:`~medmulti.training.devices` (where it runs: distribution
+strategy, mixed precision, XLA), :mod:`~medmulti.training.apply`
 (evaluate, predict), :mod:`~medmulti.training.run_folder` (the card, the model file, failed
 runs), :mod:`~medmulti.training.report` (``report.html``, every result of a run folder on one
 offline page) and :mod:`~medmulti.training.batches` (what they share).
@@ -37,9 +38,9 @@ from __future__ import annotations
 
 from .apply import evaluate, predict
 from .fit import CVResult, TrainResult, train
-from .options import LR_SCHEDULES, MONITORS, DataOptions, FitOptions
+from .options import LR_SCHEDULES, MONITORS, STRATEGIES, DataOptions, FitOptions
 from .report import REPORT_FILE, write_run_report
 from .run_folder import MODEL_FILE, RUN_CARD
 
 __all__ = ["TrainResult", "CVResult", "train", "FitOptions", "DataOptions", "evaluate", "predict", "MONITORS",
-           "LR_SCHEDULES", "MODEL_FILE", "RUN_CARD", "REPORT_FILE", "write_run_report"]
+           "LR_SCHEDULES", "STRATEGIES", "MODEL_FILE", "RUN_CARD", "REPORT_FILE", "write_run_report"]

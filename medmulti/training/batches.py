@@ -14,11 +14,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..data.sequence import PatientSequence
-from ..manifest import Manifest, load_manifest
+from ..manifest import Admission, Manifest, admit, load_manifest
 from ..spec import StudySpec, present_input_name
 from ..text import csv_safe
 
-__all__ = ["load_spec", "open_manifest", "make_sequence", "keys_for", "select_inputs", "predict_sequence", "write_predictions"]
+__all__ = ["load_spec", "open_manifest", "admit_splits", "make_sequence", "keys_for", "select_inputs", "predict_sequence", "write_predictions"]
 
 log = logging.getLogger("medmulti.training")
 
@@ -38,14 +38,23 @@ def open_manifest(manifest: Any, spec: StudySpec, data_root: Any = None,
     return load_manifest(manifest, spec, data_root=data_root, strict=strict)
 
 
+def admit_splits(manifest: Any, spec: StudySpec, splits: Sequence[str], *, options: Mapping[str, Any],
+                 progress: bool, executor: Any = "local", scheduler: str | None = None) -> Admission:
+    """One admission for every split a command serves (one pool, one verdict per patient)."""
+    return admit(manifest, spec, splits=list(splits), on_missing=options.get("on_missing", "error"),
+                 on_corrupt=options.get("on_corrupt", "error"), progress=progress, desc="checking patients",
+                 executor=executor, scheduler=scheduler)
+
+
 def make_sequence(manifest: Any, spec: StudySpec, split: str, *, options: Mapping[str, Any], train: bool = False,
-                   batch_size: int, seed: int, cache_dir: Any, progress: bool) -> Any:
+                   batch_size: int, seed: int, cache_dir: Any, progress: bool,
+                   admission: Admission | None = None) -> Any:
     return PatientSequence(
         manifest, spec, split, batch_size=batch_size, shuffle=train, seed=seed,
         augment=bool(options.get("augment", False)) and train,
         on_missing=options.get("on_missing", "error"), on_corrupt=options.get("on_corrupt", "error"),
         cache_dir=cache_dir, class_balance=bool(options.get("class_balance", False)) and train,
-        progress=progress,
+        progress=progress, admission=admission,
     )
 
 
@@ -68,7 +77,12 @@ def predict_sequence(model: Any, seq: Any, keys: Sequence[str], progress: bool =
         inputs, y = select_inputs(seq[i], keys)[:2]
         probs.append(np.asarray(model(inputs, training=False), np.float64))
         labels.append(np.asarray(y))
-    return ids, np.concatenate(labels), np.concatenate(probs)
+    probs_all, labels_all = np.concatenate(probs), np.concatenate(labels)
+    faulted = set(getattr(seq, "faulted", ()))
+    if faulted:  # inputs that failed while predicting (skip/zeros policies): not scored
+        keep = [j for j, pid in enumerate(ids) if pid not in faulted]
+        ids, probs_all, labels_all = [ids[j] for j in keep], probs_all[keep], labels_all[keep]
+    return ids, labels_all, probs_all
 
 
 def write_predictions(path: Path, ids: Sequence[str], probs: np.ndarray, classes: Sequence[str],

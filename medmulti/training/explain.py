@@ -166,8 +166,8 @@ def grad_cam(
     grads = tape.gradient(score, features)
     heat: dict[str, np.ndarray] = {}
     for name, fmap, grad in zip(layers, features, grads):
-        fmap = fmap.numpy()
-        grad = np.zeros_like(fmap) if grad is None else grad.numpy()
+        fmap = fmap.numpy().astype(np.float32)  # 16-bit in a mixed-precision model
+        grad = np.zeros_like(fmap) if grad is None else grad.numpy().astype(np.float32)
         spatial = tuple(range(1, fmap.ndim - 1))
         weights = grad.mean(axis=spatial, keepdims=True)
         cams = np.maximum((weights * fmap).sum(axis=-1), 0.0)

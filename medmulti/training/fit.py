@@ -29,6 +29,7 @@ from ..models.plots import plot_confusion_roc, plot_history
 from ..models.saving import load_fusion_model, save_model_atomic
 from ..spec import StudySpec
 from .batches import (
+    admit_splits,
     keys_for,
     load_spec,
     make_sequence,
@@ -37,6 +38,7 @@ from .batches import (
     select_inputs,
     write_predictions,
 )
+from .devices import check_replica_batches, plan_devices, replica_devices, synchronize_batch_norm
 from .options import LR_SCHEDULES, MONITORS, DataOptions, FitOptions, resolve_train_options
 from .run_folder import (
     CV_SUMMARY,
@@ -178,7 +180,8 @@ def _select_names(spec: StudySpec, modalities: Sequence[str] | None) -> list[str
 PARALLEL_FILL_MIN = 16
 
 
-def _fill_cache(man: Any, spec: StudySpec, seqs: Mapping[str, Any], progress: bool) -> None:
+def _fill_cache(man: Any, spec: StudySpec, seqs: Mapping[str, Any], progress: bool, executor: Any = "local",
+                scheduler: str | None = None) -> None:
     """Preprocess every served patient into the cache before the first epoch, with all
     cores (a cold epoch would preprocess inside the batches, in threads)."""
     import dataclasses
@@ -187,7 +190,10 @@ def _fill_cache(man: Any, spec: StudySpec, seqs: Mapping[str, Any], progress: bo
     rows = [r for r in man.rows if r.key in served]
     workers = None if len(rows) >= PARALLEL_FILL_MIN else 1
     summary = preprocess_manifest(dataclasses.replace(man, rows=rows), spec, seqs["train"].cache,
-                                  workers=workers, progress=progress)
+                                  workers=workers, progress=progress, executor=executor, scheduler=scheduler)
+    faults = summary.problems()
+    for seq in seqs.values():  # the policies hold here too: skip, zero, or raise the typed error
+        seq.apply_faults(faults)
     if summary.computed:
         log.info("filled the cache before training: %s", summary.summary().splitlines()[0])
 
@@ -546,6 +552,8 @@ def train(
     if fit.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ValueError("tensorboard=True needs the tensorboard package (pip install tensorboard), which "
                          "TensorFlow's summaries use")
+    if fit.strategy != "default":  # a batch the replicas cannot share is refused before any data is read
+        check_replica_batches({}, batch_size=fit.batch_size, replicas=len(replica_devices(fit.strategy)))
     spec = load_spec(spec)
     if fit.cv:
         return _train_folds(Path(out), manifest, spec, t0=t0, model_opts=model, fit_opts=fit, data_opts=data,
@@ -658,14 +666,17 @@ def _train_into(run_dir: Path, manifest: Any, spec: StudySpec, *, t0: float, mod
     if not split_rows["train"]:
         raise ManifestError("the manifest has no 'train' rows", path=getattr(man, "path", None),
                             hint="give some rows split=train")
+    where = {"executor": data_opts.executor, "scheduler": data_opts.scheduler}
+    admission = admit_splits(man, spec, [s for s, n in split_rows.items() if n], options=options, progress=progress,
+                             **where)
     common = dict(options=options, batch_size=fit_opts.batch_size, seed=fit_opts.seed, cache_dir=cache_dir,
-                  progress=progress)
+                  progress=progress, admission=admission)
     seqs = {"train": make_sequence(man, spec, "train", train=True, **common)}
     for split in ("val", "test"):
         if split_rows[split]:
             seqs[split] = make_sequence(man, spec, split, **common)
     if cache_dir is not None:
-        _fill_cache(man, spec, seqs, progress)
+        _fill_cache(man, spec, seqs, progress, **where)
     if monitor == "val_auc" and "val" in seqs and not _auc_defined(seqs["val"], spec):
         raise ManifestError("the 'val' split holds one class only, so its ROC AUC (monitor 'val_auc') is undefined",
                             path=getattr(man, "path", None),
@@ -675,12 +686,23 @@ def _train_into(run_dir: Path, manifest: Any, spec: StudySpec, *, t0: float, mod
     keys = keys_for(names, optional)
     shapes = seqs["train"].element_shapes()
 
-    model = build_fusion_model(
-        spec, modalities=names, optional_modalities=optional, options=model_opts, seed=fit_opts.seed,
-        input_shapes={n: shapes[n] for n in names}, name="medmulti_" + ("fusion" if len(names) > 1 else names[0]),
-    )
-    loss, metrics = _loss_and_metrics(spec)
-    model.compile(optimizer=keras.optimizers.Adam(fit_opts.learning_rate), loss=loss, metrics=metrics)
+    plan = plan_devices(fit_opts)  # strategy, replicas, dtype policy, XLA (see medmulti.training.devices)
+    check_replica_batches({s: seqs[s].num_patients for s in ("train", "val") if s in seqs},
+                          batch_size=fit_opts.batch_size, replicas=plan.replicas)
+    with plan.scope():  # variables and optimizer state placed by the strategy
+        model = build_fusion_model(
+            spec, modalities=names, optional_modalities=optional, options=model_opts, seed=fit_opts.seed,
+            input_shapes={n: shapes[n] for n in names}, name="medmulti_" + ("fusion" if len(names) > 1 else names[0]),
+            dtype_policy=plan.dtype_policy,
+        )
+        if plan.replicas > 1:  # normalise with the global batch's statistics, as one device does
+            synchronize_batch_norm(model)
+        loss, metrics = _loss_and_metrics(spec)
+        model.compile(optimizer=keras.optimizers.Adam(fit_opts.learning_rate), loss=loss, metrics=metrics,
+                      jit_compile=plan.jit_compile)
+    if plan.jit_compile is True and not model.jit_compile:
+        log.warning("Keras compiles the model without XLA (jit_compile): op determinism was turned on earlier "
+                    "in this process, or a layer does not support XLA")
 
     has_val = "val" in seqs
     watch = monitor if has_val or monitor == "loss" else "loss"
@@ -772,6 +794,7 @@ def _train_into(run_dir: Path, manifest: Any, spec: StudySpec, *, t0: float, mod
         "versions": versions(),
         "seed": int(fit_opts.seed),
         "deterministic": bool(fit_opts.deterministic),
+        "devices": plan.card(model),
         "options": _card_options(model_opts, fit_opts, data_opts, monitor=watch),
         "counts": counts,
         "excluded": {s: _exclusions(q) for s, q in seqs.items()},

@@ -2,7 +2,8 @@
 
 - :class:`~medmulti.models.ModelOptions` -- the architecture (``build_fusion_model``'s own);
 - :class:`FitOptions` -- the optimisation: epochs, batch size, learning rate and its
-  schedule, early stopping, seed, determinism, cross-validation folds, TensorBoard logs;
+  schedule, early stopping, seed, determinism, cross-validation folds, TensorBoard logs,
+  and where it runs (distribution strategy, mixed precision, XLA);
 - :class:`DataOptions` -- what is fed: the cache, the modalities, augmentation, class
   balance, the missing/corrupt policies, the data root.
 
@@ -19,13 +20,16 @@ from typing import Any
 
 from ..models.options import ModelOptions, with_overrides
 
-__all__ = ["MONITORS", "LR_SCHEDULES", "DataOptions", "FitOptions", "resolve_train_options"]
+__all__ = ["MONITORS", "LR_SCHEDULES", "STRATEGIES", "DataOptions", "FitOptions", "resolve_train_options"]
 
 #: quantities ``train(monitor=...)`` may watch for checkpointing and early stopping
 MONITORS = ("val_loss", "val_auc", "loss")
 
 #: learning-rate schedules ``train(lr_schedule=...)`` offers
 LR_SCHEDULES = ("constant", "cosine", "plateau")
+
+#: distribution strategies ``train(strategy=...)`` offers (see :mod:`medmulti.training.devices`)
+STRATEGIES = ("default", "mirrored")
 
 
 @dataclass(frozen=True)
@@ -59,11 +63,28 @@ class FitOptions:
         (see :func:`~medmulti.training.train`).
     tensorboard : bool
         Also write TensorBoard logs into ``RUN/tensorboard`` (``keras.callbacks.TensorBoard``).
+    strategy : {"default", "mirrored"}
+        ``"default"``: one device. ``"mirrored"``: ``tf.distribute.MirroredStrategy``, one
+        replica per GPU of this host (per logical CPU device on a host without GPUs); each
+        batch of ``batch_size`` patients is split evenly across the replicas, so
+        ``batch_size`` must be a multiple of their number (see ``docs/scaling.md``).
+    mixed_precision : bool
+        Compute the branches in ``mixed_float16`` on a GPU, ``mixed_bfloat16`` on CPU
+        (variables stay float32); the fusion and the diagnosis head stay float32.
+    jit_compile : bool, optional
+        Compile the training step with XLA (``True``), or not (``False``); ``None`` lets
+        Keras decide (``"auto"``: XLA on a GPU, without a distribution strategy and with
+        ``deterministic=False``; never on CPU). Keras never compiles with XLA while
+        TensorFlow's op determinism is on, so ``True`` needs ``deterministic=False``; not
+        with ``strategy="mirrored"``. The run card's ``devices.jit_compile`` says what
+        Keras did.
 
     Raises
     ------
     ValueError
-        An unknown ``monitor`` or ``lr_schedule``, ``epochs < 1``, or ``cv`` of 1 or below 0.
+        An unknown ``monitor``, ``lr_schedule`` or ``strategy``, ``epochs < 1``, ``cv`` of
+        1 or below 0, or ``jit_compile=True`` with ``deterministic=True`` or
+        ``strategy="mirrored"``.
 
     Examples
     --------
@@ -84,6 +105,9 @@ class FitOptions:
     lr_schedule: str = "constant"
     cv: int = 0
     tensorboard: bool = False
+    strategy: str = "default"
+    mixed_precision: bool = False
+    jit_compile: bool | None = None
 
     def __post_init__(self) -> None:
         if self.monitor not in MONITORS:
@@ -94,6 +118,15 @@ class FitOptions:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if isinstance(self.cv, bool) or not isinstance(self.cv, int) or self.cv == 1 or self.cv < 0:
             raise ValueError(f"cv must be 0 (no cross-validation) or a number of folds >= 2, got {self.cv!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.jit_compile and self.strategy != "default":
+            raise ValueError(f"jit_compile=True is not supported with strategy={self.strategy!r} (the XLA-compiled "
+                             "step cannot read the other replicas' variables; Keras itself turns XLA off under "
+                             "tf.distribute): leave jit_compile unset")
+        if self.jit_compile and self.deterministic:
+            raise ValueError("jit_compile=True needs deterministic=False: Keras does not compile with XLA while "
+                             "TensorFlow's op determinism is on")
 
 
 @dataclass(frozen=True)
@@ -118,6 +151,11 @@ class DataOptions:
     modalities : sequence of str, optional
         Train on these modalities only (e.g. ``["ct"]`` for a CT-only model); the data
         are read and preprocessed exactly as for the full spec. Kept as a tuple.
+    executor : {"local", "dask"} or dask.distributed.Client
+        Where admission's header checks and the cache fill run
+        (:func:`medmulti.executor.map_patients`); training itself runs here.
+    scheduler : str, optional
+        A Dask scheduler address or scheduler file (with ``executor="dask"``).
 
     Examples
     --------
@@ -132,6 +170,8 @@ class DataOptions:
     on_corrupt: str = "error"
     data_root: str | PathLike[str] | None = None
     modalities: Sequence[str] | None = None
+    executor: Any = "local"
+    scheduler: str | None = None
 
     def __post_init__(self) -> None:
         if self.modalities is not None and not isinstance(self.modalities, str):

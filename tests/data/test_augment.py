@@ -37,9 +37,9 @@ def marker_study(tmp_path_factory):
     mr = np.full((27, 27, 27), 10.0, np.float32)
     mr[_ball(mr.shape, mr_aff, MARKER_LPS, 16.0)] = 1000.0
     lines = ["patient_id,split,diagnosis,ct,mr"]
-    for pid in ("m1", "m2"):
-        write_dicom_series(ct, root / pid / "ct", affine=ct_aff)
-        write_nifti(mr, root / pid / "mr.nii", affine=mr_aff)
+    for k, pid in enumerate(("m1", "m2")):  # two patients, not one image twice (admission refuses duplicates)
+        write_dicom_series(ct + k, root / pid / "ct", affine=ct_aff)
+        write_nifti(mr + k, root / pid / "mr.nii", affine=mr_aff)
         lines.append(f"{pid},train,a,{pid}/ct,{pid}/mr.nii")
     (root / "manifest.csv").write_text("\n".join(lines) + "\n")
     spec = StudySpec(

@@ -56,6 +56,7 @@ def cohort(tmp_path):
 def _section(mod: ModalitySpec) -> str:
     d = mod.to_dict()
     d.pop("required")
+    d.pop("select", None)
     return json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
 
 
@@ -171,9 +172,10 @@ def test_inputs_outside_the_document_do_not_change_a_key(cohort, tmp_path):
     root, src = cohort
     spec = _spec()
     base = _keys(spec, src, root)
-    # required, the labels and the spec's name do not change an array
+    # required, select (how `medmulti scan` picks a series), the labels and the spec's name do not change an array
     other = _spec()
     other.modalities[0].required = False
+    other.modalities[0].select = {"min_images": 20}
     other.modalities[3].required = True
     other.labels = LabelSpec(classes=["x", "y", "z"], column="other")
     other.name = "renamed"

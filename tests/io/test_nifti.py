@@ -150,9 +150,9 @@ def test_truncated_nifti(tmp_path, volume_hu):
     gz.write_bytes(gzip.compress(data)[:-200])
     with pytest.raises(CorruptFileError):
         read_image(gz)
-    assert any("gzip trailer" in w for w in inspect_source(gz).warnings)  # header level: a warning
-    with pytest.raises(CorruptFileError):
-        inspect_source(gz, deep=True)
+    for deep in (False, True):  # the stream is inflated in both modes
+        with pytest.raises(CorruptFileError):
+            inspect_source(gz, deep=deep)
     assert inspect_source(synth.write_nifti(volume_hu, tmp_path / "ok.nii.gz")).warnings == []
 
 

@@ -78,8 +78,9 @@ def test_every_check_is_registered_and_documented():
                 if len(args) >= 5 and isinstance(args[3], ast.Constant):
                     used.add(args[3].value)
                     assert CHECKS[args[3].value] == args[4].value, args[3].value
-    # these two are built in a loop over (digest kind, check, hint) in cross_row_checks
-    assert used | {"same_study_two_patients", "duplicate_image"} == set(CHECKS)
+    # these two are built in a loop over (digest kind, check, hint) in cross_row_checks;
+    # read_error is what Problem.from_error records for an exception that is not a MedmultiError
+    assert used | {"same_study_two_patients", "duplicate_image", "read_error"} == set(CHECKS)
     docs = (pkg.parents[1] / "docs" / "manifest.md").read_text()
     for name in CHECKS:
         assert f"`{name}`" in docs, name

@@ -80,7 +80,7 @@ def test_fault_cohort_gives_exactly_faults_json(faulty, tmp_path, capsys):
     assert rc == 1
     records = json.loads(out_json.read_text())
     assert {(r["patient_id"], r["modality"], r["check"]) for r in records if r["severity"] == "error"} == expected
-    assert {r["check"] for r in records if r["severity"] == "warning"} <= {"tiny_split", "class_imbalance"}
+    assert {r["check"] for r in records if r["severity"] == "warning"} <= {"tiny_split", "class_imbalance", "one_class_split"}
     out = capsys.readouterr().out
     assert f"with errors: {len(expected)}" in out
     for pid, modality, check in expected:  # one line per problem: patient_id  modality  path  check  what to do
@@ -95,7 +95,7 @@ def test_clean_cohort_is_ok(clean, capsys):
     report = validate_manifest(clean.manifest, clean.spec, workers=2, progress=False)
     assert errors(report) == set()
     assert report.ok
-    assert warnings(report) <= {"tiny_split", "class_imbalance"}
+    assert warnings(report) <= {"tiny_split", "class_imbalance", "one_class_split"}
     assert report.n_files == 10 * (SLICES + 2)  # CT slices, 1 MR, 1 X-ray per patient
 
 
@@ -181,6 +181,7 @@ def test_reader_errors_map_to_checks(clean, tmp_path):
         (p[0], "mr", "corrupt_file"),
         (p[1], "xray", "unsupported_data"),
         (p[2], "ct", "modality_mismatch"),
+        (p[2], "ct", "not_a_volume"),  # and one slice where the spec wants a 3D CT
         (p[2], "xray", "patient_identity"),  # pydicom's MR is another patient than the row's X-ray
         (p[3], "ct", "series_geometry"),
         (p[4], "mr", "resource_limit"),
@@ -260,7 +261,7 @@ def test_patient_in_two_splits_and_warnings(clean, tmp_path):
     # warnings alone do not fail
     m = _write(clean.root, "imbalanced.csv", rows)
     report = validate_manifest(m, clean.spec, workers=1, progress=False)
-    assert report.ok and warnings(report) == {"class_imbalance", "tiny_split"}
+    assert report.ok and warnings(report) == {"class_imbalance", "tiny_split", "one_class_split"}
 
 
 def test_anisotropic_spacing_warns(clean):
@@ -341,12 +342,23 @@ def test_dicomdirtests_tree(tmp_path, spec):
         ("P6", "ct", "modality_mismatch"),  # a CR in the CT column
         ("P6", "ct", "wrong_dims"),
         ("P6", "xray", "corrupt_file"),  # image objects without PixelData
+        # one person under two keys in two splits: P2/P5 (train/test) both hold 98890234's CT,
+        # P1's CR1 and P6's CR3 (train/test) are both 77654033's; P5's CR2 is left out (not the row's patient)
+        ("P2", "ct", "same_person_two_keys"),
+        ("P5", "ct", "same_person_two_keys"),
+        ("P1", "xray", "same_person_two_keys"),
+        ("P6", "ct", "same_person_two_keys"),
     }
+    # the oracle for the identities: pydicom's reading of the headers
+    pid = {rel: pydicom.dcmread(sorted(p for p in (root / rel).iterdir() if p.is_file())[0],
+                                stop_before_pixels=True).PatientID
+           for rel in ("98892001/CT5N", "77654033/CR1", "77654033/CR3", "77654033/CT2")}
+    assert pid["98892001/CT5N"] != pid["77654033/CR1"] == pid["77654033/CR3"] == pid["77654033/CT2"]
     # the check is a pure function of (row, spec): the same problems row by row
     man = load_manifest(m, spec, strict=False)
     row_checks = {(p.patient_id, p.modality, p.check) for r in man for p in check_row(r, spec).problems
                   if p.severity == "error"}
-    cross = {"same_study_two_patients", "duplicate_image"}
+    cross = {"same_study_two_patients", "duplicate_image", "same_person_two_keys"}
     assert row_checks == {e for e in errors(report) if e[2] not in cross}
 
 

@@ -223,6 +223,8 @@ def test_errors_survive_pickling():
 
     for name in E.__all__:
         cls = getattr(E, name)
+        if not isinstance(cls, type):  # the check-name table and its lookup
+            continue
         kwargs = {"path": "P1/ct/IM0001.dcm", "modality": "ct", "patient_id": "P1", "keyword": "Rows",
                   "hint": "fix it"}
         if issubclass(cls, E.ManifestError):

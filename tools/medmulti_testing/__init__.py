@@ -18,4 +18,6 @@ inputs and measure how the readers and pipeline react to them:
   outcome (accepted / typed error / untyped escape) with CPU time and memory.
 * :mod:`medmulti_testing.canary` - a study whose every PHI attribute holds a
   unique canary string, and a scanner that finds canaries in text and bytes.
+* :mod:`medmulti_testing.executor_tasks` - per-item tasks for the executor tests (faults,
+  worker processes that die), light to import in a spawned worker.
 """

@@ -237,10 +237,14 @@ again = preprocess_manifest(manifest_path, spec, work / "cache", workers=1, prog
 print("second run:", again.summary().splitlines()[0])
 
 # %% [markdown]
-# The sequence now reads from the cache. One batch, and one patient's inputs:
+# The sequence now reads from the cache. One batch, and one patient's inputs. Under the
+# `"skip"`/`"zeros"` policies a batch also carries per-patient weights: all 1, unless a
+# patient's file fails while training (a disk changed under the run), in which case that
+# patient gets weight 0 instead of stopping `model.fit`.
 
 # %%
-inputs, y = train[0]
+inputs, y, weights = train[0]
+print("weights:", weights)
 print({k: v.shape for k, v in inputs.items()})
 pid = train.patient_ids[0]
 arrays = train.get_patient(pid)
