@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .arguments import positive_int
+from .arguments import add_data_root_argument, positive_int
 
 HELP = "split a manifest by patient into train/val/test or folds (exit 0 written, 1 manifest problem, 2 usage error)"
 
@@ -47,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stratify", metavar="COLUMN", default=None,
                         help="keep this column's values (a label) in proportion in every split or fold")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--spec", metavar="SPEC", default=None,
+                        help="the study spec: read the inputs' DICOM headers and keep keys that name one person "
+                             "(same PatientID, or name + birth date) in one split or fold")
+    add_data_root_argument(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing MANIFEST2")
 
 
@@ -68,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = split_manifest(args.manifest, args.out, ratios=args.ratios, folds=args.folds,
-                                stratify=args.stratify, seed=args.seed, overwrite=args.overwrite)
+                                stratify=args.stratify, seed=args.seed, overwrite=args.overwrite, spec=args.spec,
+                                data_root=args.data_root)
     except ValueError as exc:
         print(f"medmulti split: {printable(exc)}", file=sys.stderr)
         return 2
@@ -78,5 +83,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{value:<6} {sum(counts.values()):>8}" + "".join(f" {counts.get(label, 0):>12}" for label in labels))
     if result.held_out:
         print(f"{result.held_out} test patient(s) held out of the folds")
+    if result.merged:
+        print(f"{result.merged} patient key(s) name a person another key names: kept together")
     print(f"wrote {printable(result.path)}")
     return 0

@@ -29,15 +29,17 @@ from collections import Counter
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import Hashable, Sequence
+from typing import Any, Hashable, Sequence
 
 import numpy as np
 
 from ..errors import ManifestError
-from .load import read_rows
+from ..spec import StudySpec
+from .admission import admit
+from .load import load_manifest, read_rows
 from .schema import FOLD_COLUMN, SPLITS, canonical_key
 
-__all__ = ["assign_splits", "split_manifest", "SplitResult", "parse_ratios", "FOLD_COLUMN"]
+__all__ = ["assign_splits", "split_manifest", "identity_groups", "SplitResult", "parse_ratios", "FOLD_COLUMN"]
 
 def parse_ratios(ratios: Sequence[float] | str) -> tuple[float, ...]:
     """Check split ratios: two or three non-negative numbers (train, val[, test]) summing to 1.
@@ -169,12 +171,66 @@ class SplitResult:
         ``stratify``) -> patients.
     held_out : int
         Patients left out of the folds because they are in the ``test`` split.
+    merged : int
+        Patient keys that share a header identity with another key (with a ``spec``:
+        one person under several keys) and were therefore kept in one split or fold.
     """
 
     path: Path
     column: str
     patients: dict[str, dict[str, int]]
     held_out: int = 0
+    merged: int = 0
+
+
+def identity_groups(manifest: str | PathLike[str], spec: Any, *, data_root: Any = None,
+                    workers: int | None = None, progress: bool = False) -> dict[str, str]:
+    """Group patient keys whose DICOM headers name one person (what admission finds).
+
+    Parameters
+    ----------
+    manifest : str or PathLike
+        The manifest CSV.
+    spec : StudySpec or path
+        The study spec.
+    data_root : str or PathLike, optional
+        A folder allowed to hold inputs outside the manifest's folder.
+    workers : int, optional
+        Worker processes reading headers.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    dict
+        Canonical patient key -> the key of its group (the smallest key of the
+        person); keys sharing a PatientID, or a name + birth date, are one group.
+        Identities are compared as per-run keyed digests, never kept.
+    """
+    spec = spec if isinstance(spec, StudySpec) else StudySpec.from_yaml(spec)
+    man = load_manifest(manifest, spec, data_root=data_root, strict=False)
+    adm = admit(man, spec, workers=workers, progress=progress, desc="reading identities")
+    parent: dict[str, str] = {}
+
+    def find(k: str) -> str:
+        while parent.setdefault(k, k) != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    owner: dict[str, str] = {}
+    for res in adm.results:
+        key = canonical_key(res.row.patient_id)
+        find(key)
+        for person in res.persons.values():
+            for d in person.digests:
+                if d in owner:
+                    a, b = find(owner[d]), find(key)
+                    if a != b:
+                        parent[max(a, b)] = min(a, b)
+                else:
+                    owner[d] = key
+    return {k: find(k) for k in parent}
 
 
 def split_manifest(
@@ -186,6 +242,8 @@ def split_manifest(
     stratify: str | None = None,
     seed: int = 0,
     overwrite: bool = False,
+    spec: Any = None,
+    data_root: str | PathLike[str] | None = None,
 ) -> SplitResult:
     """Write a copy of a manifest with a ``split`` column (``ratios``) or a ``fold`` column (``folds``).
 
@@ -212,6 +270,12 @@ def split_manifest(
         Seeds the assignment (see :func:`assign_splits`).
     overwrite : bool
         Replace an existing ``out`` (never ``manifest`` itself).
+    spec : StudySpec or path, optional
+        With the study spec, the inputs' DICOM headers are read as admission reads
+        them (:func:`identity_groups`) and keys naming one person are kept in one
+        split or fold, as one patient. Without it, rows are grouped by key only.
+    data_root : str or PathLike, optional
+        With ``spec``: a folder allowed to hold inputs outside the manifest's folder.
 
     Returns
     -------
@@ -275,6 +339,12 @@ def split_manifest(
                 cells.append("train")  # a new split column; a new fold column is filled below
     col = {h: i for i, h in enumerate(header)}
     keys = [canonical_key(r[col["patient_id"]]) for r in rows]
+    merged = 0
+    if spec is not None:
+        group_of = identity_groups(src, spec, data_root=data_root)
+        sizes = Counter(group_of.get(k, k) for k in set(keys))
+        merged = sum(1 for k in set(keys) if sizes[group_of.get(k, k)] > 1)
+        keys = [group_of.get(k, k) for k in keys]
     strata = [r[col[stratify]].strip() for r in rows] if stratify else [""] * len(rows)
     chosen = list(range(len(rows)))
     held_out: set[str] = set()
@@ -300,7 +370,7 @@ def split_manifest(
             seen.add((keys[i], str(value)))
             patients.setdefault(str(value), Counter())[strata[i]] += 1
     _write_atomically(dst, comments, header, rows)
-    return SplitResult(path=dst, column=column, held_out=len(held_out),
+    return SplitResult(path=dst, column=column, held_out=len(held_out), merged=merged,
                        patients={b: dict(sorted(patients[b].items())) for b in sorted(patients, key=_bin_order)})
 
 

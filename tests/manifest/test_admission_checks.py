@@ -202,3 +202,34 @@ def test_coverage_matches_simpleitk(cohort, tmp_path):
     covered = sitk.GetArrayFromImage(sitk.Resample(ones, ct, sitk.Transform(), sitk.sitkNearestNeighbor, 0.0))
     assert 0.0 < ours < 1.0
     assert ours == pytest.approx(float(covered.mean()), abs=0.06)
+
+
+def test_split_keeps_one_person_under_two_keys_together(cohort, tmp_path):
+    """`medmulti split --spec` groups keys by the header identity admission finds (in a fresh process)."""
+    import subprocess
+    import sys
+
+    m, orig, twin = _same_person_manifest(cohort, "train")
+    together = []
+    for seed in range(6):
+        out = cohort / f"split_{seed}.csv"
+        proc = subprocess.run([sys.executable, "-m", "medmulti", "split", str(m), "--out", str(out), "--folds", "3",
+                               "--spec", str(cohort / "spec.yaml"), "--seed", str(seed), "--overwrite"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "2 patient key(s) name a person another key names" in proc.stdout
+        folds = {r["patient_id"]: r["fold"] for r in _rows_of(out)}
+        together.append(folds[orig] == folds[twin])
+    assert all(together)
+    # the oracle for "it mattered": by key alone, some seed puts the two keys in different folds
+    from medmulti.manifest import split_manifest
+
+    apart = [split_manifest(m, cohort / "bykey.csv", folds=3, seed=s, overwrite=True) and
+             len({r["fold"] for r in _rows_of(cohort / "bykey.csv") if r["patient_id"] in (orig, twin)}) > 1
+             for s in range(6)]
+    assert any(apart)
+
+
+def _rows_of(path: Path) -> list[dict[str, str]]:
+    lines = [ln for ln in path.read_text().splitlines() if not ln.startswith("#")]
+    return list(csv.DictReader(lines))
