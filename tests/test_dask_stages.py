@@ -77,3 +77,15 @@ def test_cli_validate_with_executor_dask_in_a_fresh_process(cohort, tmp_path):
     spec = StudySpec.from_yaml(cohort / "spec.yaml")
     local = validate_manifest(cohort / "manifest.csv", spec, workers=1, progress=False)
     assert sorted(json.dumps(r, sort_keys=True) for r in json.loads(out.read_text())) == _records(local)
+
+
+def test_scan_on_dask_chooses_what_the_local_scan_chooses(cohort, client, tmp_path):
+    from medmulti.scanning import scan
+
+    spec = StudySpec.from_yaml(cohort / "spec.yaml")
+    secret = tmp_path / "secret"
+    local = scan(cohort, spec, secret=secret, workers=2, progress=False)
+    dask = scan(cohort, spec, secret=secret, executor=client, progress=False)
+    out = tmp_path / "m.csv"
+    assert local.manifest_text(out) == dask.manifest_text(out)
+    assert len(local.rows) >= 9  # the fault cohort: one patient listed twice, one without a readable CT
