@@ -70,6 +70,7 @@ _LAZY = {
     "train": "medmulti.training",
     "evaluate": "medmulti.training",
     "predict": "medmulti.training",
+    "predict_patient": "medmulti.training",
     "evaluate_subsets": "medmulti.training.subsets",
     "explain": "medmulti.training.explain",
 }

@@ -46,6 +46,14 @@ log = logging.getLogger("medmulti.data.sequence")
 LISTED_PATIENTS = 20
 
 
+def _placeholder(spec: StudySpec) -> np.ndarray:
+    """The target served for a row without a label: the shape and dtype of an encoded label,
+    and no class (zeros; ``-1`` for integer labels)."""
+    if spec.labels.encoding == "int" and not spec.labels.multi_label:
+        return np.asarray(-1, dtype=np.int64)
+    return np.zeros(spec.labels.num_classes, np.float32)
+
+
 def _listing(records: list, attribute: str) -> str:
     """``patient (modality: check)`` for the first records, then a count of the rest."""
     shown = [f"{key!r} ({modality or 'row'}: {reason.split(':', 1)[0]})" for key, modality, reason in
@@ -115,7 +123,11 @@ class PatientSequence(keras.utils.PyDataset):
     ``inputs`` maps each spec modality name to float32 ``(batch, *spatial,
     channels)`` and each name in :attr:`optional_modalities` plus ``"_present"`` to
     float32 ``(batch, 1)``. Labels are ``spec.labels.encode(row.labels)`` stacked:
-    float32 ``(batch, classes)`` (one-/multi-hot) or int64 ``(batch,)``.
+    float32 ``(batch, classes)`` (one-/multi-hot) or int64 ``(batch,)``. A row
+    without a label (loaded with ``labels="optional"`` for ``predict``:
+    :attr:`~medmulti.manifest.schema.ManifestRow.labeled` is False) gets a
+    placeholder of the same shape and dtype, all zeros (``-1`` for ``int``), which
+    only prediction may serve: it is no target.
 
     Which patients form batch ``i`` depends only on ``(seed, epoch, i)``; the epoch
     advances in :meth:`on_epoch_end`. Under ``skip``/``zeros`` batches also carry
@@ -210,7 +222,8 @@ class PatientSequence(keras.utils.PyDataset):
                                 hint="see seq.skipped / `medmulti validate` for the problems")
         self._rows = kept
         self._present = present  # row index -> {name: bool}
-        self._labels = [np.asarray(self.spec.labels.encode(r.labels)) for r in kept]
+        self._labels = [np.asarray(self.spec.labels.encode(r.labels)) if r.labeled else _placeholder(self.spec)
+                        for r in kept]
         self._class_of = [self._class_key(lab) for lab in self._labels]
         counts = Counter(self._class_of)
         n, k = len(kept), len(counts)
@@ -550,47 +563,49 @@ class PatientSequence(keras.utils.PyDataset):
             inputs[present_input_name(n)] = np.zeros((b, 1), np.float32)
         weights = self._weights[rows].copy() if self.sample_weights else np.ones(b, np.float32)
         for j, i in enumerate(rows):
-            present = dict(self._present[i])
-            gone = i in self._faulted
-            have = [] if gone else [n for n in self.spec.names if present[n]]
-            for n in self.spec.names:
-                if n not in have:
-                    inputs[n][j] = 0.0
-                elif n in self.optional_modalities:
-                    inputs[present_input_name(n)][j, 0] = 1.0
-            if gone:
-                weights[j] = 0.0
-                continue
-            slots = {n: inputs[n][j] for n in have}
-            try:
-                loaded = self._load_patient(int(i), have, out=slots)
-            except MedmultiError as exc:
-                if not self.yields_weights:  # the "error" policies: raise, as the batch's typed error
-                    raise
-                self._fault_in_epoch(int(i), exc, have)
+            for attempt in range(len(self.spec.names) + 2):  # each retry reads without one more zeroed input
+                present = dict(self._present[i])
+                gone = i in self._faulted
+                have = [] if gone else [n for n in self.spec.names if present[n]]
                 for n in self.spec.names:
-                    inputs[n][j] = 0.0
+                    if n not in have:
+                        inputs[n][j] = 0.0
                 for n in self.optional_modalities:
-                    inputs[present_input_name(n)][j, 0] = 0.0
-                weights[j] = 0.0
-                continue
-            if self.augmenter is not None and have:
-                rng = np.random.default_rng([self.seed, epoch, int(i), 1])
-                ref = self.spec.reference.name if self.spec.reference is not None else None
-                self.augmenter(slots, {n: loaded[n][1] for n in have}, rng, reference=ref)
+                    inputs[present_input_name(n)][j, 0] = 1.0 if n in have else 0.0
+                if gone:
+                    weights[j] = 0.0
+                    break
+                slots = {n: inputs[n][j] for n in have}
+                try:
+                    loaded = self._load_patient(int(i), have, out=slots)
+                except MedmultiError as exc:
+                    if not self.yields_weights:  # the "error" policies: raise, as the batch's typed error
+                        raise
+                    if self._fault_in_epoch(int(i), exc, have) and attempt < len(self.spec.names):
+                        continue  # the input is zeroed from now on: read the patient again without it
+                    with self._fault_lock:
+                        if int(i) not in self._faulted:
+                            self._faulted[int(i)] = f"{exc.check}: {exc.message}"
+                            self.skipped.append((self._rows[i].key, exc.modality, self._faulted[int(i)]))
+                    continue  # served as weight-0 zeros by the next pass of the loop
+                if self.augmenter is not None and have:
+                    rng = np.random.default_rng([self.seed, epoch, int(i), 1])
+                    ref = self.spec.reference.name if self.spec.reference is not None else None
+                    self.augmenter(slots, {n: loaded[n][1] for n in have}, rng, reference=ref)
+                break
         labels = np.stack([self._labels[i] for i in rows])
         if self.yields_weights:
             return inputs, labels, weights
         return inputs, labels
 
-    def _fault_in_epoch(self, i: int, exc: MedmultiError, names: Sequence[str]) -> None:
+    def _fault_in_epoch(self, i: int, exc: MedmultiError, names: Sequence[str]) -> bool:
         """A served patient's input failed inside an epoch (e.g. a file changed on disk).
 
-        This batch serves it as absent with weight 0; under ``zeros`` (an input that
-        is not required) the input is zeroed from then on, else the patient is
-        served as weight-0 zeros for the rest of training (``len`` cannot change
-        while ``model.fit`` runs). Warned once per patient; listed in
-        :attr:`skipped` / :attr:`zeroed`.
+        Under ``zeros`` (an input that is not required) the input is zeroed from then
+        on and the patient is read again without it (returns True). Else the patient
+        is served as zeros with weight 0 for the rest of training (``len`` cannot
+        change while ``model.fit`` runs; returns False). Warned once per patient;
+        listed in :attr:`skipped` / :attr:`zeroed`.
         """
         name = self._fault_name(exc, names)
         policy = self._policy_for(exc, name)
@@ -600,17 +615,18 @@ class PatientSequence(keras.utils.PyDataset):
         reason = f"{exc.check}: {exc.message}"
         with self._fault_lock:
             if i in self._faulted:
-                return
-            if policy == "zeros" and name is not None:
-                self._zero_input(i, name, reason)
+                return False
+            served = policy == "zeros" and name is not None and self._present[i].get(name, False)
+            if served:
+                self._zero_input(i, str(name), reason)
                 what = f"its {name} input is fed as zeros from now on"
             else:
                 self._faulted[i] = reason
                 self.skipped.append((key, name, reason))
-                what = "it is left out (weight 0) for the rest of training"
-        log.warning("%s split: patient %s, modality %s, file %s failed inside an epoch (%s); this batch serves "
-                    "it with weight 0 and %s", self.split, printable(key), printable(name or "-"),
-                    printable(exc.path or "-"), printable(reason), what)
+                what = "it is served as zeros with weight 0 (left out) from now on"
+        log.warning("%s split: patient %s, modality %s, file %s failed inside an epoch (%s); %s", self.split,
+                    printable(key), printable(name or "-"), printable(exc.path or "-"), printable(reason), what)
+        return bool(served)
 
     def __getitem__(self, index: int) -> tuple:
         return self.batch(self._epoch, int(index))

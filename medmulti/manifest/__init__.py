@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .admission import Admission, Verdict, admit
 from .checks import RowCheck, check_row, cross_row_checks, sha256_of
-from .load import load_manifest, resolve_path
+from .load import load_manifest, patient_manifest, resolve_path
 from .report import Problem, ValidationReport
 from .schema import MANIFEST_FORMAT, SPLITS, Manifest, ManifestRow
 from .split import SplitResult, assign_splits, split_manifest
@@ -17,6 +17,7 @@ from .validate import validate_manifest
 
 __all__ = [
     "load_manifest",
+    "patient_manifest",
     "admit",
     "Admission",
     "Verdict",

@@ -5,12 +5,14 @@ the allowed folder (``..``, an absolute path, a Windows drive or UNC path, a
 percent-encoded ``..``, a symlink pointing outside, a NUL byte, an over-long path)
 is refused with :class:`~medmulti.errors.UnsafePathError`, unless the caller gives an
 explicit ``data_root`` that contains the resolved path. Paths are only ever built
-from manifest cells, never from DICOM header values.
+from manifest cells, never from DICOM header values. :func:`patient_manifest` builds
+the one-row manifest of a patient given by its files (``predict_patient``).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import itertools
 import logging
@@ -19,7 +21,7 @@ import re
 from collections import Counter
 from os import PathLike
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 from urllib.parse import unquote
 
 from ..errors import ManifestError, MissingFileError, UnsafePathError
@@ -42,10 +44,12 @@ from .schema import (
     parse_volume_cell,
 )
 
-__all__ = ["load_manifest", "resolve_path", "MAX_PATH_CHARS"]
+__all__ = ["load_manifest", "patient_manifest", "resolve_path", "MAX_PATH_CHARS", "LABEL_MODES"]
 
 log = logging.getLogger("medmulti.manifest")
 
+#: ``load_manifest(labels=...)``: labels and splits required (train, evaluate, validate) or optional (predict).
+LABEL_MODES = ("required", "optional")
 #: Longest manifest path accepted (characters); longer ones are refused as unsafe.
 MAX_PATH_CHARS = 1024
 _MAX_COMPONENT = 255
@@ -200,6 +204,7 @@ def load_manifest(
     *,
     data_root: str | PathLike[str] | None = None,
     strict: bool = True,
+    labels: str = "required",
 ) -> Manifest:
     """Load a manifest CSV against a study spec.
 
@@ -217,6 +222,14 @@ def load_manifest(
         ``<modality>_volume`` cell, the same row key twice) raises.
         ``False``: such problems are collected in :attr:`Manifest.problems` and the
         rows kept (unsafe paths get ``sources[name] = None``); used by validation.
+    labels : {"required", "optional"}
+        ``"required"`` (default; ``validate``, ``train``, ``evaluate``): the
+        ``split`` and label columns must exist and every row hold a valid split and
+        label. ``"optional"`` (``predict``): the patients to score; the ``split``
+        and label columns may be missing and their cells empty. A row whose label
+        cells are all empty is unlabeled (:attr:`ManifestRow.labeled` is False); an
+        empty or absent split is ``""``. A label or split that is written is still
+        checked.
 
     Returns
     -------
@@ -243,7 +256,11 @@ def load_manifest(
         the allowed folder.
     SpecError
         The spec file is invalid.
+    ValueError
+        ``labels`` is not one of :data:`LABEL_MODES`.
     """
+    if labels not in LABEL_MODES:
+        raise ValueError(f"labels must be one of {LABEL_MODES}, got {labels!r}")
     if not isinstance(spec, StudySpec):
         spec = StudySpec.from_yaml(spec)
     p = Path(path)
@@ -267,11 +284,18 @@ def load_manifest(
     dup = sorted(h for h, n in Counter(header).items() if n > 1)
     if dup:
         raise ManifestError("column appears twice", row=skipped + 1, column=dup[0], path=p)
-    required = ["patient_id", "split", *spec.labels.manifest_columns]
+    optional = labels == "optional"
+    required = ["patient_id"] + ([] if optional else ["split", *spec.labels.manifest_columns])
     required += [m.name for m in spec.modalities if m.required]
     for col in required:
         if col not in header:
-            raise ManifestError("required column is missing", row=skipped + 1, column=col, path=p)
+            scored_only = col == "split" or col in spec.labels.manifest_columns
+            raise ManifestError(
+                "required column is missing", row=skipped + 1, column=col, path=p,
+                hint=(f"add the {col!r} column; a manifest of patients without labels can only be scored, "
+                      "with predict(run_dir, manifest)") if scored_only else None,
+                cli_hint=(f"add the {col!r} column; a manifest of patients without labels can only be scored, "
+                          "with `medmulti predict RUN MANIFEST`") if scored_only else None)
     rows: list[ManifestRow] = []
     problems = []
     for cells in reader:
@@ -327,7 +351,7 @@ def load_manifest(
             line=line,
             patient_id=pid,
             study_id=rec.get("study_id") or None,
-            split=rec["split"],
+            split=rec.get("split", ""),
             labels={c: rec.get(c, "") for c in spec.labels.manifest_columns},
             paths=paths,
             sources=sources,
@@ -338,6 +362,7 @@ def load_manifest(
             volume=volume,
             written_keys=written_keys,
             fold=rec.get(FOLD_COLUMN) or None,
+            labels_optional=optional,
         )
         found = check_fields(row, spec)
         errors = [prob for prob in found if prob.is_error]
@@ -366,6 +391,78 @@ def load_manifest(
             seen[r.key] = r.line
     log.info("loaded manifest with %d rows", len(rows))
     return Manifest(path=p, root=root, spec=spec, rows=rows, data_root=droot, problems=problems)
+
+
+def patient_manifest(
+    sources: Mapping[str, str | PathLike[str] | SourceRef | None],
+    spec: StudySpec | str | PathLike[str],
+    *,
+    patient_id: str = "patient",
+    root: str | PathLike[str] | None = None,
+) -> Manifest:
+    """A manifest of one patient given by its files: one row, no split, no label.
+
+    What ``predict_patient`` admits and scores, so that one patient named on the
+    command line goes through the checks, the policies and the preprocessing of a
+    manifest row.
+
+    Parameters
+    ----------
+    sources : Mapping
+        Spec modality name -> its input: a DICOM series folder, a DICOM file or a
+        NIfTI file (absolute, or relative to ``root``), or a
+        :class:`~medmulti.io.SourceRef` choosing a series or a volume. A modality
+        left out (or ``None``) is absent.
+    spec : StudySpec or path
+        The study spec, or its YAML file.
+    patient_id : str
+        The key naming the patient in messages (in canonical form,
+        :func:`~medmulti.manifest.schema.canonical_key`).
+    root : str or PathLike, optional
+        The folder relative paths are taken from and messages name paths relative
+        to (default: the current folder). The paths are the caller's own, as given
+        to :func:`~medmulti.io.read_image`: they are not confined to ``root``.
+
+    Returns
+    -------
+    Manifest
+        One row (line 1) with ``labels_optional`` set, an empty split and empty
+        label cells; ``paths`` hold the sources as given.
+
+    Raises
+    ------
+    ValueError
+        A name that is not one of the spec's modalities, no source at all, or a
+        ``patient_id`` with nothing visible.
+    SpecError
+        The spec file is invalid.
+    """
+    if not isinstance(spec, StudySpec):
+        spec = StudySpec.from_yaml(spec)
+    unknown = sorted(n for n in sources if n not in spec.names)
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not a modality of the spec; its modalities are {spec.names}")
+    if not any(v is not None for v in sources.values()):
+        raise ValueError(f"no source given; give one or more of {spec.names}")
+    key = canonical_key(str(patient_id))
+    if not key:
+        raise ValueError("patient_id has nothing visible")
+    base = Path(os.path.abspath(root if root is not None else os.curdir))
+    paths: dict[str, str | None] = {}
+    resolved: dict[str, Path | SourceRef | None] = {}
+    for name in spec.names:
+        given = sources.get(name)
+        if given is None:
+            paths[name], resolved[name] = None, None
+        elif isinstance(given, SourceRef):
+            paths[name] = os.fspath(given.path)
+            resolved[name] = dataclasses.replace(given, path=Path(os.path.abspath(base / given.path)))
+        else:
+            paths[name] = os.fspath(given)
+            resolved[name] = Path(os.path.abspath(base / os.fspath(given)))
+    row = ManifestRow(line=1, patient_id=key, study_id=None, split="", labels={c: "" for c in
+                      spec.labels.manifest_columns}, paths=paths, sources=resolved, labels_optional=True)
+    return Manifest(path=base, root=base, spec=spec, rows=[row], data_root=base)
 
 
 def _unsafe(exc: UnsafePathError, line: int, column: str, cell: str, pid: str,

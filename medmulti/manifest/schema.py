@@ -247,6 +247,11 @@ class ManifestRow:
     fold : str or None
         The ``fold`` cell as written, when the manifest has the column and the cell
         is not empty (see :func:`parse_fold_cell`).
+    labels_optional : bool
+        True for a row loaded with ``load_manifest(..., labels="optional")`` (the
+        patients ``predict`` scores): its label cells may be empty (see
+        :attr:`labeled`) and its ``split`` empty (the manifest has no ``split``
+        column, or the cell is empty).
     """
 
     line: int
@@ -263,11 +268,19 @@ class ManifestRow:
     volume: dict[str, str] = field(default_factory=dict)
     written_keys: dict[str, str] = field(default_factory=dict, repr=False)
     fold: str | None = None
+    labels_optional: bool = False
 
     @property
     def key(self) -> str:
         """``patient_id``, or ``patient_id/study_id`` when the row has a study."""
         return self.patient_id if not self.study_id else f"{self.patient_id}/{self.study_id}"
+
+    @property
+    def labeled(self) -> bool:
+        """False for a row without a label: loaded with ``labels="optional"`` and every
+        label cell empty. Such a row can be scored (``predict``), never trained or
+        evaluated on; the sequence serves it a placeholder target."""
+        return not self.labels_optional or any(cell.strip() for cell in self.labels.values())
 
     def __hash__(self) -> int:  # dict fields: hash on the identity of the row
         return hash((self.line, self.patient_id, self.study_id))
@@ -374,7 +387,9 @@ def check_fields(row: ManifestRow, spec: StudySpec) -> list[Problem]:
         path) and ``missing_modality`` problems (all errors), and the
         ``key_normalised`` warning (a key cell holding invisible, control or
         compatibility characters, compared in its canonical form). No message
-        repeats a series cell (it may be a SeriesInstanceUID).
+        repeats a series cell (it may be a SeriesInstanceUID). A row with
+        ``labels_optional`` may have an empty split and, when every label cell is
+        empty, no label (neither is a problem).
     """
     out: list[Problem] = []
     pid = row.key
@@ -385,7 +400,7 @@ def check_fields(row: ManifestRow, spec: StudySpec) -> list[Problem]:
                            f"({', '.join(_changed_characters(written))}); it is compared as {canonical!r}",
                            f"write {column} in plain characters: keys that differ only by such characters are "
                            "the same patient"))
-    if row.split not in SPLITS:
+    if row.split not in SPLITS and not (row.labels_optional and row.split == ""):
         out.append(Problem(pid, None, None, "bad_split", "error",
                            f"line {row.line}: split {row.split!r} is not one of {list(SPLITS)}",
                            "write train, val or test in the 'split' column"))
@@ -394,7 +409,9 @@ def check_fields(row: ManifestRow, spec: StudySpec) -> list[Problem]:
                            f"line {row.line}: fold {row.fold!r} is not a non-negative integer",
                            "write the fold number (0 for the first) in the 'fold' column, or leave it empty"))
     labels = spec.labels
-    if labels.columns is None:
+    if not row.labeled:
+        pass  # a row to score only (labels="optional"): nothing to check
+    elif labels.columns is None:
         cell = row.labels.get(labels.column, "")  # type: ignore[arg-type]
         if cell not in labels.classes:
             out.append(Problem(pid, None, None, "unknown_label", "error",

@@ -23,24 +23,25 @@ re-scores every fold.
 :func:`train` takes three option records (:class:`~medmulti.models.ModelOptions`,
 :class:`FitOptions`, :class:`DataOptions`) or any of their fields as keywords.
 :func:`evaluate` re-scores a run on a split; :func:`predict` writes a CSV of
-``patient_id`` and one probability per class. Nothing here reads or writes a header
-value: patients are named by their manifest key only.
+``patient_id`` and one probability per class for the rows of a manifest (labeled or
+not); :func:`predict_patient` scores one patient given by its files. Nothing here reads
+or writes a header value: patients are named by their manifest key only.
 
 The package: :mod:`~medmulti.training.fit` (train), :mod:`~medmulti.training.options`
 (its option records), :mod:`~medmulti.training.devices` (where it runs: distribution
 strategy, mixed precision, XLA), :mod:`~medmulti.training.apply`
-(evaluate, predict), :mod:`~medmulti.training.run_folder` (the card, the model file, failed
+(evaluate, predict, predict_patient), :mod:`~medmulti.training.run_folder` (the card, the model file, failed
 runs), :mod:`~medmulti.training.report` (``report.html``, every result of a run folder on one
 offline page) and :mod:`~medmulti.training.batches` (what they share).
 """
 
 from __future__ import annotations
 
-from .apply import evaluate, predict
+from .apply import evaluate, predict, predict_patient
 from .fit import CVResult, TrainResult, train
 from .options import LR_SCHEDULES, MONITORS, STRATEGIES, DataOptions, FitOptions
 from .report import REPORT_FILE, write_run_report
 from .run_folder import MODEL_FILE, RUN_CARD
 
-__all__ = ["TrainResult", "CVResult", "train", "FitOptions", "DataOptions", "evaluate", "predict", "MONITORS",
-           "LR_SCHEDULES", "STRATEGIES", "MODEL_FILE", "RUN_CARD", "REPORT_FILE", "write_run_report"]
+__all__ = ["TrainResult", "CVResult", "train", "FitOptions", "DataOptions", "evaluate", "predict", "predict_patient",
+           "MONITORS", "LR_SCHEDULES", "STRATEGIES", "MODEL_FILE", "RUN_CARD", "REPORT_FILE", "write_run_report"]

@@ -1,9 +1,11 @@
 """Apply a trained run: :func:`evaluate` re-scores a split (with intervals, an operating
 point and calibration), :func:`predict` writes probabilities (calibrated when the run
-folder holds a fitted temperature)."""
+folder holds a fitted temperature) for the rows of a manifest, labeled or not, and
+:func:`predict_patient` scores one patient given by its files."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from os import PathLike
 from pathlib import Path
@@ -11,12 +13,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import ManifestError, RunFolderError
+from ..errors import ManifestError, MedmultiError, RunFolderError, error_class_of
+from ..manifest import ManifestRow, Problem, admit, patient_manifest
 from ..models.calibration import TEMPERATURE_RANGE, fit_temperature, plot_reliability
 from ..models.metrics import mean_and_sd
 from ..models.plots import plot_confusion_roc
-from ..spec import StudySpec
-from .batches import make_sequence, open_manifest, predict_sequence, write_predictions
+from ..spec import StudySpec, present_input_name
+from .batches import admit_splits, make_sequence, open_manifest, predict_sequence, write_predictions
 from .evaluation import evaluation_record, read_calibration, write_calibration
 from .report import write_run_report
 from .run_folder import (
@@ -32,12 +35,12 @@ from .run_folder import (
     write_json,
 )
 
-__all__ = ["evaluate", "predict", "CV_EVALUATION_KEYS"]
+__all__ = ["evaluate", "predict", "predict_patient", "CV_EVALUATION_KEYS", "INPUT_STATUSES"]
 
 log = logging.getLogger("medmulti.training")
 
 def run_manifest(run: Path, card: Mapping[str, Any], manifest: Any, spec: StudySpec, data_root: Any,
-                  options: Mapping[str, Any]) -> Any:
+                  options: Mapping[str, Any], *, labels: str = "required") -> Any:
     recorded = card.get("manifest") if isinstance(card.get("manifest"), dict) else {}
     recorded_path = card_path(run, recorded.get("path"))
     if manifest is None:
@@ -45,7 +48,7 @@ def run_manifest(run: Path, card: Mapping[str, Any], manifest: Any, spec: StudyS
             raise RunFolderError("the run card names no manifest", path=run / RUN_CARD,
                                  hint="pass the manifest explicitly")
         manifest = recorded_path
-    man = open_manifest(manifest, spec, data_root, options)
+    man = open_manifest(manifest, spec, data_root, options, labels=labels)
     want = recorded.get("sha256")
     path = Path(man.path)
     if (want and recorded_path is not None and path.is_file() and path.resolve() == recorded_path.resolve()
@@ -272,11 +275,14 @@ def predict(
     run_dir : str or PathLike
         A folder written by :func:`train`.
     manifest : Manifest or str or PathLike
-        The patients to score (a manifest with the run's spec columns).
+        The patients to score: a manifest with the run's spec columns, loaded
+        with ``labels="optional"``: the ``split`` and label columns may be missing,
+        and label cells empty (new patients). Labels are never read here.
     out : str or PathLike, optional
         The CSV to write (default ``RUN_DIR/predictions.csv``).
     splits : sequence of str, optional
-        Only rows of these splits (default: every split present).
+        Only rows of these splits (default: every row, those without a split
+        included).
     cache_dir : str or PathLike, optional
         Preprocessing cache (default: the one the run trained with, when it lies
         inside the run folder; a run card never makes medmulti write elsewhere).
@@ -305,27 +311,42 @@ def predict(
         ``run_dir`` is not a run folder, its training failed, its model does not
         load, its ``calibration.json`` is malformed or stale, or the CSV cannot be
         written.
+    ManifestError
+        No row to score (none of ``splits``); a malformed manifest.
     MedmultiError
         Data problems, typed.
+
+    Notes
+    -----
+    The CSV lists the ``train``, ``val`` and ``test`` rows, then the rows without a
+    split, in manifest order within each. A row's label is never read: an
+    unlabeled copy of a manifest gives the same probabilities.
     """
     run, card, spec, model = open_run(run_dir)
     scaling = read_calibration(run) if calibration else None
     options = policies(card, on_missing, on_corrupt)
-    man = run_manifest(run, card, manifest, spec, data_root, options)
+    man = run_manifest(run, card, manifest, spec, data_root, options, labels="optional")
     wanted = list(splits) if splits is not None else [s for s in ("train", "val", "test") if man.split(s)]
+    groups: list[tuple[str, Any, Any]] = [(split, man, None) for split in wanted if man.split(split)]
+    unsplit = [r for r in man.rows if r.split == ""]
+    if splits is None and unsplit:
+        # rows without a split (no split column, or an empty cell) are scored as a group of their
+        # own: the sequence serves a split, so they are that group's "test" rows, checked on their own
+        view = dataclasses.replace(man, rows=[dataclasses.replace(r, split="test") for r in unsplit])
+        groups.append(("test", view, admit_splits(view, spec, ["test"], options=options, progress=progress)))
     all_ids: list[str] = []
     all_p = []
-    for split in wanted:
-        if not man.split(split):
-            continue
-        seq = make_sequence(man, spec, split, options=options, batch_size=batch_size, seed=card.get("seed", 0),
-                             cache_dir=run_cache(run, card, cache_dir),
-                             progress=progress)
+    for split, source, admission in groups:
+        seq = make_sequence(source, spec, split, options=options, batch_size=batch_size, seed=card.get("seed", 0),
+                             cache_dir=run_cache(run, card, cache_dir), progress=progress, admission=admission)
         ids, _, p = predict_sequence(model, seq, card["input_keys"], progress)
         all_ids += ids
         all_p.append(p)
     if not all_ids:
-        raise ManifestError(f"no rows to predict in splits {wanted}", path=getattr(man, "path", None))
+        raise ManifestError(f"no rows to predict in splits {wanted}", path=getattr(man, "path", None),
+                            hint="rows without a split are scored when no split is asked for"
+                            if unsplit else None,
+                            cli_hint="rows without a split are scored without --split" if unsplit else None)
     path = Path(out) if out is not None else run / "predictions.csv"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -338,3 +359,143 @@ def predict(
         raise folder_error(exc, path, "the predictions") from None
     return path
 
+
+
+#: The statuses of an input in :func:`predict_patient`'s record.
+INPUT_STATUSES = ("used", "zeros", "absent", "unused")
+
+
+def predict_patient(
+    run_dir: str | PathLike[str],
+    sources: Mapping[str, Any],
+    *,
+    patient_id: str = "patient",
+    cache_dir: str | PathLike[str] | None = None,
+    on_missing: str | None = None,
+    on_corrupt: str | None = None,
+    calibration: bool = True,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Score one new patient given by its files, with the run's checks, policies and preprocessing.
+
+    The sources become a one-row manifest
+    (:func:`~medmulti.manifest.load.patient_manifest`), admitted as a manifest row
+    is (:func:`~medmulti.manifest.admit`, decoding every pixel), preprocessed as in
+    training and scored by the run's model; the probabilities are those
+    :func:`predict` writes for the same files.
+
+    Parameters
+    ----------
+    run_dir : str or PathLike
+        A folder written by :func:`train` (one run, or one ``fold-k`` of a
+        cross-validation).
+    sources : Mapping
+        Spec modality name -> a DICOM series folder, a DICOM file or a NIfTI file
+        (absolute or relative to the current folder), or a
+        :class:`~medmulti.io.SourceRef` choosing a series or a volume; e.g.
+        ``{"ct": "new/ct", "mr": "new/mr.nii.gz", "xray": "new/xray.dcm"}``.
+        A modality left out is absent: an optional one is fed as absent
+        (``<name>_present = 0``), a required one follows ``on_missing``.
+    patient_id : str
+        The key naming the patient in messages and in the record (never a header value).
+    cache_dir : str or PathLike, optional
+        Preprocessing cache (default: the run's, when it lies inside the run folder).
+    on_missing, on_corrupt : {"error", "skip", "zeros"}, optional
+        The policies (default: the run's, from its card). ``"zeros"`` feeds a
+        missing or unreadable input as zeros; under ``"error"`` and ``"skip"`` a
+        patient with such an input is not scored (its typed error is raised).
+    calibration : bool
+        Apply the run's fitted temperature (``calibration.json``) when present.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    dict
+        ``patient_id``; ``probabilities`` (class -> float, in the spec's class
+        order); ``predicted`` (the most probable class, or for a multi-label spec
+        the classes at or above 0.5); ``calibrated`` and ``temperature`` (None
+        when uncalibrated); ``policies`` (``on_missing``, ``on_corrupt``);
+        ``inputs``: per spec modality ``{"source": the path as given or None,
+        "status": "used" | "zeros" | "absent" | "unused", "reason": str or None}``
+        ("zeros": given but unreadable, or required and not given, under
+        ``"zeros"``; "absent": an optional modality not given; "unused": a
+        modality this run's model does not take). No header value appears in it.
+
+    Raises
+    ------
+    RunFolderError
+        ``run_dir`` is not a usable run folder (as :func:`predict`).
+    MedmultiError
+        An input the policies do not let through (typed, naming the modality and
+        file), e.g. :class:`~medmulti.errors.MissingFileError` for a required
+        modality not given under ``on_missing="error"``.
+    ValueError
+        A source name that is not one of the spec's modalities, or no source.
+
+    Examples
+    --------
+    >>> record = predict_patient("runs/fusion", {"ct": "new/ct", "mr": "new/mr.nii.gz",
+    ...                                          "xray": "new/xray.dcm"})  # doctest: +SKIP
+    >>> record["probabilities"]  # doctest: +SKIP
+    {'healthy': 0.27, 'disease': 0.73}
+    """
+    run, card, spec, model = open_run(run_dir)
+    scaling = read_calibration(run) if calibration else None
+    options = policies(card, on_missing, on_corrupt)
+    one = patient_manifest(sources, spec, patient_id=patient_id)
+    # the sequence serves a split: the patient is the only "test" row of its own manifest
+    man = dataclasses.replace(one, rows=[dataclasses.replace(one.rows[0], split="test")])
+    row = man.rows[0]
+    admission = admit(man, spec, depth="decode", on_missing=options.get("on_missing", "error"),
+                      on_corrupt=options.get("on_corrupt", "error"), workers=1, progress=progress,
+                      desc="checking the patient")
+    verdict = admission.verdicts[0]
+    if not verdict.admitted:
+        raise _not_scored(verdict.reasons[0], row)
+    seq = make_sequence(man, spec, "test", options=options, batch_size=1, seed=card.get("seed", 0),
+                        cache_dir=run_cache(run, card, cache_dir), progress=progress, admission=admission)
+    inputs = seq.get_patient(row.key)  # a failure in preprocessing raises its typed error
+    keys = card["input_keys"]
+    for name in spec.names:  # a presence flag the run's model takes although these policies make none
+        inputs.setdefault(present_input_name(name), np.array([float(verdict.present[name])], np.float32))
+    raw = np.asarray(model({k: inputs[k][np.newaxis] for k in keys}, training=False), np.float64)
+    probs = (raw if scaling is None else scaling.apply(raw))[0]
+    classes = spec.labels.classes
+    predicted: Any = ([c for c, v in zip(classes, probs) if v >= 0.5] if spec.labels.multi_label
+                      else classes[int(np.argmax(probs))])
+    zeroed = dict(verdict.zeroed)
+    described = {}
+    for name in spec.names:
+        given = row.paths.get(name)
+        if name not in keys:
+            status, reason = "unused", "this run's model does not take it"
+        elif given is None:
+            fed_as_zeros = name in zeroed
+            status = "zeros" if fed_as_zeros else "absent"
+            reason = "not given" + ("; required, fed as zeros under on_missing=zeros" if fed_as_zeros else "")
+        elif verdict.present[name]:
+            status, reason = "used", None
+        else:
+            status, reason = "zeros", zeroed.get(name, "fed as zeros")
+        described[name] = {"source": given, "status": status, "reason": reason}
+    return {
+        "patient_id": row.key,
+        "probabilities": {c: float(v) for c, v in zip(classes, probs)},
+        "predicted": predicted,
+        "calibrated": scaling is not None,
+        "temperature": None if scaling is None else float(scaling.temperature),
+        "policies": {"on_missing": options.get("on_missing", "error"), "on_corrupt": options.get("on_corrupt", "error")},
+        "inputs": described,
+    }
+
+
+def _not_scored(problem: Problem, row: ManifestRow) -> MedmultiError:
+    """The typed error of the problem that keeps a patient given by its files from being scored."""
+    name = problem.modality
+    if problem.check == "missing_modality" and name is not None and row.paths.get(name) is None:
+        return error_class_of(problem.check)(
+            f"no {name} input was given, and the run's spec requires it", patient_id=row.key, modality=name,
+            check=problem.check, hint=f"give sources[{name!r}], or on_missing='zeros' to feed it as zeros",
+            cli_hint=f"add --source {name}=PATH, or --on-missing zeros to feed it as zeros")
+    return problem.to_error()

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..data.sequence import PatientSequence
+from ..errors import ManifestError
 from ..manifest import Admission, Manifest, admit, load_manifest
 from ..spec import StudySpec, present_input_name
 from ..text import csv_safe
@@ -27,15 +28,30 @@ def load_spec(spec: StudySpec | str | PathLike[str]) -> StudySpec:
 
 
 def open_manifest(manifest: Any, spec: StudySpec, data_root: Any = None,
-                   options: Mapping[str, Any] | None = None) -> Any:
+                   options: Mapping[str, Any] | None = None, *, labels: str = "required") -> Any:
     """Load a manifest: strictly under the "error" policies; leniently when a policy may skip
     or zero a patient, so that a row's problems (an unsafe path among them: never opened)
-    reach the sequence's policies instead of stopping the load."""
+    reach the sequence's policies instead of stopping the load.
+
+    ``labels="optional"`` (predict) accepts rows without a label or split; with
+    ``"required"`` (train, evaluate) a :class:`Manifest` loaded that way is refused
+    at its first such row (:class:`ManifestError` naming the line and column)."""
     if isinstance(manifest, Manifest):
+        if labels == "required":
+            for row in manifest.rows:
+                if row.labeled and (row.split or not row.labels_optional):
+                    continue
+                column = spec.labels.manifest_columns[0] if not row.labeled else "split"
+                raise ManifestError(f"the row has no {'label' if not row.labeled else 'split'}", row=row.line,
+                                    column=column, patient_id=row.key, path=manifest.path,
+                                    hint="training and evaluation need the split and label of every row; "
+                                         "rows without them can only be scored, with predict()",
+                                    cli_hint="training and evaluation need the split and label of every row; "
+                                             "rows without them can only be scored, with `medmulti predict`")
         return manifest
     options = options or {}
     strict = options.get("on_missing", "error") == "error" and options.get("on_corrupt", "error") == "error"
-    return load_manifest(manifest, spec, data_root=data_root, strict=strict)
+    return load_manifest(manifest, spec, data_root=data_root, strict=strict, labels=labels)
 
 
 def admit_splits(manifest: Any, spec: StudySpec, splits: Sequence[str], *, options: Mapping[str, Any],

@@ -254,7 +254,8 @@ def _whole(value: Any) -> bool:
 
 def fold_view(run: Path, card: Mapping[str, Any], manifest: Any) -> Any:
     """The manifest as a cross-validation fold's run saw it: rows of the fold ``val``, rows of
-    the other folds ``train``, unassigned ``test`` rows ``test`` (others left out).
+    the other folds ``train``, unassigned ``test`` rows ``test`` and rows without a split
+    (a manifest of patients to score) as they are (others left out).
 
     A fold's run folder (``RUN/fold-k``, its card holding ``"cv"``) was trained on splits
     that are not the manifest's ``split`` column; they are read back from the
@@ -279,7 +280,7 @@ def fold_view(run: Path, card: Mapping[str, Any], manifest: Any) -> Any:
         k = assignment.get(r.key)
         if k is not None:
             rows.append(dataclasses.replace(r, split="val" if k == fold["fold"] else "train"))
-        elif r.split == "test":
+        elif r.split in ("test", ""):  # "": a row without a split, to score (predict)
             rows.append(r)
         else:
             left_out += 1

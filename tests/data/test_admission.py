@@ -153,3 +153,19 @@ def test_train_admits_its_splits_once(clean_cohort, spec_path, tmp_path, monkeyp
           cache_dir=tmp_path / "cache")
     splits = sorted({r["split"] for r in read_rows(clean_cohort.manifest)})
     assert calls == [splits]  # one admission (one pool) for every split; no sequence admits again
+
+
+def test_zeros_policy_inside_an_epoch_reads_the_patient_again_without_the_broken_input(clean_cohort, spec, tmp_path):
+    root = _copy(clean_cohort, tmp_path)
+    man = load_manifest(root / "manifest.csv", spec, strict=False)
+    seq = PatientSequence(man, spec, "train", batch_size=8, on_missing="zeros", on_corrupt="zeros", progress=False,
+                          cache_dir=tmp_path / "cache", shuffle=False)
+    victim = seq.patient_ids[-1]
+    before = seq.get_patient(victim)
+    xray = root / victim / "xray.dcm"
+    xray.write_bytes(xray.read_bytes()[:600])  # the X-ray (not required under zeros) breaks mid-run
+    x, y, w = seq[0]
+    j = seq.patient_ids.index(victim)
+    assert w[j] == 1.0 and x["xray_present"][j, 0] == 0.0 and not x["xray"][j].any()
+    np.testing.assert_array_equal(x["ct"][j], before["ct"])  # the rest of the patient is served as before
+    assert seq.faulted == [] and (victim, "xray") in {(k, m) for k, m, _ in seq.zeroed}
