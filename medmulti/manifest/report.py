@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Mapping
 from ..errors import MedmultiError, error_class_of
 from ..text import printable
 
-__all__ = ["Problem", "ValidationReport", "SEVERITIES", "PROBLEM_KEYS", "UNREADABLE_CHECKS"]
+__all__ = ["Problem", "ValidationReport", "SEVERITIES", "PROBLEM_KEYS", "UNREADABLE_CHECKS", "write_text_atomic"]
 
 #: Side of a "not readable" tile in the HTML report, pixels (as large as the smallest thumbnail).
 _TILE_PX = 128
@@ -149,21 +149,43 @@ def _sort_key(p: Problem) -> tuple:
     return (p.severity != "error", p.patient_id or "", p.modality or "", p.check, p.path or "")
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def write_text_atomic(path: str | PathLike[str], text: str, *, mode: int | None = None) -> Path:
+    """Write a text file atomically: a temporary file beside it, fsync, rename.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The file (its folder is created when missing).
+    text : str
+        The content, written as UTF-8 with no newline translation.
+    mode : int, optional
+        Permission bits (default: an ordinary file's, ``0o666`` less the umask;
+        ``mkstemp`` alone would leave ``0o600``).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``: it holds either the old content or all of ``text``, never a part.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
+            fh.flush()
+            os.fsync(fh.fileno())
+        if mode is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
 
 
 @dataclass
@@ -282,7 +304,7 @@ class ValidationReport:
             The written file.
         """
         p = Path(path)
-        _atomic_write(p, json.dumps(self.to_records(), indent=2) + "\n")
+        write_text_atomic(p, json.dumps(self.to_records(), indent=2) + "\n")
         return p
 
     def to_html(self, path: str | PathLike[str]) -> Path:
@@ -327,7 +349,7 @@ class ValidationReport:
             parts.extend(self._tiles(esc))
         parts.append("</body></html>\n")
         p = Path(path)
-        _atomic_write(p, "\n".join(parts))
+        write_text_atomic(p, "\n".join(parts))
         return p
 
     def _tiles(self, esc: Callable[[object], str]) -> list[str]:

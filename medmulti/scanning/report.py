@@ -24,7 +24,6 @@ import io
 import json
 import os
 import re
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from os import PathLike
@@ -33,6 +32,7 @@ from typing import Any, Iterable, Mapping
 
 from ..errors import UnsafePathError
 from ..io.safe_files import is_within
+from ..manifest.report import write_text_atomic
 from ..manifest.schema import MANIFEST_FORMAT
 from ..spec import StudySpec
 from ..text import printable
@@ -122,25 +122,6 @@ def identity_pattern(patients: Iterable[Patient]) -> IdentityMask:
     IdentityMask
     """
     return IdentityMask(patients)
-
-
-def _atomic_write(path: Path, text: str, *, mode: int | None = None) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if mode is None:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)  # mkstemp makes 0600; a manifest or report is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass
@@ -535,7 +516,7 @@ class ScanResult:
         pathlib.Path
         """
         p = Path(path)
-        _atomic_write(p, json.dumps(self.to_dict(), indent=1) + "\n")
+        write_text_atomic(p, json.dumps(self.to_dict(), indent=1) + "\n")
         return p
 
     def to_html(self, path: str | PathLike[str]) -> Path:
@@ -582,7 +563,7 @@ class ScanResult:
             parts.append("</ul>")
         parts.append("</body></html>\n")
         p = Path(path)
-        _atomic_write(p, "".join(parts))
+        write_text_atomic(p, "".join(parts))
         return p
 
     # -- the manifest --------------------------------------------------------------
@@ -698,7 +679,7 @@ class ScanResult:
             raise UnsafePathError("the scan secret lies inside the manifest's folder: whoever gets the manifest "
                                   "would get the key to the pseudonyms", path=str(m),
                                   hint="write the manifest elsewhere, or keep the secret elsewhere")
-        _atomic_write(m, self.manifest_text(m))
+        write_text_atomic(m, self.manifest_text(m))
         self.manifest = m
         return m
 
@@ -718,7 +699,7 @@ class ScanResult:
         self.check_outputs(manifest, overwrite=overwrite)
         out = {"manifest": self.write_manifest(manifest, overwrite=overwrite)}
         paths = self.report_paths(manifest)
-        _atomic_write(paths["text"], self.to_text())
+        write_text_atomic(paths["text"], self.to_text())
         out["text"] = paths["text"]
         out["json"] = self.to_json(paths["json"])
         out["html"] = self.to_html(paths["html"])
