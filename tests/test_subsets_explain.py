@@ -237,3 +237,18 @@ def test_explain_names_an_unknown_patient_with_a_typed_error(presence_run, tmp_p
     with pytest.raises(mm.ManifestError) as err:
         mm.explain(presence_run, "NOBODY", out=tmp_path / "y")
     assert err.value.patient_id == "NOBODY"
+
+
+def test_a_run_trained_under_zeros_predicts_under_error(presence_run, cohort, tmp_path):
+    """The run's presence inputs are filled (all present) when predict's policies serve none of them."""
+    import csv
+
+    from medmulti.training import predict
+
+    c, cache = cohort
+    ours = predict(presence_run, c.manifest, out=tmp_path / "error.csv", splits=["test"], cache_dir=cache,
+                   on_missing="error", on_corrupt="error", progress=False)
+    zeros = predict(presence_run, c.manifest, out=tmp_path / "zeros.csv", splits=["test"], cache_dir=cache,
+                    on_missing="zeros", on_corrupt="zeros", progress=False)
+    read = [list(csv.DictReader(p.open())) for p in (ours, zeros)]
+    assert read[0] == read[1] and read[0]  # a clean split: every patient present either way

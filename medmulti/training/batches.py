@@ -79,8 +79,21 @@ def keys_for(names: Sequence[str], optional: Sequence[str]) -> list[str]:
 
 
 def select_inputs(batch: tuple, keys: Sequence[str]) -> tuple:
+    """The model's inputs of a batch; a ``<name>_present`` input the sequence does not serve is all ones.
+
+    A run trained under ``zeros`` has a presence input for every modality; applied
+    under ``error``/``skip``, the sequence serves only the inputs it may zero, and
+    every patient it serves has the others: present.
+    """
     inputs, *rest = batch
-    return ({k: inputs[k] for k in keys}, *rest)
+    n = len(next(iter(inputs.values())))
+    picked = {}
+    for k in keys:
+        if k not in inputs and k.endswith(present_input_name("")):
+            picked[k] = np.ones((n, 1), np.float32)
+        else:
+            picked[k] = inputs[k]
+    return (picked, *rest)
 
 
 def predict_sequence(model: Any, seq: Any, keys: Sequence[str], progress: bool = False) -> tuple[list[str], np.ndarray, np.ndarray]:
