@@ -4,17 +4,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..errors import CorruptFileError, UnsupportedDataError
 from ..image import Image, affine_from_itk
 from .assembly import check_orientation
 from .dicom_enhanced import read_enhanced
-from .dicom_header import NON_IMAGE_MODALITIES, PROJECTION_MODALITIES, DicomHeader, base_meta
+from .dicom_header import (
+    NON_IMAGE_MODALITIES,
+    PROJECTION_MODALITIES,
+    UNKNOWN_SPACING_WARNING,
+    DicomHeader,
+    base_meta,
+)
 from .error_ladder import reader_errors
 from .limits import Limits
 from .pixels import read_stored
-from .values import apply_rescale_into, invert_monochrome1, output_range, voi_meta
+from .values import apply_modality_lut_into, apply_rescale_into, invert_monochrome1, output_range, voi_meta
 from .volume_choice import no_volume_choice
 
 __all__ = [
@@ -75,42 +83,46 @@ def _check_supported(h: DicomHeader, limits: Limits) -> None:
     h.check_image(limits)
 
 
+def _modality_values(h: DicomHeader, stored: np.ndarray) -> tuple[np.ndarray, tuple[float, float], dict[str, Any]]:
+    """Stored values through the modality LUT: float32 output, its possible range, and the meta describing it.
+
+    The Modality LUT Sequence when there is one (PS3.3 C.11.1, as pydicom's
+    ``apply_modality_lut``), else RescaleSlope/RescaleIntercept.
+    """
+    out = np.empty(stored.shape, np.float32)
+    lut = h.modality_lut()
+    if lut is not None:
+        apply_modality_lut_into(stored, out, lut)
+        return out, lut.output_range, {
+            "modality_lut": {"first_mapped": lut.first_mapped, "bits": lut.bits, "entries": int(len(lut.data))}
+        }
+    slope, intercept = h.rescale()
+    apply_rescale_into(stored, out, slope, intercept)
+    return out, output_range(h.bits_stored, h.signed, slope, intercept), {
+        "rescale": {"slope": slope, "intercept": intercept}
+    }
+
+
 def _read_projection(h: DicomHeader, modality: str) -> Image:
     if h.frames != 1:
         raise UnsupportedDataError(
             "multi-frame projection images (cine, tomosynthesis) are not supported", path=h.name, keyword="NumberOfFrames"
         )
-    stored = read_stored(h)[0]
-    slope, intercept = h.rescale()
-    out = np.empty(stored.shape, np.float32)
-    apply_rescale_into(stored, out, slope, intercept)
-    low, high = output_range(h.bits_stored, h.signed, slope, intercept)
+    spacing, spacing_source = h.projection_spacing()  # header checks before decoding
+    out, (low, high), lut_meta = _modality_values(h, read_stored(h)[0])
     inverted = h.photometric == "MONOCHROME1"
     if inverted:
         invert_monochrome1(out, low, high)
-    spacing = h.pixel_spacing()
-    spacing_source = "PixelSpacing"
-    if spacing is None:
-        spacing = h._floats("ImagerPixelSpacing", 2)
-        spacing_source = "ImagerPixelSpacing"
-    if spacing is None:
-        spacing, spacing_source = np.array([1.0, 1.0]), "none"
-    if np.any(spacing <= 0):
-        raise CorruptFileError("pixel spacing must be positive", path=h.name, keyword=spacing_source)
     meta = base_meta(h)
-    meta.update(
-        {
-            "inverted": inverted,
-            "rescale": {"slope": slope, "intercept": intercept},
-            "value_range": [low, high],
-            "spacing_source": spacing_source,
-        }
-    )
+    meta.update(lut_meta)
+    meta.update({"inverted": inverted, "value_range": [low, high], "spacing_source": spacing_source})
+    if spacing_source == "none":
+        meta["warnings"] = [UNKNOWN_SPACING_WARNING]
     meta.update(voi_meta(h.ds, inverted=inverted, low=low, high=high))
     view = h.ds.get("ViewPosition", None)
     if view:
         meta["view_position"] = str(view).strip()[:16]
-    return Image(out, None, (float(spacing[0]), float(spacing[1])), modality, meta)
+    return Image(out, None, spacing, modality, meta)
 
 
 def _read_slice(h: DicomHeader, modality: str) -> Image:
@@ -126,14 +138,11 @@ def _read_slice(h: DicomHeader, modality: str) -> Image:
         raise CorruptFileError("pixel spacing must be positive", path=h.name, keyword="PixelSpacing")
     row, col, normal = check_orientation(iop, name=h.name)
     dz = single_slice_spacing(h)
-    stored = read_stored(h)
-    vol = np.empty(stored.shape, np.float32)
-    slope, intercept = h.rescale()
-    apply_rescale_into(stored, vol, slope, intercept)
+    vol, _, lut_meta = _modality_values(h, read_stored(h))
     affine = affine_from_itk(ipp, (ps[1], ps[0], dz), np.column_stack([row, col, normal]).ravel())
     meta = base_meta(h)
     meta["source"] = "dicom-file"
-    meta["rescale"] = {"slope": slope, "intercept": intercept}
+    meta.update(lut_meta)
     meta.update(voi_meta(h.ds, inverted=False, low=0.0, high=0.0))
     return Image(vol, affine, (dz, float(ps[0]), float(ps[1])), modality, meta)
 

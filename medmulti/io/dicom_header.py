@@ -36,8 +36,18 @@ from .dicom_bytes import (
 from .error_ladder import reader_errors
 from .limits import DEFAULT_LIMITS, Limits
 from .safe_files import open_regular
+from .values import ModalityLut, modality_lut_of, modality_lut_refused
 
-__all__ = ["DicomHeader", "read_header", "base_meta", "PROJECTION_MODALITIES", "COLOR_PHOTOMETRICS"]
+__all__ = [
+    "DicomHeader",
+    "read_header",
+    "base_meta",
+    "PROJECTION_MODALITIES",
+    "COLOR_PHOTOMETRICS",
+    "LOSSY_TRANSFER_SYNTAXES",
+    "ALWAYS_KEPT",
+    "UNKNOWN_SPACING_WARNING",
+]
 
 #: Projection radiography modalities: 2D, no patient-space geometry.
 #: DICOM Modality values read as projection radiographs: the spec's ``xray`` kind.
@@ -63,6 +73,22 @@ NON_IMAGE_MODALITIES = frozenset(
     {"RTDOSE", "RTSTRUCT", "RTPLAN", "RTRECORD", "RTIMAGE", "SEG", "SR", "PR", "KO", "REG", "ECG", "HD", "DOC", "AU", "RWV", "PLAN", "FID"}
 )
 _NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+#: Transfer syntaxes whose compression is always lossy (PS3.5 A.4, 8.2): JPEG baseline and
+#: extended (processes 1, 2 and 4), JPEG-LS near-lossless, MPEG-2/4 and HEVC video. JPEG 2000
+#: and HTJ2K may be either; there LossyImageCompression decides.
+LOSSY_TRANSFER_SYNTAXES = frozenset(
+    {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81"}
+    | {f"1.2.840.10008.1.2.4.{k}" for k in range(100, 109)}
+)
+#: Attributes a header read with ``read_header(only=...)`` keeps besides those asked for:
+#: what :func:`base_meta` reads beyond the Image Pixel module (so a series' meta says
+#: ``lossy`` as a single file's does).
+ALWAYS_KEPT = frozenset({"LossyImageCompression"})
+#: The warning of a projection image whose pixel spacing is unknown (it names the
+#: attributes, never a value).
+UNKNOWN_SPACING_WARNING = (
+    "pixel spacing unknown: PixelSpacing and ImagerPixelSpacing are absent or zero, so 1 mm per pixel is assumed"
+)
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 
 
@@ -277,13 +303,98 @@ class DicomHeader:
             self._cache[key] = self._floats("PixelSpacing", 2)
         return self._cache[key]
 
+    def projection_spacing(self) -> tuple[tuple[float, float], str]:
+        """Pixel spacing of a projection radiograph and the attribute it comes from.
+
+        Returns
+        -------
+        ((float, float), str)
+            ``(row spacing, column spacing)`` in mm and its source: PixelSpacing
+            when present and positive; else ImagerPixelSpacing when present and
+            positive; else ``(1.0, 1.0)`` and ``"none"`` (spacing unknown: the
+            caller warns with :data:`UNKNOWN_SPACING_WARNING`). A value of zero
+            (``0\\0``, which many CR/DX exports write) counts as absent.
+
+        Raises
+        ------
+        CorruptFileError
+            A present value that is not two finite numbers, or a negative one
+            (keyword: the attribute).
+
+        Notes
+        -----
+        PS3.3 C.8.11.4.1.1 (DX) and 10.7.1.3: PixelSpacing, when present, is
+        calibrated (at the patient); ImagerPixelSpacing is measured at the
+        detector. SimpleITK (GDCM) reads only ImagerPixelSpacing for the CR, DX,
+        MG and XA storage classes and only PixelSpacing for others, with 1 mm
+        when that one is absent or zero; both agree with this rule whenever the
+        attribute GDCM reads is the one chosen here.
+        """
+        for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+            value = self.pixel_spacing() if keyword == "PixelSpacing" else self._floats(keyword, 2)
+            if value is None:
+                continue
+            if np.any(value < 0):
+                raise CorruptFileError("pixel spacing must not be negative", path=self.name, keyword=keyword)
+            if np.all(value > 0):
+                return (float(value[0]), float(value[1])), keyword
+        return (1.0, 1.0), "none"
+
+    def modality_lut(self) -> ModalityLut | None:
+        """The Modality LUT Sequence's table, or None when the image has none.
+
+        Returns
+        -------
+        ModalityLut or None
+            See :func:`medmulti.io.values.modality_lut_of`.
+
+        Raises
+        ------
+        CorruptFileError
+            A damaged LUTDescriptor or LUTData (keyword named).
+        """
+        if "_modality_lut" not in self._cache:
+            self._cache["_modality_lut"] = modality_lut_of(
+                self.ds, little_endian=self.little_endian, signed=self.signed, name=self.name
+            )
+        return self._cache["_modality_lut"]
+
+    @cached_property
+    def lossy(self) -> bool:
+        """Whether the pixels went through lossy compression.
+
+        True when the transfer syntax is lossy by definition
+        (:data:`LOSSY_TRANSFER_SYNTAXES`: JPEG baseline/extended, JPEG-LS
+        near-lossless, video) or LossyImageCompression is ``"01"`` (set once an
+        image has been lossy compressed, even if it is stored uncompressed now;
+        PS3.3 C.7.6.1.1.5). A JPEG 2000 file without LossyImageCompression
+        counts as not lossy.
+        """
+        if self.transfer_syntax in LOSSY_TRANSFER_SYNTAXES:
+            return True
+        try:
+            value = self.ds.get("LossyImageCompression", None)
+        except Exception:  # an unparseable value: no claim either way
+            return False
+        return str(value or "").strip() == "01"
+
     def rescale(self) -> tuple[float, float]:
         """(RescaleSlope, RescaleIntercept) of the top-level dataset (1, 0 when absent).
+
+        Raises
+        ------
+        UnsupportedDataError
+            The image holds a Modality LUT Sequence (keyword
+            ``ModalityLUTSequence``): its values are converted by that table
+            (:meth:`modality_lut`), never by a slope and intercept, so a reader
+            that only applies these refuses rather than return stored values.
 
         Notes
         -----
         PS3.3 C.11.1. An empty, unparseable, non-finite or zero slope counts as 1.
         """
+        if "ModalityLUTSequence" in self.ds and self.ds.get("ModalityLUTSequence", None):
+            raise modality_lut_refused(self.name)
         out = []
         for kw, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
             value = fast_get(self.ds, kw)
@@ -461,12 +572,12 @@ def base_meta(h: DicomHeader) -> dict[str, Any]:
     -------
     dict
         ``{"source": "dicom", "photometric": str, "bits_stored": int,
-        "bits_allocated": int, "signed": bool, "compressed": bool}``:
+        "bits_allocated": int, "signed": bool, "compressed": bool, "lossy": bool}``:
         PhotometricInterpretation (``"MONOCHROME2"`` when absent), BitsStored
         (BitsAllocated when absent or 0), BitsAllocated, PixelRepresentation == 1,
-        and True unless the transfer syntax stores native pixels (implicit or
+        True unless the transfer syntax stores native pixels (implicit or
         explicit VR little endian, explicit VR big endian, deflated explicit VR
-        little endian). Readers add their own keys to it.
+        little endian), and :attr:`DicomHeader.lossy`. Readers add their own keys to it.
 
     Raises
     ------
@@ -481,6 +592,7 @@ def base_meta(h: DicomHeader) -> dict[str, Any]:
         "bits_allocated": int(h.bits_allocated),
         "signed": bool(h.signed),
         "compressed": not h.is_native,
+        "lossy": h.lossy,
     }
 
 
@@ -520,7 +632,8 @@ def read_header(
         file in explicit VR little endian (native or encapsulated) the dataset is
         then walked by its element headers instead of parsed by pydicom
         (:func:`~medmulti.io.dicom_bytes.select_elements`, about 3x faster; what a
-        scan of an export uses), and ``ds`` holds only those attributes. Any other
+        scan of an export uses), and ``ds`` holds only those attributes (and
+        :data:`ALWAYS_KEPT`, which :func:`base_meta` reads). Any other
         file, and any file the walk cannot vouch for, is parsed as without ``only``.
 
     Returns
@@ -612,7 +725,7 @@ def _tags_of(keywords: frozenset[str]) -> frozenset[int]:
 def _selected_header(path: Path, name: str, f, head: bytes, size: int, only: frozenset[str],
                      limits: Limits) -> DicomHeader | None:
     """The header of ``read_header(only=...)`` from the element walk, or None to parse it with pydicom."""
-    got = select_elements(f, head, size, _tags_of(only), max_depth=limits.max_depth)
+    got = select_elements(f, head, size, _tags_of(only | ALWAYS_KEPT), max_depth=limits.max_depth)
     if got is None:
         return None
     found, ts, sop, offset, length = got

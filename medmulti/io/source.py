@@ -30,7 +30,7 @@ from .assembly import check_orientation
 from .detect import FileFormat
 from .dicom_enhanced import enhanced_geometry
 from .dicom_file import is_projection, single_slice_spacing
-from .dicom_header import DicomHeader, read_header
+from .dicom_header import UNKNOWN_SPACING_WARNING, DicomHeader, read_header
 from .dicom_series import plan_series, series_given_for_a_file
 from .error_ladder import source_errors
 from .limits import DEFAULT_LIMITS, Limits
@@ -221,11 +221,10 @@ def _inspect_dicom_file(h: DicomHeader, name: str, limits: Limits, volume: int |
         if h.frames != 1:
             raise UnsupportedDataError("multi-frame projection images are not supported", path=name, keyword="NumberOfFrames")
         no_volume_choice(volume, "a projection image", name)
-        ps = h.pixel_spacing()
-        if ps is None:
-            ps = h._floats("ImagerPixelSpacing", 2)
-        ps = np.array([1.0, 1.0]) if ps is None else ps
-        return SourceInfo("dicom-file", h.modality, (h.rows, h.columns), (float(ps[0]), float(ps[1])), [h.path], 1, digests)
+        spacing, spacing_source = h.projection_spacing()
+        h.modality_lut()  # a damaged Modality LUT is refused here, as read_image does
+        warnings = [UNKNOWN_SPACING_WARNING] if spacing_source == "none" else []
+        return SourceInfo("dicom-file", h.modality, (h.rows, h.columns), spacing, [h.path], 1, digests, warnings)
     n_frames = h.frames
     if h.is_enhanced:
         stack, ps, _ = enhanced_geometry(h, volume=volume)
@@ -236,6 +235,7 @@ def _inspect_dicom_file(h: DicomHeader, name: str, limits: Limits, volume: int |
         if h.frames != 1:
             raise UnsupportedDataError("multi-frame objects without functional groups are not supported", path=name, keyword="NumberOfFrames")
         no_volume_choice(volume, "a single-frame DICOM file", name)
+        h.modality_lut()  # a damaged Modality LUT is refused here, as read_image does
         ipp, iop, ps = h.position(), h.orientation(), h.pixel_spacing()
         for value, kw in ((ipp, "ImagePositionPatient"), (iop, "ImageOrientationPatient"), (ps, "PixelSpacing")):
             if value is None:
@@ -377,7 +377,7 @@ def inspect_source(
             if plan.single_file:
                 info = _inspect_dicom_file(plan.headers[0], plan.headers[0].name, limits, volume)
                 info.kind = "dicom-series"
-                info.warnings = list(plan.warnings)
+                info.warnings = list(plan.warnings) + list(info.warnings)
                 headers = plan.headers
             else:
                 headers = plan.headers  # volume= was checked by plan_series (the chosen volume's files)

@@ -6,15 +6,20 @@ Small pure functions over ``(ndarray, Dataset)``, in the spirit of
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, UnsupportedDataError
 
 __all__ = [
     "rescale_of",
     "apply_rescale_into",
+    "ModalityLut",
+    "modality_lut_of",
+    "modality_lut_refused",
+    "apply_modality_lut_into",
     "stored_range",
     "output_range",
     "invert_monochrome1",
@@ -40,15 +45,47 @@ def rescale_of(ds: Any) -> tuple[float, float]:
     (float, float)
         Slope (1.0 when absent, empty or zero) and intercept (0.0 when absent).
 
+    Raises
+    ------
+    UnsupportedDataError
+        If ``ds`` holds a Modality LUT Sequence instead (keyword
+        ``ModalityLUTSequence``): its stored values are not meant to be read
+        through a slope and intercept, and a caller that only knows those must
+        not return them unconverted (:func:`modality_lut_of` reads the table).
+
     Notes
     -----
     PS3.3 C.11.1 (Modality LUT) and C.7.6.16.2.9 (Pixel Value Transformation).
     """
+    if ds.get("ModalityLUTSequence", None):
+        raise modality_lut_refused()
     slope = _num(ds.get("RescaleSlope", None), 1.0)
     intercept = _num(ds.get("RescaleIntercept", None), 0.0)
     if slope == 0.0:
         slope = 1.0
     return slope, intercept
+
+
+def modality_lut_refused(name: str | None = None) -> UnsupportedDataError:
+    """The error of a reader that meets a Modality LUT Sequence where it applies only a slope and intercept.
+
+    Parameters
+    ----------
+    name : str, optional
+        File named in the message.
+
+    Returns
+    -------
+    UnsupportedDataError
+        Keyword ``ModalityLUTSequence``, with a hint (no header value).
+    """
+    return UnsupportedDataError(
+        "this image holds a Modality LUT Sequence, which medmulti applies to single-file images only "
+        "(series and enhanced multi-frame objects are converted by RescaleSlope/RescaleIntercept)",
+        path=name,
+        keyword="ModalityLUTSequence",
+        hint="read each file on its own, or convert the values first (pydicom's apply_modality_lut)",
+    )
 
 
 def apply_rescale_into(stored: np.ndarray, out: np.ndarray, slope: float, intercept: float) -> np.ndarray:
@@ -88,6 +125,152 @@ def apply_rescale_into(stored: np.ndarray, out: np.ndarray, slope: float, interc
     np.multiply(stored, np.float32(slope), out=out, casting="unsafe")
     if intercept != 0.0:
         out += np.float32(intercept)
+    return out
+
+
+@dataclass(frozen=True)
+class ModalityLut:
+    """A Modality LUT (the first item of a Modality LUT Sequence) as numbers.
+
+    Attributes
+    ----------
+    first_mapped : int
+        The stored value mapped to the first entry (LUTDescriptor's second value).
+    bits : int
+        Bits per entry (LUTDescriptor's third value, 8 to 16).
+    data : numpy.ndarray
+        The entries (LUTData), int64, as many as LUTDescriptor's first value
+        declares (0 meaning 65536).
+    """
+
+    first_mapped: int
+    bits: int
+    data: np.ndarray
+
+    @property
+    def output_range(self) -> tuple[float, float]:
+        """``(low, high)``: the smallest and largest value the table maps any stored value to."""
+        return float(self.data.min()), float(self.data.max())
+
+
+def modality_lut_of(ds: Any, *, little_endian: bool = True, signed: bool = False,
+                    name: str | None = None) -> ModalityLut | None:
+    """Return the Modality LUT of a dataset, or None when it has no Modality LUT Sequence.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        The image dataset (its top level).
+    little_endian : bool
+        Byte order of the dataset, for LUTData stored as OW.
+    signed : bool
+        PixelRepresentation == 1: a first mapped value read as unsigned 32768 or
+        more is then the signed value it encodes (LUTDescriptor is "US or SS").
+    name : str, optional
+        File named in errors.
+
+    Returns
+    -------
+    ModalityLut or None
+        None when the sequence is absent or empty (the Rescale attributes then
+        apply, as in pydicom's ``apply_modality_lut``).
+
+    Raises
+    ------
+    CorruptFileError
+        A LUTDescriptor that is not three numbers, bits per entry outside 8..16,
+        LUTData missing, shorter than the descriptor declares, or holding an
+        entry beyond the declared bits (keyword ``LUTDescriptor`` / ``LUTData``).
+
+    Notes
+    -----
+    PS3.3 C.11.1 and C.11.1.1.1: LUTDescriptor is (number of entries, first
+    stored value mapped, bits per entry); only the first item is used, as the
+    standard allows one. LUTData stored as OW with 8 bits per entry holds either
+    one 16-bit word per entry (what pydicom reads) or, when the value is too
+    short for that, two entries per word (8 bits allocated, as the standard
+    describes). Entries beyond the declared number are ignored.
+    """
+    seq = ds.get("ModalityLUTSequence", None)
+    if not seq:
+        return None
+    item = seq[0]
+
+    def bad(message: str, keyword: str) -> CorruptFileError:
+        return CorruptFileError(message, path=name, keyword=keyword)
+
+    desc = item.get("LUTDescriptor", None)
+    try:
+        values = [int(v) for v in desc] if desc is not None and not isinstance(desc, (str, bytes)) else []
+    except (TypeError, ValueError):
+        values = []
+    if len(values) != 3:
+        raise bad("the Modality LUT's LUTDescriptor must hold three numbers", "LUTDescriptor")
+    n, first, bits = values[0] or 65536, values[1], values[2]
+    if not 0 < n <= 65536 or not 8 <= bits <= 16:
+        raise bad("the Modality LUT's LUTDescriptor declares an impossible size or bits per entry (8 to 16)",
+                  "LUTDescriptor")
+    if signed and first >= 2**15:
+        first -= 2**16
+    if "LUTData" not in item:
+        raise bad("the Modality LUT has no LUTData", "LUTData")
+    elem = item["LUTData"]
+    raw = elem.value
+    if isinstance(raw, (bytes, bytearray)):
+        order = "<" if little_endian else ">"
+        if len(raw) >= 2 * n or bits > 8:
+            data = np.frombuffer(bytes(raw)[: len(raw) // 2 * 2], dtype=order + "u2").astype(np.int64)
+        else:  # 8-bit entries, two per word
+            data = np.frombuffer(bytes(raw), dtype=np.uint8).astype(np.int64)
+    elif raw is None:
+        data = np.zeros(0, np.int64)
+    else:
+        try:
+            data = np.asarray([int(v) for v in (raw if hasattr(raw, "__iter__") else [raw])], dtype=np.int64)
+        except (TypeError, ValueError, OverflowError):
+            raise bad("the Modality LUT's LUTData holds values that are not numbers", "LUTData") from None
+    if len(data) < n:
+        raise bad("the Modality LUT's LUTData holds fewer entries than its LUTDescriptor declares", "LUTData")
+    data = data[:n]
+    if data.min() < 0 or data.max() > 2**bits - 1:
+        raise bad("the Modality LUT's LUTData holds entries beyond the bits per entry its LUTDescriptor declares",
+                  "LUTData")
+    return ModalityLut(first, bits, data)
+
+
+def apply_modality_lut_into(stored: np.ndarray, out: np.ndarray, lut: ModalityLut) -> np.ndarray:
+    """Write the Modality LUT's output for ``stored`` into the float32 array ``out``.
+
+    Parameters
+    ----------
+    stored : numpy.ndarray
+        Stored values (integers), same shape as ``out``.
+    out : numpy.ndarray
+        float32 destination.
+    lut : ModalityLut
+        The table (:func:`modality_lut_of`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out``: stored values below the first mapped value take the first
+        entry, those beyond the last mapped value the last entry, as pydicom's
+        ``apply_modality_lut`` does.
+
+    Notes
+    -----
+    PS3.3 C.11.1.1.1.
+
+    Examples
+    --------
+    >>> lut = ModalityLut(first_mapped=2, bits=16, data=np.array([10, 20, 30]))
+    >>> apply_modality_lut_into(np.array([0, 2, 3, 4, 9]), np.empty(5, np.float32), lut)
+    array([10., 10., 20., 30., 30.], dtype=float32)
+    """
+    wide = np.int64 if stored.dtype.itemsize >= 4 else np.int32
+    idx = np.subtract(stored, lut.first_mapped, dtype=wide)
+    np.clip(idx, 0, len(lut.data) - 1, out=idx)
+    out[...] = lut.data[idx]
     return out
 
 
