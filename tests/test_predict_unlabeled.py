@@ -347,3 +347,57 @@ def test_the_command_scores_one_patient_from_its_files(work, tmp_path):
 def test_usage_errors_exit_2(work, args, needle):
     proc = medmulti("predict", "run", *args, cwd=work)
     assert_clean_failure(proc, 2, needle)
+
+
+def test_a_folder_of_several_series_is_narrowed_by_the_spec_rules(work, tmp_path):
+    """A patient's export in one folder (CT, a scout written beside it, the radiograph): the spec's
+    rules take the CT and the radiograph, so the probabilities are those of the manifest row."""
+    from medmulti import predict_patient
+
+    _, rows = read_csv(work / "c/manifest.csv")
+    pid = rows[2]["patient_id"]
+    files = copy_patient(work, pid, tmp_path / "export" / "study")
+    ct_files = sorted(Path(files["ct"]).iterdir())
+    scout = tmp_path / "export" / "study" / "scout"
+    scout.mkdir()
+    scout_uid = pydicom.uid.generate_uid()
+    for i, src in enumerate(ct_files[:2]):  # two slices of the CT as a localizer series of its own
+        ds = pydicom.dcmread(src)
+        ds.SeriesInstanceUID = scout_uid
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        ds.SeriesNumber, ds.ImageType = 99, ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+        ds.SeriesDescription = "Topogram of Mrs Whitfield-Hargreaves"
+        ds.save_as(scout / f"s{i}")
+    folder = tmp_path / "export"
+    record = predict_patient(work / "run", {"ct": folder, "mr": files["mr"], "xray": folder})
+    labeled = probabilities(work / "labeled.csv")[pid]  # the same CT and radiograph under their manifest row
+    np.testing.assert_allclose(list(record["probabilities"].values()), np.array(labeled, float), atol=2e-6)
+    ct = record["inputs"]["ct"]
+    first = pydicom.dcmread(ct_files[0], stop_before_pixels=True)
+    assert ct["source"] == str(folder) and ct["status"] == "used"
+    assert ct["selection"]["chosen"] == f"series {first.SeriesNumber}" and ct["selection"]["images"] == len(ct_files)
+    assert ct["selection"]["series_in_folder"] == 3 and ct["selection"]["path"] == "study/ct"
+    assert [(s["series"], s["reason"]) for s in ct["selection"]["left_out"]] == [
+        ("series 99", "ImageType holds LOCALIZER")]
+    xray = record["inputs"]["xray"]["selection"]
+    assert xray["path"] == "study/xray.dcm" and xray["left_out"] == []
+    assert record["inputs"]["mr"]["selection"] is None  # a file: read as given
+    text = json.dumps(record)
+    assert "Whitfield" not in text and not [v for v in header_values(files) if v in text]
+    # a folder of one series is read as given, as before
+    record = predict_patient(work / "run", {"ct": files["ct"], "mr": files["mr"], "xray": files["xray"]})
+    assert record["inputs"]["ct"]["selection"] is None
+    np.testing.assert_allclose(list(record["probabilities"].values()), np.array(labeled, float), atol=2e-6)
+    # no series of a folder passes the CT rules (a scout and a radiograph): the CT counts as not given,
+    # and as it is required the patient is refused, saying why
+    lonely = tmp_path / "lonely"
+    shutil.copytree(scout, lonely / "scout")
+    shutil.copy(files["xray"], lonely / "xray.dcm")
+    with pytest.raises(MissingFileError) as err:
+        predict_patient(work / "run", {"ct": lonely, "mr": files["mr"], "xray": files["xray"]})
+    assert (err.value.check, err.value.modality) == ("missing_modality", "ct")
+    assert "passes the spec's select rules" in str(err.value) and "Whitfield" not in str(err.value)
+    record = predict_patient(work / "run", {"ct": lonely, "mr": files["mr"], "xray": files["xray"]},
+                             on_missing="zeros")
+    assert record["inputs"]["ct"]["status"] == "zeros" and record["inputs"]["ct"]["source"] == str(lonely)
+    assert record["inputs"]["ct"]["selection"]["chosen"] is None

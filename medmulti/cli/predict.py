@@ -4,10 +4,11 @@ or to one patient given by its files (``--source NAME=PATH``, repeated).
 The manifest needs no ``split`` or label columns (new patients): every row is scored,
 ``--split`` choosing rows of a manifest that has splits. With ``--source`` the patient
 goes through the run's checks, policies and preprocessing as a manifest row would;
-the probabilities per class and what became of each input are printed (and written
-with ``--json OUT``). The probabilities are temperature-scaled when the run folder
-holds a calibration (``medmulti evaluate RUN --calibrate``); ``--no-calibration`` gives
-the model's raw ones.
+a folder holding several series is narrowed to one by the spec's ``select`` rules, as
+``medmulti scan`` chooses; the probabilities per class, what became of each input and
+which series was chosen (and why) are printed (and written with ``--json OUT``). The
+probabilities are temperature-scaled when the run folder holds a calibration
+(``medmulti evaluate RUN --calibrate``); ``--no-calibration`` gives the model's raw ones.
 
 Exit codes: 0 written, 1 data problem, 2 usage error.
 """
@@ -63,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only this split (repeatable; default: every row, those without a split included)")
     parser.add_argument("--source", metavar="NAME=PATH", action="append", type=source_pair, default=None,
                         help="instead of MANIFEST, score one patient: a spec modality and its DICOM series folder, "
-                             "DICOM file or NIfTI file (repeatable; a modality left out is absent)")
+                             "DICOM file or NIfTI file; a folder of several series (a patient's export) is narrowed "
+                             "to one by the spec's select rules (repeatable; a modality left out is absent)")
     parser.add_argument("--json", metavar="OUT", default=None,
                         help="with --source: also write the probabilities and inputs as JSON")
     parser.add_argument("--patient-id", metavar="KEY", default="patient",
@@ -154,6 +156,9 @@ def _predict_patient(args: argparse.Namespace) -> int:
         print(line)
     print("\n".join(format_table([(name, _shown(d["source"]), _status(d)) for name, d in record["inputs"].items()],
                                  ("modality", "input", "status"))))
+    for name, entry in record["inputs"].items():
+        for line in _selection_lines(name, entry.get("selection")):
+            print(line)
     if args.json:
         with writing(args.json, "the JSON record"), open(args.json, "w", encoding="utf-8") as fh:
             json.dump(record, fh, indent=1)
@@ -174,6 +179,25 @@ def _patient_lines(record: dict[str, Any]) -> list[str]:
     shown = (", ".join(predicted) or "none at or above 0.5") if isinstance(predicted, list) else predicted
     lines = [f"{printable(record['patient_id'])}: {printable(shown)} ({how})"]
     lines += format_table([(c, f"{p:.6f}") for c, p in probs.items()], ("class", "probability"))
+    return lines
+
+
+def _selection_lines(name: str, selection: dict[str, Any] | None) -> list[str]:
+    """What the spec's rules chose in a folder of several series, and what they left out."""
+    from ..text import printable
+
+    if selection is None:
+        return []
+    n = selection["series_in_folder"]
+    if selection["chosen"] is None:
+        lines = [f"{name}: nothing chosen of the {n} series in the folder: {selection['reason']}"]
+    else:
+        lines = [f"{name}: {selection['chosen']} ({selection['images']} image(s), {printable(selection['path'])}) "
+                 f"chosen of the {n} series in the folder: {selection['reason']}"]
+        if selection["study"]:
+            lines.append(f"{name}: {selection['study']}")
+    lines += [f"{name}: {left['series']} (study {left['study']}, {left['images']} image(s)) left out: "
+              f"{left['reason']}" for left in selection["left_out"]]
     return lines
 
 

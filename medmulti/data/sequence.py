@@ -309,7 +309,7 @@ class PatientSequence(keras.utils.PyDataset):
             if policy == "skip":
                 drop.add(i)
                 self.skipped.append((self._rows[i].key, name, f"{p.check}: {p.message}"))
-            elif name is not None:
+            elif name is not None and self._present[i][name]:  # zeroed already (by admission): listed once
                 self._zero_input(i, name, f"{p.check}: {p.message}")
         dropped = [self._rows[i].key for i in sorted(drop)]
         if drop:

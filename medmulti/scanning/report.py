@@ -176,17 +176,9 @@ class PatientResult:
         """
         out = cls(key=key, patient=patient, choices=choices, labelled=label_cells is not None)
         for name, choice in choices.items():
-            if choice.nifti is not None:
-                out.sources[name] = (choice.nifti, "", "")
-            elif choice.chosen is not None:
-                c = choice.chosen
-                s = c.series
-                if c.file is not None:
-                    out.sources[name] = (s.files[c.file], "", "")
-                elif len(s.files) == 1:
-                    out.sources[name] = (s.files[0], "", "")
-                else:
-                    out.sources[name] = (s.folder or ".", s.first.series_uid, "0" if s.n_volumes > 1 else "")
+            cells = choice.cells()
+            if cells is not None:
+                out.sources[name] = cells
         if out.sources:
             out.row = {"split": ""}
             for col in spec.labels.manifest_columns:

@@ -33,7 +33,7 @@ from .report import PatientResult, ScanResult, identity_pattern
 from .select import choose
 from .walk import Walk, read_dicomdir, walk_root
 
-__all__ = ["scan", "parse_split", "BATCH_FILES"]
+__all__ = ["scan", "parse_split", "batches_of", "BATCH_FILES"]
 
 log = logging.getLogger("medmulti.scanning")
 
@@ -88,7 +88,20 @@ def parse_split(text: str) -> tuple[float, float, float]:
     return shares["train"], shares["val"], shares["test"]
 
 
-def _batches(walk: Walk, limits: Limits) -> list[Batch]:
+def batches_of(walk: Walk, limits: Limits) -> list[Batch]:
+    """The header-reading tasks of a walk: one per folder, or per :data:`BATCH_FILES` files of a large folder.
+
+    Parameters
+    ----------
+    walk : Walk
+    limits : Limits
+        The readers' caps.
+
+    Returns
+    -------
+    list of Batch
+        In walk order.
+    """
     out = []
     for files in walk.folders.values():
         for i in range(0, len(files), BATCH_FILES):
@@ -285,7 +298,7 @@ def scan(
     table = read_labels(labels, spec, kind=label_key, date_column=date_column) if labels is not None else None
 
     walk = walk_root(root)
-    batches = _batches(walk, limits)
+    batches = batches_of(walk, limits)
     n_workers = max(1, min(int(workers) if workers else (os.cpu_count() or 1), len(batches) or 1))
     results = _read_all(batches, walk.n_files, n_workers, progress, executor=executor, scheduler=scheduler)
     parts = [p for r in results for p in r.parts]

@@ -122,6 +122,30 @@ class ModalityChoice:
         """Nothing was chosen."""
         return self.chosen is None and self.nifti is None
 
+    def cells(self) -> tuple[str, str, str] | None:
+        """What the manifest says of the choice: path, ``<modality>_series``, ``<modality>_volume``.
+
+        Returns
+        -------
+        (str, str, str) or None
+            The path relative to the root scanned (the NIfTI file, the X-ray image's
+            file, a single-file series' file, or the series' folder, ``"."`` for the
+            root itself); the SeriesInstanceUID when the path is a folder (else
+            ``""``); ``"0"`` when the series holds several volumes (else ``""``).
+            None when nothing was chosen.
+        """
+        if self.nifti is not None:
+            return self.nifti, "", ""
+        c = self.chosen
+        if c is None:
+            return None
+        s = c.series
+        if c.file is not None:
+            return s.files[c.file], "", ""
+        if len(s.files) == 1:
+            return s.files[0], "", ""
+        return s.folder or ".", s.first.series_uid, "0" if s.n_volumes > 1 else ""
+
 
 def matches(text: str, pattern: str) -> bool:
     """Whether a description matches a ``select`` pattern.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from os import PathLike
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -18,6 +19,7 @@ from ..manifest import ManifestRow, Problem, admit, patient_manifest
 from ..models.calibration import TEMPERATURE_RANGE, fit_temperature, plot_reliability
 from ..models.metrics import mean_and_sd
 from ..models.plots import plot_confusion_roc
+from ..scanning.folder import FolderChoice, choose_sources
 from ..spec import StudySpec, present_input_name
 from .batches import admit_splits, make_sequence, open_manifest, predict_sequence, write_predictions
 from .evaluation import evaluation_record, read_calibration, write_calibration
@@ -396,6 +398,10 @@ def predict_patient(
         ``{"ct": "new/ct", "mr": "new/mr.nii.gz", "xray": "new/xray.dcm"}``.
         A modality left out is absent: an optional one is fed as absent
         (``<name>_present = 0``), a required one follows ``on_missing``.
+        A folder holding several series (a patient's export, in any nesting) is
+        narrowed to one by the modality's ``select`` rules, as ``medmulti scan``
+        chooses (:func:`~medmulti.scanning.folder.choose_in_folder`); when no
+        series passes them the modality counts as not given.
     patient_id : str
         The key naming the patient in messages and in the record (never a header value).
     cache_dir : str or PathLike, optional
@@ -417,10 +423,14 @@ def predict_patient(
         the classes at or above 0.5); ``calibrated`` and ``temperature`` (None
         when uncalibrated); ``policies`` (``on_missing``, ``on_corrupt``);
         ``inputs``: per spec modality ``{"source": the path as given or None,
-        "status": "used" | "zeros" | "absent" | "unused", "reason": str or None}``
-        ("zeros": given but unreadable, or required and not given, under
-        ``"zeros"``; "absent": an optional modality not given; "unused": a
-        modality this run's model does not take). No header value appears in it.
+        "status": "used" | "zeros" | "absent" | "unused", "reason": str or None,
+        "selection": dict or None}`` ("zeros": given but unreadable, or required
+        and not given, under ``"zeros"``; "absent": an optional modality not
+        given; "unused": a modality this run's model does not take;
+        "selection": for a folder of several series, which series was chosen
+        and why, and each one left out and why,
+        :meth:`~medmulti.scanning.folder.FolderChoice.to_dict`). No header value
+        appears in it.
 
     Raises
     ------
@@ -429,7 +439,9 @@ def predict_patient(
     MedmultiError
         An input the policies do not let through (typed, naming the modality and
         file), e.g. :class:`~medmulti.errors.MissingFileError` for a required
-        modality not given under ``on_missing="error"``.
+        modality not given (or a folder in which no series passes its rules) under
+        ``on_missing="error"``; :class:`~medmulti.errors.ManifestError` for a
+        folder holding several patients' images.
     ValueError
         A source name that is not one of the spec's modalities, or no source.
 
@@ -443,7 +455,11 @@ def predict_patient(
     run, card, spec, model = open_run(run_dir)
     scaling = read_calibration(run) if calibration else None
     options = policies(card, on_missing, on_corrupt)
-    one = patient_manifest(sources, spec, patient_id=patient_id)
+    chosen_sources, selections = choose_sources(sources, spec, patient_id=patient_id)
+    if selections and not any(v is not None for v in chosen_sources.values()):
+        name = next(iter(selections))
+        raise _no_candidate(name, selections[name], patient_id, zeros=False)
+    one = patient_manifest(chosen_sources, spec, patient_id=patient_id)
     # the sequence serves a split: the patient is the only "test" row of its own manifest
     man = dataclasses.replace(one, rows=[dataclasses.replace(one.rows[0], split="test")])
     row = man.rows[0]
@@ -452,7 +468,7 @@ def predict_patient(
                       desc="checking the patient")
     verdict = admission.verdicts[0]
     if not verdict.admitted:
-        raise _not_scored(verdict.reasons[0], row)
+        raise _not_scored(verdict.reasons[0], row, selections)
     seq = make_sequence(man, spec, "test", options=options, batch_size=1, seed=card.get("seed", 0),
                         cache_dir=run_cache(run, card, cache_dir), progress=progress, admission=admission)
     inputs = seq.get_patient(row.key)  # a failure in preprocessing raises its typed error
@@ -468,17 +484,20 @@ def predict_patient(
     described = {}
     for name in spec.names:
         given = row.paths.get(name)
+        picked = selections.get(name)
         if name not in keys:
             status, reason = "unused", "this run's model does not take it"
         elif given is None:
             fed_as_zeros = name in zeroed
             status = "zeros" if fed_as_zeros else "absent"
-            reason = "not given" + ("; required, fed as zeros under on_missing=zeros" if fed_as_zeros else "")
+            reason = "not given" if picked is None else f"nothing chosen in the folder: {picked.choice.reason}"
+            reason += "; required, fed as zeros under on_missing=zeros" if fed_as_zeros else ""
         elif verdict.present[name]:
             status, reason = "used", None
         else:
             status, reason = "zeros", zeroed.get(name, "fed as zeros")
-        described[name] = {"source": given, "status": status, "reason": reason}
+        described[name] = {"source": given if picked is None else os.fspath(sources[name]), "status": status,
+                           "reason": reason, "selection": None if picked is None else picked.to_dict()}
     return {
         "patient_id": row.key,
         "probabilities": {c: float(v) for c, v in zip(classes, probs)},
@@ -490,9 +509,25 @@ def predict_patient(
     }
 
 
-def _not_scored(problem: Problem, row: ManifestRow) -> MedmultiError:
+def _no_candidate(name: str, picked: FolderChoice, patient_id: str, *, zeros: bool = True) -> MedmultiError:
+    """The typed error of a folder given for ``name`` in which no series passes its rules.
+
+    ``zeros``: also suggest feeding the modality as zeros (not when it was the only input).
+    """
+    return error_class_of("missing_modality")(
+        f"no series of the folder given for {name} passes the spec's select rules: {picked.choice.reason}",
+        path=os.fspath(picked.folder), patient_id=patient_id, modality=name, check="missing_modality",
+        hint="give the folder or file of the series to use"
+        + (f", or on_missing='zeros' to feed {name} as zeros" if zeros else ""),
+        cli_hint=f"give --source {name}= the folder or file of the series to use"
+        + (", or add --on-missing zeros" if zeros else ""))
+
+
+def _not_scored(problem: Problem, row: ManifestRow, selections: Mapping[str, FolderChoice]) -> MedmultiError:
     """The typed error of the problem that keeps a patient given by its files from being scored."""
     name = problem.modality
+    if problem.check == "missing_modality" and name is not None and name in selections and row.paths.get(name) is None:
+        return _no_candidate(name, selections[name], row.key)
     if problem.check == "missing_modality" and name is not None and row.paths.get(name) is None:
         return error_class_of(problem.check)(
             f"no {name} input was given, and the run's spec requires it", patient_id=row.key, modality=name,

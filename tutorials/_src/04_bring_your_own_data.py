@@ -1,13 +1,15 @@
 # %% [markdown]
-# # 04 · Bring your own data: a folder of studies → manifest + spec → policies → cache
+# # 04 · Bring your own data: an export → spec → `scan` → manifest → policies → cache
 #
 # Your data arrive as a folder tree exported from the hospital archive and a spreadsheet of
 # labels. medmulti needs two small text files next to them:
 #
-# - a **manifest** (CSV): one row per patient, its split, its label(s) and one path per modality;
-# - a **study spec** (YAML): which modalities the model takes, how each is prepared, the labels.
+# - a **study spec** (YAML, you write it): which modalities the model takes, how each is
+#   prepared, the labels, and the rules that pick one series per modality;
+# - a **manifest** (CSV, `medmulti scan` writes it): one row per patient, its split, its
+#   label(s) and one path (and series) per modality.
 #
-# This notebook writes both for a folder of studies, validates them, chooses what happens to
+# This notebook scans an export into a manifest, validates it, chooses what happens to
 # patients with missing or broken inputs (the **policies**), and builds the **preprocessing
 # cache** that training reads from.
 #
@@ -15,13 +17,16 @@
 #
 # We make an export from the generated sample cohort (real DICOM/NIfTI files, 12 patients, with
 # the usual accidents of real exports: a truncated file, a missing slice, a file of another
-# patient, a patient without an MR), arranged the way many archives deliver studies:
+# patient, a patient without an MR), arranged the way archives deliver studies: numbered
+# folders, files without extension, a CT scout beside each CT, and the MR converted to NIfTI
+# in a BIDS-style tree:
 #
 # ```
-# export/<patient>/CT/IM0000.dcm ...   a CT series
-# export/<patient>/MR/<name>.nii.gz    an MR volume (converted to NIfTI)
-# export/<patient>/XR/<name>.dcm       a chest X-ray
-# labels.csv                           patient_id, diagnosis (from the clinical records)
+# export/PT0000/ST0000/SE0001/IM0000 ...          the CT series
+# export/PT0000/ST0000/SE0002/IM0000, IM0001      a scout (ImageType LOCALIZER)
+# export/PT0000/ST0001/SE0001/xray                a chest X-ray
+# export/nifti/sub-SYN0001/anat/sub-SYN0001_T2w.nii.gz   an MR volume
+# labels.csv                                      PatientID, diagnosis (from the clinical records)
 # ```
 #
 # With your own data, start at the next section.
@@ -34,7 +39,7 @@ import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
+import pydicom
 
 import medmulti as mm
 
@@ -43,93 +48,54 @@ if work.exists():
     shutil.rmtree(work)
 source = mm.make_sample_cohort(work / "generated", n_patients=12, seed=4, faults=True, progress=False)
 export = work / "export"
-for pid in source.patient_ids:
-    src = source.root / pid
-    (export / pid).mkdir(parents=True)
-    shutil.copytree(src / "ct", export / pid / "CT")
+
+
+def copy_series(files, folder):
+    folder.mkdir(parents=True)
+    for f in files:
+        shutil.copy(f, folder / f.stem)  # archives often drop the extension
+
+
+for n, pid in enumerate(source.patient_ids):
+    src, patient = source.root / pid, export / f"PT{n:04d}"
+    ct = sorted((src / "ct").iterdir())
+    copy_series(ct, patient / "ST0000" / "SE0001")
+    scout_uid = pydicom.uid.generate_uid()  # a scout: two slices as a LOCALIZER series of their own
+    (patient / "ST0000" / "SE0002").mkdir()
+    for k, f in enumerate(ct[:2]):
+        ds = pydicom.dcmread(f)
+        ds.SeriesInstanceUID, ds.SeriesNumber, ds.ImageType = scout_uid, 2, ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(patient / "ST0000" / "SE0002" / f"IM{k:04d}")
+    copy_series([src / "xray.dcm"], patient / "ST0001" / "SE0001")
     if (src / "mr.nii.gz").exists():
-        (export / pid / "MR").mkdir()
-        shutil.copy(src / "mr.nii.gz", export / pid / "MR" / "t2_sag.nii.gz")
-    (export / pid / "XR").mkdir()
-    shutil.copy(src / "xray.dcm", export / pid / "XR" / "chest.dcm")
+        anat = export / "nifti" / f"sub-{pid}" / "anat"
+        anat.mkdir(parents=True)
+        shutil.copy(src / "mr.nii.gz", anat / f"sub-{pid}_T2w.nii.gz")
 with open(source.findings) as fh, open(work / "labels.csv", "w", newline="") as out:
     writer = csv.writer(out)
-    writer.writerow(["patient_id", "diagnosis"])
+    writer.writerow(["PatientID", "diagnosis"])
     for rec in csv.DictReader(fh):
         writer.writerow([rec["patient_id"], rec["diagnosis"]])
 shutil.rmtree(source.root)  # from here on, only export/ and labels.csv exist
 print(sorted(p.name for p in export.iterdir()))
-print(sorted(str(p.relative_to(export)) for p in (export / "SYN0001").iterdir()))
+print(sorted(str(p.relative_to(export)) for p in (export / "PT0000").rglob("*") if p.is_dir()))
 
 # %% [markdown]
-# ## 1. Look before you write: what is in each folder?
+# ## 1. Look before you write: what is in a patient's folder?
 #
-# `mm.io.inspect_source` reads only the headers (fast) and tells what a path holds: a DICOM
-# series, a single DICOM file or a NIfTI, its modality and shape. Nothing identifying is
-# returned: the `digests` it carries are hashes used to compare studies, never printed.
+# One patient's folder holds several series: the CT, its scout, the X-ray of another study.
+# `mm.list_series(folder)` (or `medmulti info FOLDER` in a shell) lists them from the headers
+# only (fast), in any nesting, with whether each assembles into a volume. Nothing identifying
+# is shown.
 
 # %%
-from medmulti.io import inspect_source
-
-for path in sorted((export / "SYN0001").iterdir()):
-    target = next(path.iterdir()) if path.name != "CT" else path  # the CT folder is a series
-    info = inspect_source(target)
-    print(f"{str(target.relative_to(export)):28s} {info.kind:13s} {info.modality:3s} shape {info.shape}"
-          f"  {info.n_files} file(s)")
-
-# %% [markdown]
-# An export folder may hold more than one series (a scout, a second reconstruction, a stray
-# file of another study). `mm.list_series(folder)` (or `medmulti info FOLDER` in a shell)
-# lists them from the headers, with whether each assembles into a volume and the value that
-# picks it: `series=` for `mm.read_image`, or the manifest's `<modality>_series` column.
-
-# %%
-for s in mm.list_series(export / "SYN0001" / "CT"):
-    print(f"series={s.select!r:6s} {s.modality} {s.n_files} files, {s.rows}x{s.columns}, {s.plane}, "
+for s in mm.list_series(export / "PT0000"):
+    print(f"series {s.number} {s.modality:2s} {s.n_files:2d} file(s), {s.rows}x{s.columns}, {s.plane:10s} "
           + ("reads" if s.readable else s.problem))
 
 # %% [markdown]
-# ## 2. Write the manifest
-#
-# Paths are written relative to the manifest's folder (so the whole tree can move), and every
-# patient gets **one** split: splitting by patient, never by image, is what keeps a patient
-# out of both training and test. Here the split comes from a seeded shuffle of the patient
-# list; use your own (by site, by date...) if your study design says so. A modality the
-# export does not have for a patient stays empty.
-
-# %%
-labels = {r["patient_id"]: r["diagnosis"] for r in csv.DictReader(open(work / "labels.csv"))}
-patients = sorted(labels)
-rng = np.random.default_rng(0)
-order = rng.permutation(len(patients))
-split_of = {}
-for rank, i in enumerate(order):
-    split_of[patients[i]] = "test" if rank < 3 else "val" if rank < 5 else "train"
-
-folders = {"ct": "CT", "mr": "MR", "xray": "XR"}  # spec modality name -> export folder name
-
-
-def source_path(pid, name):
-    folder = export / pid / folders[name]
-    if not folder.is_dir():
-        return ""
-    if name == "ct":
-        return str(folder.relative_to(work))  # a series: the folder
-    files = sorted(folder.iterdir())
-    return str(files[0].relative_to(work)) if files else ""
-
-
-manifest_path = work / "manifest.csv"
-with open(manifest_path, "w", newline="") as fh:
-    fh.write("# format: 1\n")
-    writer = csv.writer(fh)
-    writer.writerow(["patient_id", "split", "diagnosis", "ct", "mr", "xray"])
-    for pid in patients:
-        writer.writerow([pid, split_of[pid], labels[pid], *(source_path(pid, n) for n in folders)])
-print(manifest_path.read_text())
-
-# %% [markdown]
-# ## 3. Write the spec
+# ## 2. Write the spec
 #
 # One entry per model input. The CT is the **reference**: its grid (here 6 mm voxels, 32³,
 # centred) is where the other 3D modalities are resampled to. CT windows are preset names from
@@ -137,6 +103,11 @@ print(manifest_path.read_text())
 # (`register: none`); `auto` would register it to the CT when their frames of reference differ.
 # `required: false` makes the MR optional: a patient without one is kept, and the model gets an
 # extra input `mr_present`. The labels are the manifest's `diagnosis` column.
+#
+# Each modality may carry a `select:` block: the rules `scan` chooses its series by. The
+# defaults already leave out localizers and scouts, derived and secondary images and tiny
+# series, and prefer the axial CT with the most, thinnest slices ([docs/scan.md](../docs/scan.md)).
+# Here only the MR needs one: where its NIfTI files lie (`sub-<PatientID>` names the patient).
 
 # %%
 spec_path = work / "spec.yaml"
@@ -158,6 +129,8 @@ modalities:
     kind: mr
     register: none
     required: false
+    select:
+      nifti: ["nifti/sub-*/anat/*_T2w.nii.gz"]
   - name: xray
     kind: xray
     shape: [64, 64]
@@ -165,6 +138,51 @@ modalities:
 spec = mm.StudySpec.from_yaml(spec_path)  # a typo here raises SpecError naming the key
 print([(m.name, m.input_shape or "reference grid", "required" if m.required else "optional")
        for m in spec.modalities])
+print("CT preferences:", spec.modality("ct").selection.prefer)
+
+# %% [markdown]
+# ## 3. Scan the export into a manifest
+#
+# `mm.scan` (or `medmulti scan export --spec spec.yaml --out manifest.csv --labels labels.csv
+# --split train=0.6,val=0.2,test=0.2 --seed 1` in a shell) reads every file's header, groups patient →
+# study → series, chooses one series per spec modality and patient, joins the labels by
+# PatientID and gives every patient **one** split (by patient, never by image: that is what
+# keeps a patient out of both training and test).
+#
+# The manifest's keys are **pseudonyms**: a keyed hash of the PatientID, with a secret kept
+# outside the data and the manifest's folder (the same secret gives the same keys on the next
+# export). The report beside the manifest (`manifest.scan.txt`, `.json`, `.html`) lists every
+# series seen, the one chosen and why, and each one left out and why.
+
+# %%
+secret = Path("keys") / "scan-secret"  # outside the export and the manifest's folder
+secret.parent.mkdir(mode=0o700, exist_ok=True)
+secret.write_text("tutorial 04: a fixed secret, so that the keys and the split are the same on every run\n")
+secret.chmod(0o600)  # without secret=, scan creates a random one in ~/.config/medmulti/scan-secret
+manifest_path = work / "manifest.csv"
+result = mm.scan(export, spec, out=manifest_path, labels=work / "labels.csv", split="train=0.6,val=0.2,test=0.2",
+                 seed=1, secret=secret, workers=1, progress=False)
+print(result.summary())
+first = result.patients[0]
+for name, choice in first.choices.items():
+    print(f"{first.key} {name}: {choice.reason}")
+    for verdict in choice.verdicts:
+        if not verdict.chosen:
+            print(f"    left out {verdict.candidate.label}: {verdict.reason}")
+
+# %% [markdown]
+# The scout was left out, and the MR missing for one patient is reported (the spec made it
+# optional). The warning is about the NIfTI paths: they name the patient (`sub-SYN0001`), so
+# rename those files before sharing the manifest. The manifest itself is the format every
+# other command reads: the CT as its series' folder plus the SeriesInstanceUID to read there.
+
+# %%
+with open(manifest_path) as fh:
+    rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+for row in rows[:4]:
+    print(row["patient_id"], row["split"], row["diagnosis"], row["ct"], row["xray"])
+print(sum(r["split"] == "train" for r in rows), "train,", sum(r["split"] == "val" for r in rows), "val,",
+      sum(r["split"] == "test" for r in rows), "test")
 
 # %% [markdown]
 # ## 4. Validate
@@ -176,12 +194,15 @@ report = mm.validate_manifest(manifest_path, spec, workers=1, progress=False)
 print(report.summary())
 for line in report.lines():
     print(line)
-assert sorted(p.check for p in report.errors) == ["corrupt_file", "patient_identity", "series_geometry"]
+assert sorted(p.check for p in report.errors) == ["corrupt_file", "series_geometry"]
 
 # %% [markdown]
-# Three patients have broken data (a truncated slice, a missing slice, a file of another
-# patient in the CT folder). The MR missing for one patient is not an error: the spec made it
-# optional. The right fix is a new export of the three studies; until then, the policies decide.
+# Two patients have broken CTs (a truncated slice, a missing slice). The file of another
+# patient in a CT folder is no error here: `scan` saw that it belongs to another patient's
+# series, and the manifest's `ct_series` makes the readers take only the chosen series (the
+# warning says one other series was ignored). The MR missing for one patient is not an error
+# either: the spec made it optional. The right fix is a new export of the two studies; until
+# then, the policies decide.
 #
 # ## 5. Policies: what to do with missing and broken inputs
 #
@@ -295,10 +316,13 @@ print(preprocess_manifest(manifest_path, spec, work / "cache", workers=1, progre
 # %% [markdown]
 # ## Checklist for your own data
 #
-# 1. Export one folder (or file) per patient and modality; keep identifiers out of folder names.
-# 2. Write `manifest.csv` (relative paths, one split per patient) and `spec.yaml`.
+# 1. Write `spec.yaml`; add `select:` rules where the defaults do not pick the series you want.
+# 2. `medmulti scan EXPORT --spec spec.yaml --out manifest.csv --labels labels.csv --split train=0.7,val=0.15,test=0.15`;
+#    read `manifest.scan.txt` for what was chosen, left out, missing or ambiguous; keep the secret.
 # 3. `medmulti validate manifest.csv --spec spec.yaml --html report.html` until it exits `0`.
 # 4. Choose `on_missing` / `on_corrupt`; `medmulti preprocess manifest.csv --spec spec.yaml --cache cache`.
-# 5. Train (tutorial 03, or `medmulti train ... --cache cache`).
+# 5. Train (tutorial 03, or `medmulti train ... --cache cache`); score new patients with
+#    `medmulti predict RUN new.csv` (a scan without labels) or `--source ct=FOLDER ...`.
 #
-# The guide's [sequence page](../docs/sequence.md) details the policies and the cache.
+# The guide's [scan page](../docs/scan.md) details the rules, keys and report; the
+# [sequence page](../docs/sequence.md) the policies and the cache.
