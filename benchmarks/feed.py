@@ -11,6 +11,10 @@ round by round, times one epoch of:
 * ``seq workers=2``     the Keras PyDataset pipeline (2 threads), as ``model.fit`` iterates it
 * ``tf.data``           ``seq.as_tf_dataset()``
 * ``fit seq`` / ``fit tf.data``   ``model.fit`` of a trivial model (pool + dense), one epoch
+* ``fit tf.data epochs``  the same with ``seq.as_tf_dataset(epochs=E)`` and ``steps_per_epoch``:
+                        one iterator for the whole run, reading ahead across epoch boundaries
+* ``fit in-memory``     the same model fed one constant in-memory batch (``steps_per_epoch``):
+                        what the model itself costs, the ceiling of every ``fit`` row
 * ``3D CNN``            training steps of a small 3D CNN (four Conv3D, 16-64 filters) on a
                         fixed in-memory batch: how fast a real model consumes batches
 
@@ -231,9 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         m.compile(optimizer="sgd", loss="categorical_crossentropy")
         return m
 
-    model_seq, model_tf = trivial_model(), trivial_model()
+    model_seq, model_tf, model_tf_epochs, model_const = trivial_model(), trivial_model(), trivial_model(), trivial_model()
 
-    def fit(model, data_):
+    def fit(model, data_, steps_per_epoch=None):
         t = {}
 
         class Timer(keras.callbacks.Callback):
@@ -246,10 +250,16 @@ def main(argv: list[str] | None = None) -> int:
         epochs = max(2, int(args.min_seconds * 4))
 
         def run():
-            model.fit(data_, epochs=epochs, verbose=0, callbacks=[Timer()], shuffle=False)
+            model.fit(data_, epochs=epochs, verbose=0, callbacks=[Timer()], shuffle=False,
+                      steps_per_epoch=steps_per_epoch)
             return n_batches * (epochs - 1) / sum(t[e] for e in range(1, epochs))  # no tracing epoch
 
         return run
+
+    fit_epochs = max(2, int(args.min_seconds * 4))
+    import tensorflow as tf
+
+    constant = tf.data.Dataset.from_tensors(seq0[0]).repeat()
 
     methods = {
         "np.load": plain_load,
@@ -258,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         "seq workers=2": seq_workers,
         "tf.data": tf_data,
     }
-    fits = {"fit seq workers=2": fit(model_seq, seq2), "fit tf.data": fit(model_tf, ds)}
+    fits = {"fit seq workers=2": fit(model_seq, seq2), "fit tf.data": fit(model_tf, ds),
+            "fit tf.data epochs": fit(model_tf_epochs, seq0.as_tf_dataset(epochs=fit_epochs), n_batches),
+            "fit in-memory": fit(model_const, constant, n_batches)}
     for fn in methods.values():  # warm-up: CRC checks, tf.data tracing, page cache
         fn()
     rates: dict[str, list[float]] = {k: [] for k in [*methods, *fits]}

@@ -12,12 +12,20 @@ Generates (once, cached under ``--data-dir``):
   (the same noisy values; float32 mantissas compress far less).
 
 Then times each reader on each input, alternating readers within every round so
-machine load affects them alike, and prints medians and ratios to SimpleITK; then
+machine load affects them alike, and prints medians and ratios to SimpleITK (wall time,
+and CPU time: this process's, and for medmulti's JPEG 2000 pool its workers' too); then
 the peak memory of one read by each reader, each in a fresh process: the peak resident
 set size during a second read above the size before it (the first read of the same
 input loads the code it runs and is freed; ``/proc/self/status`` after resetting the
-peak with ``/proc/self/clear_refs``), relative to the float32 output volume. Worker
-processes (JPEG 2000) are not counted.
+peak with ``/proc/self/clear_refs``; every page of medmulti's output is touched inside
+the window, so a volume the JPEG 2000 workers wrote into shared memory counts too),
+relative to the float32 output volume. Worker processes' own memory is not counted.
+
+The JPEG 2000 series is also read by medmulti from a script without an
+``if __name__ == "__main__":`` guard (``j2k_noguard``): such a script cannot start
+worker processes, so medmulti decodes in its own process. Each round runs that script
+in a fresh interpreter (one untimed single-file read first loads the decoder; the
+series read is timed inside the script) and SimpleITK here.
 
 Usage::
 
@@ -36,6 +44,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -155,6 +164,31 @@ def _medmulti(path: Path):
     return read_image(path).array
 
 
+_UNGUARDED = """\
+import json, sys, time
+from pathlib import Path
+from medmulti.io import read_image
+folder = Path(sys.argv[1])
+read_image(sorted(folder.glob("*.dcm"))[0])  # loads the decoder (untimed)
+w, c = time.perf_counter(), time.process_time()
+read_image(folder)
+print(json.dumps({"wall": time.perf_counter() - w, "cpu": time.process_time() - c}))
+"""
+
+
+def _medmulti_unguarded(path: Path) -> tuple[float, float]:
+    """medmulti in a fresh script without a main guard: (wall s, CPU s) of its series read."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "unguarded.py"
+        script.write_text(_UNGUARDED)
+        proc = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True, check=True)
+    rec = json.loads(proc.stdout.strip().splitlines()[-1])
+    return rec["wall"], rec["cpu"]
+
+
+_medmulti_unguarded.self_timed = True  # type: ignore[attr-defined]
+
+
 def warm_memory(gib: float) -> None:
     """Touch ``gib`` GiB once, untimed, then free it.
 
@@ -169,13 +203,33 @@ def warm_memory(gib: float) -> None:
         del a
 
 
-def time_round(fn, arg) -> float:
+def _pool_cpu() -> float:
+    """CPU seconds of medmulti's JPEG 2000 worker processes so far (0 without a pool)."""
+    from medmulti.io import pixels
+
+    pool = getattr(pixels, "_POOL", None)
+    total = 0.0
+    for proc in (getattr(pool, "_processes", None) or {}).values():
+        try:
+            fields = open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def time_round(fn, arg) -> tuple[float, float]:
+    """(wall s, CPU s) of one call; CPU time counts this process and the decoding pool's workers."""
     gc.collect()
+    if getattr(fn, "self_timed", False):
+        return fn(arg)
+    c0, k0 = time.process_time(), _pool_cpu()
     t0 = time.perf_counter()
     out = fn(arg)
     dt = time.perf_counter() - t0
+    cpu = time.process_time() - c0 + max(0.0, _pool_cpu() - k0)
     del out
-    return dt
+    return dt, cpu
 
 
 def _rss_kib() -> tuple[int, int]:
@@ -201,6 +255,9 @@ def _measure_peak(fn_name: str, path: Path) -> None:
         pass
     base, _ = _rss_kib()
     out = fn(path)
+    if fn_name.startswith("_medmulti"):  # touch every page: a volume the workers wrote into shared memory counts
+        flat = out.reshape(-1)  # (SimpleITK's functions return views of an image already freed: not touched)
+        float(flat[:: 4096 // flat.itemsize].sum())
     _, peak = _rss_kib()
     print(json.dumps({"peak_bytes": (peak - base) * 1024, "float32_bytes": int(np.prod(out.shape)) * 4}))
 
@@ -221,7 +278,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warm-memory", type=float, default=8.0, metavar="GIB",
                         help="touch this much memory once before timing (default 8; 0 skips)")
     parser.add_argument("--skip-pydicom", action="store_true", help="skip the slow plain pydicom loop")
-    parser.add_argument("--only", nargs="+", default=None, choices=["raw", "real", "j2k", "nii", "nii_f32"],
+    parser.add_argument("--only", nargs="+", default=None,
+                        choices=["raw", "real", "j2k", "j2k_noguard", "nii", "nii_f32"],
                         help="time (and generate) only these inputs")
     parser.add_argument("--peak-of", nargs=2, default=None, help=argparse.SUPPRESS)  # internal: one measured read
     args = parser.parse_args(argv)
@@ -236,7 +294,8 @@ def main(argv=None) -> int:
     data_dir = args.data_dir or Path("/tmp") / ("medmulti-io-bench-quick" if args.quick else "medmulti-io-bench")
     data_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    need = frozenset(args.only or ("raw", "j2k", "nii", "nii_f32", "real"))
+    need = frozenset(args.only or ("raw", "j2k", "nii", "nii_f32", "real")) | (
+        {"j2k"} if args.only and "j2k_noguard" in args.only else set())
     paths = generate(data_dir, n, size, mr, need)
     print(f"inputs ready in {time.perf_counter() - t0:.1f} s under {data_dir}")
     if args.warm_memory > 0:
@@ -257,11 +316,16 @@ def main(argv=None) -> int:
             paths["j2k"],
             {"medmulti": _medmulti, "simpleitk": _sitk_series, "pydicom loop": _pydicom_loop},
         ),
+        "series JPEG 2000 lossless, script without a main guard": (
+            paths["j2k"],
+            {"medmulti": _medmulti_unguarded, "simpleitk": _sitk_series},
+        ),
         "nii.gz": (paths["nii"], {"medmulti": _medmulti, "simpleitk": _sitk_file, "nibabel": _nibabel}),
         "nii.gz float32": (paths["nii_f32"], {"medmulti": _medmulti, "simpleitk": _sitk_file, "nibabel": _nibabel}),
     }
     keys = {"series uncompressed": "raw", "series uncompressed, real CT header": "real",
-            "series JPEG 2000 lossless": "j2k", "nii.gz": "nii", "nii.gz float32": "nii_f32"}
+            "series JPEG 2000 lossless": "j2k", "series JPEG 2000 lossless, script without a main guard": "j2k_noguard",
+            "nii.gz": "nii", "nii.gz float32": "nii_f32"}
     if args.only:
         cases = {case: v for case, v in cases.items() if keys[case] in args.only}
     if args.skip_pydicom:
@@ -269,19 +333,27 @@ def main(argv=None) -> int:
             readers.pop("pydicom loop", None)
     results = {}
     for case, (path, readers) in cases.items():
-        cold = time_round(readers["medmulti"], path)  # first call: imports, process pool start
+        cold = time_round(readers["medmulti"], path)[0]  # first call: imports, process pool start
         times = {name: [] for name in readers}
         for _ in range(rounds):
             for name, fn in readers.items():
                 times[name].append(time_round(fn, path))
-        med = {name: statistics.median(v) for name, v in times.items()}
-        peaks = {name: peak_memory(fn, path) for name, fn in readers.items()}
+        med = {name: statistics.median(w for w, _ in v) for name, v in times.items()}
+        cpu = {name: statistics.median(c for _, c in v) for name, v in times.items()}
+        # each round's ratio to SimpleITK's time in the same round, then the median
+        ratio = {name: statistics.median(a[0] / b[0] for a, b in zip(v, times["simpleitk"])) for name, v in times.items()}
+        cpu_ratio = {name: statistics.median(a[1] / b[1] for a, b in zip(v, times["simpleitk"]))
+                     for name, v in times.items()}
+        peaks = {name: peak_memory(fn, path) for name, fn in readers.items() if not getattr(fn, "self_timed", False)}
         results[case] = (med, cold, {name: p / v for name, (p, v) in peaks.items()})
-        print(f"\n{case}  (median of {rounds}; medmulti first call {cold:.3f} s)")
+        print(f"\n{case}  (median of {rounds}; medmulti first call {cold:.3f} s; load average "
+              f"{os.getloadavg()[0]:.1f})")
         for name, m in med.items():
-            peak, vol_bytes = peaks[name]
-            print(f"  {name:14s} {m:8.3f} s   {m / med['simpleitk']:5.2f}x SimpleITK   peak memory "
-                  f"{peak / 2**20:5.0f} MiB = {peak / vol_bytes:.2f}x the float32 volume")
+            peak, vol_bytes = peaks.get(name, (None, None))
+            memory = "" if peak is None else (f"   peak memory {peak / 2**20:5.0f} MiB = {peak / vol_bytes:.2f}x "
+                                              "the float32 volume")
+            print(f"  {name:14s} {m:8.3f} s {ratio[name]:5.2f}x SimpleITK   CPU {cpu[name]:7.3f} s "
+                  f"{cpu_ratio[name]:5.2f}x{memory}")
     return 0
 
 

@@ -5,6 +5,13 @@ with an explicit ``element_spec``, reading batches in parallel
 (``num_parallel_calls``, order kept) and prefetching. Each new iteration over
 the dataset (each epoch of ``model.fit``) serves the next epoch of the sequence:
 the first iteration serves the sequence's current epoch.
+
+With ``epochs=E`` one pass serves E epochs back to back, for ``model.fit(ds,
+epochs=E, steps_per_epoch=len(seq))``: Keras then keeps one iterator for the whole
+run, so reading and prefetching go on across epoch boundaries. A new iterator per
+epoch (the default, and every ``PyDataset``) drains the pipeline at each epoch's end
+and fills it again at the next one's start; with a few dozen batches per epoch that
+restart cost a quarter to a third of the epoch in ``benchmarks/feed.py``.
 """
 
 from __future__ import annotations
@@ -125,7 +132,7 @@ def element_spec(seq: Any) -> tuple:
 
 
 def as_tf_dataset(seq: Any, *, num_parallel_calls: int | None = None, prefetch: int | None = None,
-                  deterministic: bool = True):
+                  deterministic: bool = True, epochs: int | None = None):
     """Wrap a sequence as a ``tf.data.Dataset`` with the same elements.
 
     Parameters
@@ -143,16 +150,29 @@ def as_tf_dataset(seq: Any, *, num_parallel_calls: int | None = None, prefetch: 
     deterministic : bool
         Keep the sequence's batch order (default). ``False`` lets a slow batch be
         overtaken.
+    epochs : int, optional
+        Serve this many epochs in one pass, back to back (``len(seq) * epochs``
+        batches: epoch ``seq.epoch``, then the next...), for ``model.fit(ds,
+        epochs=epochs, steps_per_epoch=len(seq))``, which then reads ahead across
+        epoch boundaries. A later pass serves the epochs after those. Default: one
+        epoch per pass.
 
     Returns
     -------
     tf.data.Dataset
         Elements as ``seq[i]``; ``element_spec`` as :func:`element_spec`.
 
+    Raises
+    ------
+    ValueError
+        ``epochs`` below 1.
+
     Notes
     -----
     Batches are read by ``tf.numpy_function`` in TensorFlow's thread pool; the
-    reading releases the GIL during file I/O. A typed medmulti error raised while
+    reading releases the GIL during file I/O. The arrays are handed over without a
+    copy (the sequence's batch buffers are 64-byte aligned, so TensorFlow adopts
+    them as tensors). A typed medmulti error raised while
     reading surfaces as ``tf.errors.UnknownError`` whose message holds the
     medmulti message (TensorFlow re-wraps Python exceptions); inside a
     :func:`typed_errors` block it is raised again as the original typed error.
@@ -160,17 +180,21 @@ def as_tf_dataset(seq: Any, *, num_parallel_calls: int | None = None, prefetch: 
     import numpy as np
     import tensorflow as tf
 
+    if epochs is not None and (not isinstance(epochs, (int, np.integer)) or epochs < 1):
+        raise ValueError(f"epochs must be a positive integer or None, got {epochs!r}")
+    per_pass = 1 if epochs is None else int(epochs)
     spec = element_spec(seq)
     flat_spec = tf.nest.flatten(spec)
     n_batches = len(seq)
-    epochs = itertools.count(seq.epoch)
+    first_epochs = itertools.count(seq.epoch, per_pass)
     lock = threading.Lock()
 
     def indices():
         with lock:
-            epoch = next(epochs)
-        for i in range(n_batches):
-            yield epoch, i
+            first = next(first_epochs)
+        for epoch in range(first, first + per_pass):
+            for i in range(n_batches):
+                yield epoch, i
 
     def read(epoch, index):
         try:
@@ -195,4 +219,4 @@ def as_tf_dataset(seq: Any, *, num_parallel_calls: int | None = None, prefetch: 
     opts = tf.data.Options()
     opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     ds = ds.with_options(opts)
-    return ds.apply(tf.data.experimental.assert_cardinality(n_batches))
+    return ds.apply(tf.data.experimental.assert_cardinality(n_batches * per_pass))

@@ -5,13 +5,24 @@ array (one copy, from the page cache). Compressed data is decoded by pydicom's
 decoders (pylibjpeg / openjpeg / pyjpegls / RLE) from the file positioned at the
 PixelData value, so the header is not parsed again. Every decoder failure becomes
 :class:`~medmulti.errors.CorruptFileError`.
+
+A JPEG 2000 series is decoded in worker processes (:func:`decode_series_parallel`):
+the openjpeg binding pydicom uses (pylibjpeg-openjpeg) holds the GIL while it
+decodes (its ``Decode`` is called without releasing it, and reads the codestream
+through Python callbacks) and is built without OpenJPEG's own threads, so threads
+do not help (``benchmarks/RESULTS.md``, "Reading"). The workers write each decoded
+slice into POSIX shared memory where the platform has it (no frame is pickled or
+piped), and this process, which also decodes the last slices no worker has started,
+converts them into the output volume.
 """
 
 from __future__ import annotations
 
+import mmap
 import multiprocessing as mp
 import os
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,8 +32,10 @@ from ..errors import CorruptFileError, MedmultiError, UnsupportedDataError
 from .dicom_header import DicomHeader
 from .error_ladder import reader_errors
 from .safe_files import open_regular
+from .values import apply_rescale_into
 
-__all__ = ["read_stored", "fix_bits", "decode_compressed_file", "decode_pool", "PARALLEL_SYNTAXES"]
+__all__ = ["read_stored", "fix_bits", "decode_compressed_file", "decode_pool", "decode_series_parallel",
+           "PARALLEL_SYNTAXES"]
 
 #: Transfer syntaxes whose decoding is slow enough for process parallelism to pay
 #: (JPEG 2000 lossless/lossy, HTJ2K). Measured: threads do not help (the GIL),
@@ -218,6 +231,197 @@ def read_stored(h: DicomHeader, out: np.ndarray | None = None) -> np.ndarray:
 
 
 # -- parallel decoding ----------------------------------------------------------
+_SHM_DIR = "/dev/shm"  # where POSIX shared memory objects appear as files (Linux)
+#: Slices per task sent to a worker: small, so the workers finish together (one
+#: 512 x 512 JPEG 2000 slice decodes in about 30 ms).
+CHUNK_SLICES = 4
+
+
+class _Staging:
+    """Stored values of a series' slices in POSIX shared memory, written by worker processes.
+
+    The workers write each decoded slice here instead of pickling it back through a
+    pipe; this process converts the slices of each finished task into the output
+    volume (private memory, as any array) and gives their pages back at once
+    (``MADV_REMOVE``), so only the slices in flight take memory. Created through
+    :class:`multiprocessing.shared_memory.SharedMemory`, whose resource tracker removes
+    the name should this process be killed before :meth:`close`. Pages are allocated as
+    the workers write; it is refused unless ``/dev/shm`` has room for every slice, so a
+    writer is not killed by SIGBUS on a full ``/dev/shm``.
+    """
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        from multiprocessing.shared_memory import SharedMemory
+
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.slice_bytes = int(np.prod(shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        nbytes = max(self.slice_bytes * shape[0], 1)
+        room = os.statvfs(_SHM_DIR)
+        if room.f_bavail * room.f_frsize < nbytes:
+            raise OSError("no room in /dev/shm")
+        self._shm: Any = SharedMemory(create=True, size=nbytes)
+        self.path = os.path.join(_SHM_DIR, self._shm.name.lstrip("/"))
+        try:
+            fd = os.open(self.path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+            try:
+                self._map = mmap.mmap(fd, nbytes)
+            finally:
+                os.close(fd)
+        except BaseException:
+            self.close()
+            raise
+        self.array = np.frombuffer(self._map, self.dtype, count=nbytes // self.dtype.itemsize).reshape(shape)
+
+    @classmethod
+    def create(cls, shape: tuple[int, ...], dtype: np.dtype) -> _Staging | None:
+        """A staging area, or None where there is no (room in) POSIX shared memory."""
+        if not os.path.isdir(_SHM_DIR) or not hasattr(mmap, "MADV_REMOVE"):
+            return None
+        try:
+            return cls(shape, dtype)
+        except (OSError, ValueError):
+            return None
+
+    def release(self, first: int, stop: int) -> None:
+        """Give back the pages that lie wholly inside slices ``first`` to ``stop - 1``."""
+        page = mmap.PAGESIZE
+        start = -(-first * self.slice_bytes // page) * page
+        end = stop * self.slice_bytes // page * page
+        if end > start:
+            self._map.madvise(mmap.MADV_REMOVE, start, end - start)
+
+    def close(self) -> None:
+        """Unmap, and remove the name (a worker still writing keeps only its own mapping)."""
+        self.__dict__.pop("array", None)
+        m = self.__dict__.pop("_map", None)
+        if m is not None:
+            m.close()
+        shm, self._shm = self._shm, None
+        if shm is not None:
+            shm.close()
+            try:
+                shm.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def _decode_chunk(jobs: Sequence[tuple[Any, ...]],
+                  target: tuple[str, tuple[int, ...], str] | None) -> list[tuple[int, np.ndarray]]:
+    """Decode some slices of a series (in a worker process, or in the parent).
+
+    Each job is ``(k, path, offset, transfer_syntax, options, name, buffer)``. With
+    ``target`` (staging path, shape and dtype) slice ``k``'s stored values are written
+    into slice ``k`` of the staging area; a slice of another dtype, and every slice
+    without ``target``, is returned as ``(k, stored values)``.
+    """
+    staging = None
+    if target is not None:
+        path, shape, dtype = target
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            m = mmap.mmap(fd, int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
+        finally:
+            os.close(fd)
+        staging = np.frombuffer(m, dtype).reshape(shape)
+    back = []
+    try:
+        for k, path_, offset, ts, options, name, buffer in jobs:
+            stored = decode_compressed_file(path_, offset, ts, options, name, buffer)
+            if staging is not None and stored.dtype == staging.dtype and stored.shape[1:] == staging.shape[1:]:
+                staging[k] = stored[0]
+            else:
+                back.append((k, stored))
+    finally:
+        if staging is not None:
+            del staging
+            m.close()
+    return back
+
+
+def decode_series_parallel(hs: Sequence[DicomHeader], rescales: Sequence[tuple[float, float]], workers: int,
+                           *, steal: bool = True) -> np.ndarray:
+    """Decode a compressed series of single-frame files in worker processes into one volume.
+
+    Parameters
+    ----------
+    hs : sequence of DicomHeader
+        Checked headers of single-frame files, in slice order, all of one size.
+    rescales : sequence of (float, float)
+        Each slice's (RescaleSlope, RescaleIntercept).
+    workers : int
+        Worker processes (:func:`decode_pool`); the caller checked
+        :func:`medmulti._processes.workers_allowed`.
+    steal : bool
+        Let this process decode too, taking tasks from the end of the series that no
+        worker has started: it works while the workers start up, and on the last
+        slices.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(slices, rows, columns)``, each slice's modality LUT applied.
+
+    Raises
+    ------
+    MedmultiError
+        A slice that does not decode (typed, naming its file).
+    Exception
+        The pool could not start or a worker died (e.g. ``BrokenProcessPool``): the
+        caller decodes in this process instead.
+
+    Notes
+    -----
+    Workers write the stored values into POSIX shared memory (Linux ``/dev/shm``,
+    when it has room), so no decoded slice is pickled or piped; otherwise the slices
+    come back through the pool. This process converts each finished task's slices
+    into the volume, which lies in ordinary private memory.
+    """
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    n, shape = len(hs), (len(hs), hs[0].rows, hs[0].columns)
+    vol = np.empty(shape, np.float32)
+    staging = _Staging.create(shape, hs[0].stored_dtype().newbyteorder("="))
+    jobs = [(k, str(h.path), h.pixel_offset, h.transfer_syntax, decode_options(h), h.name, h.buffer)
+            for k, h in enumerate(hs)]
+    chunks = [jobs[i:i + CHUNK_SLICES] for i in range(0, n, CHUNK_SLICES)]
+    target = (staging.path, shape, staging.dtype.str) if staging is not None else None
+
+    def convert(j: int, back: list[tuple[int, np.ndarray]]) -> None:
+        returned = dict(back)
+        for k in (job[0] for job in chunks[j]):
+            slope, intercept = rescales[k]
+            stored = returned[k][0] if k in returned else staging.array[k]  # type: ignore[union-attr]
+            apply_rescale_into(stored, vol[k], slope, intercept)
+        if staging is not None:
+            staging.release(chunks[j][0][0], chunks[j][-1][0] + 1)
+
+    futures: dict[int, Any] = {}
+    try:
+        pool = decode_pool(workers)
+        futures = {j: pool.submit(_decode_chunk, chunk, target) for j, chunk in enumerate(chunks)}
+        remaining = dict(futures)
+        last = len(chunks) - 1
+        while remaining:
+            for j in [j for j, fut in remaining.items() if fut.done()]:  # finished tasks, converted at once
+                convert(j, remaining.pop(j).result())
+            if steal and last in remaining and remaining[last].cancel():
+                del remaining[last]
+                convert(last, _decode_chunk(chunks[last], None))
+                last -= 1
+                continue
+            steal = False  # a worker has the last chunk left: from now on, only wait
+            if remaining:
+                wait(list(remaining.values()), return_when=FIRST_COMPLETED)
+    except BaseException:
+        for fut in futures.values():
+            fut.cancel()
+        raise
+    finally:
+        if staging is not None:
+            staging.close()
+    return vol
+
+
 _POOL: WorkerPool | None = None
 _POOL_SIZE = 0
 _POOL_LOCK = threading.Lock()
