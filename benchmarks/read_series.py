@@ -17,8 +17,8 @@ and CPU time: this process's, and for medmulti's JPEG 2000 pool its workers' too
 the peak memory of one read by each reader, each in a fresh process: the peak resident
 set size during a second read above the size before it (the first read of the same
 input loads the code it runs and is freed; ``/proc/self/status`` after resetting the
-peak with ``/proc/self/clear_refs``; every page of medmulti's output is touched inside
-the window, so a volume the JPEG 2000 workers wrote into shared memory counts too),
+peak with ``/proc/self/clear_refs``; every page of the output is touched inside the
+window, so memory a reader maps lazily counts too),
 relative to the float32 output volume. Worker processes' own memory is not counted.
 
 The JPEG 2000 series is also read by medmulti from a script without an
@@ -123,21 +123,33 @@ def _write_real_header_series(raw: Path, out: Path) -> None:
     (out / "done").write_text("ok")
 
 
+class _SitkArray:
+    """A view of a SimpleITK image's buffer that keeps the image alive (a bare view dangles)."""
+
+    def __init__(self, img) -> None:
+        import SimpleITK as sitk
+
+        self.img = img
+        self.array = sitk.GetArrayViewFromImage(img)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.array.shape
+
+
 def _sitk_series(folder: Path):
     import SimpleITK as sitk
 
     names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder))
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(names)
-    img = reader.Execute()
-    return sitk.GetArrayViewFromImage(img)
+    return _SitkArray(reader.Execute())
 
 
 def _sitk_file(path: Path):
     import SimpleITK as sitk
 
-    img = sitk.ReadImage(str(path))
-    return sitk.GetArrayViewFromImage(img)
+    return _SitkArray(sitk.ReadImage(str(path)))
 
 
 def _pydicom_loop(folder: Path):
@@ -255,9 +267,8 @@ def _measure_peak(fn_name: str, path: Path) -> None:
         pass
     base, _ = _rss_kib()
     out = fn(path)
-    if fn_name.startswith("_medmulti"):  # touch every page: a volume the workers wrote into shared memory counts
-        flat = out.reshape(-1)  # (SimpleITK's functions return views of an image already freed: not touched)
-        float(flat[:: 4096 // flat.itemsize].sum())
+    flat = np.asarray(getattr(out, "array", out)).reshape(-1)  # touch every page of the output
+    float(flat[:: max(1, 4096 // flat.itemsize)].sum())
     _, peak = _rss_kib()
     print(json.dumps({"peak_bytes": (peak - base) * 1024, "float32_bytes": int(np.prod(out.shape)) * 4}))
 

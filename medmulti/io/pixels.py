@@ -240,14 +240,15 @@ CHUNK_SLICES = 4
 class _Staging:
     """Stored values of a series' slices in POSIX shared memory, written by worker processes.
 
-    The workers write each decoded slice here instead of pickling it back through a
-    pipe; this process converts the slices of each finished task into the output
-    volume (private memory, as any array) and gives their pages back at once
-    (``MADV_REMOVE``), so only the slices in flight take memory. Created through
+    The workers write each decoded slice into a shared-memory file (``pwrite``) instead
+    of pickling it back through a pipe; this process reads the slices of each finished
+    task (``pread``, into one reused slice buffer), converts them into the output volume
+    (private memory, as any array) and gives their pages back at once (``MADV_REMOVE``),
+    so only the slices in flight take memory. Plain reads and writes: no page of it is
+    mapped into any process (no page faults), and a full ``/dev/shm`` is an ``OSError``
+    (``ENOSPC``) for the writer, not a SIGBUS. Created through
     :class:`multiprocessing.shared_memory.SharedMemory`, whose resource tracker removes
-    the name should this process be killed before :meth:`close`. Pages are allocated as
-    the workers write; it is refused unless ``/dev/shm`` has room for every slice, so a
-    writer is not killed by SIGBUS on a full ``/dev/shm``.
+    the name should this process be killed before :meth:`close`.
     """
 
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
@@ -260,42 +261,50 @@ class _Staging:
         if room.f_bavail * room.f_frsize < nbytes:
             raise OSError("no room in /dev/shm")
         self._shm: Any = SharedMemory(create=True, size=nbytes)
-        self.path = os.path.join(_SHM_DIR, self._shm.name.lstrip("/"))
+        self._map: mmap.mmap | None = None
+        self._fd = -1
         try:
-            fd = os.open(self.path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
-            try:
-                self._map = mmap.mmap(fd, nbytes)
-            finally:
-                os.close(fd)
+            self.path = os.path.join(_SHM_DIR, self._shm.name.lstrip("/"))
+            self._fd = os.open(self.path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+            self._map = mmap.mmap(self._fd, nbytes)  # only for MADV_REMOVE: never touched
         except BaseException:
             self.close()
             raise
-        self.array = np.frombuffer(self._map, self.dtype, count=nbytes // self.dtype.itemsize).reshape(shape)
+        self._buffer = np.empty(shape[1:], self.dtype)
 
     @classmethod
     def create(cls, shape: tuple[int, ...], dtype: np.dtype) -> _Staging | None:
         """A staging area, or None where there is no (room in) POSIX shared memory."""
-        if not os.path.isdir(_SHM_DIR) or not hasattr(mmap, "MADV_REMOVE"):
+        if not os.path.isdir(_SHM_DIR) or not hasattr(mmap, "MADV_REMOVE") or not hasattr(os, "pread"):
             return None
         try:
             return cls(shape, dtype)
         except (OSError, ValueError):
             return None
 
+    def read(self, k: int) -> np.ndarray:
+        """Slice ``k`` as written by a worker (a view of a buffer reused by the next call)."""
+        view = memoryview(self._buffer).cast("B")
+        if os.preadv(self._fd, [view], k * self.slice_bytes) != self.slice_bytes:
+            raise OSError("a staged slice is missing")
+        return self._buffer
+
     def release(self, first: int, stop: int) -> None:
         """Give back the pages that lie wholly inside slices ``first`` to ``stop - 1``."""
         page = mmap.PAGESIZE
         start = -(-first * self.slice_bytes // page) * page
         end = stop * self.slice_bytes // page * page
-        if end > start:
+        if end > start and self._map is not None:
             self._map.madvise(mmap.MADV_REMOVE, start, end - start)
 
     def close(self) -> None:
-        """Unmap, and remove the name (a worker still writing keeps only its own mapping)."""
-        self.__dict__.pop("array", None)
-        m = self.__dict__.pop("_map", None)
-        if m is not None:
-            m.close()
+        """Close, and remove the name (the memory goes once no worker holds the file open)."""
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
         shm, self._shm = self._shm, None
         if shm is not None:
             shm.close()
@@ -306,35 +315,31 @@ class _Staging:
 
 
 def _decode_chunk(jobs: Sequence[tuple[Any, ...]],
-                  target: tuple[str, tuple[int, ...], str] | None) -> list[tuple[int, np.ndarray]]:
+                  target: tuple[str, int, str] | None) -> list[tuple[int, np.ndarray]]:
     """Decode some slices of a series (in a worker process, or in the parent).
 
     Each job is ``(k, path, offset, transfer_syntax, options, name, buffer)``. With
-    ``target`` (staging path, shape and dtype) slice ``k``'s stored values are written
-    into slice ``k`` of the staging area; a slice of another dtype, and every slice
-    without ``target``, is returned as ``(k, stored values)``.
+    ``target`` (staging path, bytes per slice, dtype) slice ``k``'s stored values are
+    written at ``k`` times the slice size in the staging file; a slice of another dtype
+    or size, and every slice without ``target``, is returned as ``(k, stored values)``.
     """
-    staging = None
+    fd = -1
     if target is not None:
-        path, shape, dtype = target
-        fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
-        try:
-            m = mmap.mmap(fd, int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
-        finally:
-            os.close(fd)
-        staging = np.frombuffer(m, dtype).reshape(shape)
+        path, slice_bytes, dtype = target
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
     back = []
     try:
         for k, path_, offset, ts, options, name, buffer in jobs:
             stored = decode_compressed_file(path_, offset, ts, options, name, buffer)
-            if staging is not None and stored.dtype == staging.dtype and stored.shape[1:] == staging.shape[1:]:
-                staging[k] = stored[0]
+            if fd >= 0 and stored.dtype == np.dtype(dtype) and stored.nbytes == slice_bytes:
+                data = memoryview(np.ascontiguousarray(stored)).cast("B")
+                if os.pwrite(fd, data, k * slice_bytes) != slice_bytes:
+                    raise OSError("a slice could not be staged")
             else:
                 back.append((k, stored))
     finally:
-        if staging is not None:
-            del staging
-            m.close()
+        if fd >= 0:
+            os.close(fd)
     return back
 
 
@@ -384,13 +389,13 @@ def decode_series_parallel(hs: Sequence[DicomHeader], rescales: Sequence[tuple[f
     jobs = [(k, str(h.path), h.pixel_offset, h.transfer_syntax, decode_options(h), h.name, h.buffer)
             for k, h in enumerate(hs)]
     chunks = [jobs[i:i + CHUNK_SLICES] for i in range(0, n, CHUNK_SLICES)]
-    target = (staging.path, shape, staging.dtype.str) if staging is not None else None
+    target = (staging.path, staging.slice_bytes, staging.dtype.str) if staging is not None else None
 
     def convert(j: int, back: list[tuple[int, np.ndarray]]) -> None:
         returned = dict(back)
         for k in (job[0] for job in chunks[j]):
             slope, intercept = rescales[k]
-            stored = returned[k][0] if k in returned else staging.array[k]  # type: ignore[union-attr]
+            stored = returned[k][0] if k in returned else staging.read(k)  # type: ignore[union-attr]
             apply_rescale_into(stored, vol[k], slope, intercept)
         if staging is not None:
             staging.release(chunks[j][0][0], chunks[j][-1][0] + 1)
