@@ -124,10 +124,12 @@ class Admission:
         KeyError
             The row was not admitted by this admission (another split).
         """
-        for v in self.verdicts:
-            if v.key == key:
-                return v
-        raise KeyError(key)
+        index = self.__dict__.get("_index")
+        if index is None or len(index) != len(self.verdicts):  # built once: the sequences look up every row
+            index = self.__dict__["_index"] = {}
+            for v in self.verdicts:
+                index.setdefault(v.key, v)
+        return index[key]
 
     def covers(self, splits: Iterable[str], on_missing: str, on_corrupt: str) -> bool:
         """True when these verdicts hold for the given splits and policies."""
