@@ -377,8 +377,9 @@ def _itk_information(path: str):
 def itk_geometry(path: Path, name: str, header: Any = None, *, gz: bool = False):
     """Return ITK ``(origin, spacing, direction)`` and where they came from.
 
-    SimpleITK's header reader is the reference. For the few files it cannot
-    open (e.g. some NIfTI-2 files), nibabel's best affine (sform if its code is
+    SimpleITK's header reader is the reference. For NIfTI-2 files (which this
+    SimpleITK cannot read: it fails and prints to the process's standard error)
+    and the few NIfTI-1 files it cannot open, nibabel's best affine (sform if its code is
     set, else qform) is used, converted to LPS. For a ``.nii.gz`` (``gz``) with
     its ``header`` given, SimpleITK reads an uncompressed copy of the header
     alone (a private temporary file, its free-text fields blanked), which gives
@@ -395,6 +396,8 @@ def itk_geometry(path: Path, name: str, header: Any = None, *, gz: bool = False)
         if not np.all(np.isfinite(values)):
             raise CorruptFileError("the NIfTI geometry (pixdim/quaternion/sform) holds NaN or infinite values",
                                    path=name, keyword="srow_x")
+    if header is not None and _is_nifti2(header):  # SimpleITK reads no NIfTI-2 file and prints an error doing so
+        return _nibabel_geometry(header, name)
     copy = _header_only_copy(header) if gz and header is not None else None
     if copy is not None:
         try:
@@ -408,6 +411,18 @@ def itk_geometry(path: Path, name: str, header: Any = None, *, gz: bool = False)
     except RuntimeError:
         if header is None:
             raise CorruptFileError("the NIfTI geometry (qform/sform) cannot be interpreted", path=name, keyword="sform_code") from None
+    return _nibabel_geometry(header, name)
+
+
+def _is_nifti2(header: Any) -> bool:
+    try:
+        return int(np.asarray(header["sizeof_hdr"]).ravel()[0]) == 540
+    except (KeyError, TypeError, ValueError, IndexError):
+        return False
+
+
+def _nibabel_geometry(header: Any, name: str):
+    """ITK ``(origin, spacing, direction)`` from nibabel's best affine (sform if its code is set, else qform)."""
     try:
         ras = np.asarray(header.get_best_affine(), float)
     except Exception:

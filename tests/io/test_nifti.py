@@ -4,6 +4,8 @@ with SimpleITK (and nibabel) as oracles."""
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -60,6 +62,30 @@ def test_nifti2_equals_nibabel():
     ref = Image.from_nifti(nib.Nifti1Image(np.asanyarray(nimg.dataobj)[..., 1], nimg.affine))
     assert_same(img, ref)
     assert img.meta["nifti_version"] == 2
+
+
+def test_nifti2_reads_without_native_noise_on_stderr(tmp_path):
+    # this SimpleITK opens no NIfTI-2 file; asked to, its niftilib prints "** ERROR: ..." straight
+    # to file descriptor 2, so the reader must not ask (the demo printed it for example_nifti2)
+    plain = tmp_path / "n2.nii"
+    nib.save(nib.Nifti2Image(np.arange(120, dtype=np.int16).reshape(4, 5, 6), np.diag([2.0, 3.0, 4.0, 1.0])), plain)
+    with pytest.raises(RuntimeError):
+        sitk.ReadImage(str(plain))  # if a future SimpleITK reads NIfTI-2, make it the oracle again
+    script = (
+        "import sys\n"
+        "from medmulti import read_image\n"
+        "for path, volume in ((sys.argv[1], 1), (sys.argv[2], None)):\n"
+        "    print(read_image(path, volume=volume).shape)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(nibabel_file("example_nifti2.nii.gz")), str(plain)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["(12, 20, 32)", "(6, 5, 4)"]
+    assert "ERROR" not in proc.stderr and "nifti" not in proc.stderr.lower(), proc.stderr
+    ref = nib.load(plain)
+    img = read_image(plain)
+    np.testing.assert_array_equal(img.array, np.asarray(ref.dataobj, np.float32).transpose(2, 1, 0))
+    np.testing.assert_allclose(img.spacing, (4.0, 3.0, 2.0))
 
 
 def test_4d_needs_volume():
