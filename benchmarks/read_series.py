@@ -23,9 +23,10 @@ relative to the float32 output volume. Worker processes' own memory is not count
 
 The JPEG 2000 series is also read by medmulti from a script without an
 ``if __name__ == "__main__":`` guard (``j2k_noguard``): such a script cannot start
-worker processes, so medmulti decodes in its own process. Each round runs that script
-in a fresh interpreter (one untimed single-file read first loads the decoder; the
-series read is timed inside the script) and SimpleITK here.
+worker processes, so medmulti decodes in its own process (in threads where SimpleITK
+can). Each round runs that script in a fresh interpreter (SimpleITK is imported and one
+single-file read loads pydicom's decoder, untimed, as both are loaded here; the series
+read is timed inside the script) and SimpleITK here.
 
 Usage::
 
@@ -179,9 +180,10 @@ def _medmulti(path: Path):
 _UNGUARDED = """\
 import json, sys, time
 from pathlib import Path
+import SimpleITK  # medmulti's JPEG 2000 series decoder: loaded untimed, as in the parent
 from medmulti.io import read_image
 folder = Path(sys.argv[1])
-read_image(sorted(folder.glob("*.dcm"))[0])  # loads the decoder (untimed)
+read_image(sorted(folder.glob("*.dcm"))[0])  # loads pydicom's decoder (untimed)
 w, c = time.perf_counter(), time.process_time()
 read_image(folder)
 print(json.dumps({"wall": time.perf_counter() - w, "cpu": time.process_time() - c}))

@@ -37,6 +37,7 @@ from .dicom_bytes import FAST_KEYWORDS
 from .dicom_file import is_projection, read_dicom_file, single_slice_spacing
 from .dicom_header import DicomHeader, base_meta, read_header
 from .error_ladder import reader_errors
+from .j2k_threads import THREAD_SYNTAXES, decode_series_threads
 from .limits import Limits
 from .pixels import PARALLEL_SYNTAXES, decode_series_parallel, default_workers, read_stored, reset_pool
 from .safe_files import list_files, open_regular
@@ -763,8 +764,10 @@ def read_dicom_series(
     limits : Limits
         Caps.
     workers : int, optional
-        Processes used to decode JPEG 2000 series (default: usable CPUs, at most
-        8; ``1`` decodes in this process).
+        Threads decoding a JPEG 2000 series with SimpleITK
+        (:func:`~medmulti.io.j2k_threads.decode_series_threads`), or worker
+        processes decoding with pydicom where SimpleITK cannot give pydicom's values
+        (default: usable CPUs, at most 8; ``1`` decodes with pydicom in this process).
     display : str, optional
         Folder name for messages.
     plan : SeriesPlan, optional
@@ -806,7 +809,13 @@ def read_dicom_series(
     rescales = [h.rescale() for h in hs]
     compressed = [h for h in hs if not h.is_native]
     nworkers = default_workers() if workers is None else max(1, int(workers))
-    parallel = compressed and len(compressed) == n and nworkers > 1 and n >= 4 and all(h.transfer_syntax in PARALLEL_SYNTAXES for h in hs)
+    vol: np.ndarray | None = None
+    if compressed and len(compressed) == n and nworkers > 1 and n >= 2 and all(h.transfer_syntax in THREAD_SYNTAXES for h in hs):
+        with reader_errors(where, memory="not enough memory for this series",
+                           corrupt="the series' pixel data cannot be decoded"):
+            vol = decode_series_threads(hs, rescales, nworkers)  # SimpleITK in threads: no processes
+    parallel = vol is None and compressed and len(compressed) == n and nworkers > 1 and n >= 4 \
+        and all(h.transfer_syntax in PARALLEL_SYNTAXES for h in hs)
     if parallel and not workers_allowed("JPEG 2000 decoding"):
         parallel = False
     if parallel:
@@ -824,7 +833,7 @@ def read_dicom_series(
         memory="not enough memory for this series",
         corrupt="the series' pixel data cannot be decoded",  # worker crash (BrokenProcessPool) or unexpected decoder failure
     ):
-        if not parallel:
+        if vol is None and not parallel:
             vol = np.empty((n, first.rows, first.columns), np.float32)
             buf = None
             for k, h in enumerate(hs):

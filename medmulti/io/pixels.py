@@ -6,7 +6,9 @@ decoders (pylibjpeg / openjpeg / pyjpegls / RLE) from the file positioned at the
 PixelData value, so the header is not parsed again. Every decoder failure becomes
 :class:`~medmulti.errors.CorruptFileError`.
 
-A JPEG 2000 series is decoded in worker processes (:func:`decode_series_parallel`):
+A JPEG 2000 series is decoded by SimpleITK in threads where that gives pydicom's
+values (:mod:`medmulti.io.j2k_threads`); otherwise in worker processes
+(:func:`decode_series_parallel`):
 the openjpeg binding pydicom uses (pylibjpeg-openjpeg) holds the GIL while it
 decodes (its ``Decode`` is called without releasing it, and reads the codestream
 through Python callbacks) and is built without OpenJPEG's own threads, so threads

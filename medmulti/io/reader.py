@@ -106,8 +106,9 @@ def read_image(
     limits : Limits, optional
         Caps on sizes (default :data:`~medmulti.io.limits.DEFAULT_LIMITS`).
     workers : int, optional
-        Processes for decoding JPEG 2000 series (default: usable CPUs, at most
-        8; ``1`` disables parallel decoding).
+        Threads (SimpleITK, no main guard needed) or, for JPEG 2000 series
+        they cannot decode exactly as pydicom does, processes decoding JPEG 2000
+        series (default: usable CPUs, at most 8; ``1`` disables parallel decoding).
     root : str or PathLike, optional
         For a folder: the folder that symlinks inside it may point into
         (default: the folder itself; a ``SourceRef`` may carry one). Nothing
