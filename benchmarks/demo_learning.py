@@ -1,5 +1,6 @@
-"""Measure the demo's learning claims over several seeds: fusion test ROC AUC >= 0.90,
-fusion beating every single-modality model on the same split, and the wall time.
+"""Measure the demo's learning claims over several seeds: the lower bound of the fusion
+model's 95% test AUC interval >= 0.85, the fusion model with any two modalities (the third
+masked) beating every single-modality model on the same split, and the wall time.
 
 Each seed runs ``medmulti demo --out OUT/seed<k> --seed <k>`` in a fresh process (as
 ``make demo`` does: cohort generation, validation, preprocessing, four trainings) and
@@ -55,14 +56,25 @@ def main(argv: list[str] | None = None) -> int:
                      "single_auc": {k: v["test_auc"] for k, v in singles.items()},
                      "fusion_beats_all": all(summary["fusion"]["test_auc"] > v["test_auc"] for v in singles.values())})
         r = rows[-1]
+        subsets = summary["fusion"].get("subsets") or {}
+        pairs = {k: v for k, v in subsets.items() if k.count("+") == 1}
+        best_single = max(r["single_auc"].values(), default=None)
+        r["auc_ci"] = summary["fusion"].get("test_auc_ci")
+        r["pairs"] = pairs
+        r["every_pair_beats_every_single"] = (bool(pairs) and best_single is not None
+                                              and all(v is not None and v > best_single for v in pairs.values()))
         singles_text = "  ".join(f"{k} {v:.3f}" for k, v in r["single_auc"].items())
-        print(f"seed {seed}: fusion AUC {r['fusion_auc']:.3f} acc {summary['fusion']['test_accuracy']:.3f} | "
-              f"{singles_text} | demo {summary['seconds']:.0f} s, process {wall:.0f} s", flush=True)
+        ci = r["auc_ci"] or [float("nan")] * 2
+        pairs_text = "  ".join(f"{k} {v:.3f}" for k, v in r["pairs"].items())
+        print(f"seed {seed}: fusion AUC {r['fusion_auc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] acc "
+              f"{summary['fusion']['test_accuracy']:.3f} | pairs {pairs_text} | singles {singles_text} | "
+              f"demo {summary['seconds']:.0f} s, process {wall:.0f} s", flush=True)
     aucs = [r["fusion_auc"] for r in rows]
     claims = {
         "fusion_auc_min": min(aucs),
         "fusion_auc_mean": sum(aucs) / len(aucs),
-        "fusion_auc_ge_0.90_all_seeds": all(a >= 0.90 for a in aucs),
+        "fusion_auc_ci_low_ge_0.85_all_seeds": all(r["auc_ci"] is not None and r["auc_ci"][0] >= 0.85 for r in rows),
+        "every_pair_beats_every_single_all_seeds": all(r["every_pair_beats_every_single"] for r in rows),
         "fusion_beats_every_single_all_seeds": all(r["fusion_beats_all"] for r in rows),
         "max_wall_s": max(r["wall_s"] for r in rows),
         "cpu_count": os.cpu_count(),
