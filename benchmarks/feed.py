@@ -15,12 +15,20 @@ round by round, times one epoch of:
                         one iterator for the whole run, reading ahead across epoch boundaries
 * ``fit in-memory``     the same model fed one constant in-memory batch (``steps_per_epoch``):
                         what the model itself costs, the ceiling of every ``fit`` row
+* ``fit train feed``    what ``medmulti train`` feeds ``model.fit``: the dataset its fit path
+                        builds (``medmulti.training.fit._fit_dataset``, every epoch in one
+                        pass), ``steps_per_epoch`` and its epoch callback
+* ``fit train feed before``  what it fed before 2026-12-06: a ``PyDataset`` wrapper of the
+                        sequence (one Keras worker, ``select_inputs`` per batch), a new
+                        iterator every epoch
 * ``3D CNN``            training steps of a small 3D CNN (four Conv3D, 16-64 filters) on a
                         fixed in-memory batch: how fast a real model consumes batches
 
 Each method runs one untimed warm-up epoch first (the cache checks each entry's CRC
 once per process); the median over ``--rounds`` rounds is printed with its ratio to
-``np.load`` in the same round. The cold cache fill is timed with 1 and all cores, and one
+``np.load`` in the same round, with the CPU seconds per batch (this process, all its
+threads; a ``fit`` row's whole calls, tracing epoch included) and the load average
+before and after the rounds. The cold cache fill is timed with 1 and all cores, and one
 cold epoch of the sequence (empty cache) with 1 and 2 worker threads, each with the number
 of cores it kept busy (CPU time / wall time).
 
@@ -79,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pool", action="store_true",
                         help="ablation: allocate every batch afresh (disable medmulti.data.buffers' pool)")
     parser.add_argument("--min-seconds", type=float, default=2.0, help="time each method at least this long")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated methods to time (default: all); the np.load baseline always runs, "
+                             "e.g. --methods 'fit train feed,fit train feed before' for shorter rounds; "
+                             "the cold epochs are then not timed")
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.patients, args.rounds, args.batch_size, args.min_seconds = 64, 16, 3, 2, 0.5
@@ -157,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(target, ignore_errors=True)
     else:
         print("cache already filled (cold fill not timed)")
-    for workers in ([2] if args.quick else [1, 2]):
+    for workers in ([] if args.methods else [2] if args.quick else [1, 2]):  # --methods: warm figures only
         target = data / f"cache{args.size}-cold-epoch"
         shutil.rmtree(target, ignore_errors=True)
         cold[workers] = cold_epoch(workers, target)
@@ -236,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         return m
 
     model_seq, model_tf, model_tf_epochs, model_const = trivial_model(), trivial_model(), trivial_model(), trivial_model()
+    model_train, model_train_before = trivial_model(), trivial_model()
 
-    def fit(model, data_, steps_per_epoch=None):
+    def fit(model, data_, steps_per_epoch=None, callbacks=(), name=None):
         t = {}
 
         class Timer(keras.callbacks.Callback):
@@ -250,8 +263,10 @@ def main(argv: list[str] | None = None) -> int:
         epochs = max(2, int(args.min_seconds * 4))
 
         def run():
-            model.fit(data_, epochs=epochs, verbose=0, callbacks=[Timer()], shuffle=False,
+            c0 = cpu_seconds()
+            model.fit(data_, epochs=epochs, verbose=0, callbacks=[Timer(), *callbacks], shuffle=False,
                       steps_per_epoch=steps_per_epoch)
+            cpu.setdefault(name, []).append((cpu_seconds() - c0) / (n_batches * epochs))
             return n_batches * (epochs - 1) / sum(t[e] for e in range(1, epochs))  # no tracing epoch
 
         return run
@@ -261,6 +276,28 @@ def main(argv: list[str] | None = None) -> int:
 
     constant = tf.data.Dataset.from_tensors(seq0[0]).repeat()
 
+    # medmulti train's feed: the exact dataset and callback its fit path uses, and the one before
+    from medmulti.training.batches import select_inputs
+    from medmulti.training.fit import _fit_dataset, _SequenceEpochs
+
+    keys = list(seq0.input_names)
+    train_feed = _fit_dataset(seq0, keys, epochs=fit_epochs, first_epoch=seq0.epoch)
+
+    class TrainFeedBefore(keras.utils.PyDataset):  # training/fit.py's wrapper until 2026-12-06
+        def __init__(self):
+            super().__init__()
+
+        def __len__(self):
+            return len(seq0)
+
+        def __getitem__(self, index):
+            return select_inputs(seq0[index], keys)
+
+        def on_epoch_end(self):
+            seq0.on_epoch_end()
+
+    cpu: dict[str, list[float]] = {}
+
     methods = {
         "np.load": plain_load,
         "np.load+stack": load_stack,
@@ -268,13 +305,36 @@ def main(argv: list[str] | None = None) -> int:
         "seq workers=2": seq_workers,
         "tf.data": tf_data,
     }
-    fits = {"fit seq workers=2": fit(model_seq, seq2), "fit tf.data": fit(model_tf, ds),
-            "fit tf.data epochs": fit(model_tf_epochs, seq0.as_tf_dataset(epochs=fit_epochs), n_batches),
-            "fit in-memory": fit(model_const, constant, n_batches)}
+    fits = {"fit seq workers=2": (model_seq, seq2, None, ()), "fit tf.data": (model_tf, ds, None, ()),
+            "fit tf.data epochs": (model_tf_epochs, seq0.as_tf_dataset(epochs=fit_epochs), n_batches, ()),
+            "fit in-memory": (model_const, constant, n_batches, ()),
+            "fit train feed": (model_train, train_feed, n_batches, [_SequenceEpochs(seq0)]),
+            "fit train feed before": (model_train_before, TrainFeedBefore(), None, ())}
+    if args.methods:
+        chosen = {m.strip() for m in args.methods.split(",")} | {"np.load"}
+        unknown = chosen - set(methods) - set(fits)
+        if unknown:
+            parser.error(f"unknown methods {sorted(unknown)}; choose from {[*methods, *fits]}")
+        methods = {k: v for k, v in methods.items() if k in chosen}
+        fits = {k: v for k, v in fits.items() if k in chosen}
+    fits = {name: fit(*fit_args, name=name) for name, fit_args in fits.items()}
+
+    def counted(name, fn):
+        def run():
+            c0 = cpu_seconds()
+            n = fn()
+            cpu.setdefault(name, []).append((cpu_seconds() - c0) / n)
+            return n
+        return run
+
+    methods = {name: counted(name, fn) for name, fn in methods.items()}
     for fn in methods.values():  # warm-up: CRC checks, tf.data tracing, page cache
         fn()
+    cpu.update({name: [] for name in [*methods, *fits]})
+    load_before = os.getloadavg()
     rates: dict[str, list[float]] = {k: [] for k in [*methods, *fits]}
     ratios: dict[str, list[float]] = {k: [] for k in rates}
+    plain_load = methods["np.load"]
     for r in range(args.rounds):
         base = _rate(plain_load, args.min_seconds)
         for name, fn in methods.items():
@@ -286,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         rates["np.load"].append((base + base2) / 2)
         for name in rates:
             ratios[name].append(rates[name][-1] / rates["np.load"][-1])
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items()), flush=True)
+        print(f"round {r + 1}/{args.rounds} (load {os.getloadavg()[0]:.2f}): "
+              + ", ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items()), flush=True)
+    load_after = os.getloadavg()
 
     # a small 3D CNN's training consumption rate (in-memory batch: no input cost at all)
     x, y = seq0[0]
@@ -309,16 +371,27 @@ def main(argv: list[str] | None = None) -> int:
         cnn.train_on_batch(x, y)
     cnn_rate = steps / (time.perf_counter() - t0)
 
-    print(f"\n{'method':<22}{'batches/s':>12}{'x np.load':>12}   (median of {args.rounds} alternating rounds)")
+    print(f"\n{'method':<24}{'batches/s':>12}{'x np.load':>12}{'CPU ms/batch':>14}   "
+          f"(median of {args.rounds} alternating rounds)")
     table = {}
     for name in rates:
         med, ratio = statistics.median(rates[name]), statistics.median(ratios[name])
+        cpu_ms = 1000 * statistics.median(cpu[name]) if cpu.get(name) else float("nan")
         table[name] = {"batches_per_s": round(med, 2), "ratio_to_np_load": round(ratio, 3),
-                       "all": [round(v, 2) for v in rates[name]]}
-        print(f"{name:<22}{med:>12.2f}{ratio:>12.2f}")
+                       "cpu_ms_per_batch": round(cpu_ms, 2), "all": [round(v, 2) for v in rates[name]],
+                       "all_ratios": [round(v, 3) for v in ratios[name]]}
+        print(f"{name:<24}{med:>12.2f}{ratio:>12.2f}{cpu_ms:>14.1f}")
+    print(f"load average (1, 5, 15 min): before the rounds {load_before}, after {load_after}")
+    results["load_average"] = {"before": load_before, "after": load_after}
     print(f"{'3D CNN training':<22}{cnn_rate:>12.2f}")
-    best_pipeline = table["fit seq workers=2"]["batches_per_s"]
-    print(f"\npipeline (fit seq workers=2) / 3D CNN consumption: {best_pipeline / cnn_rate:.1f}x")
+    if "fit seq workers=2" in table:
+        best_pipeline = table["fit seq workers=2"]["batches_per_s"]
+        print(f"\npipeline (fit seq workers=2) / 3D CNN consumption: {best_pipeline / cnn_rate:.1f}x")
+    if "fit train feed" in rates and "fit train feed before" in rates:
+        paired = [a / b for a, b in zip(rates["fit train feed"], rates["fit train feed before"])]
+        results["train_feed_after_over_before"] = [round(v, 3) for v in paired]
+        print(f"fit train feed / fit train feed before, same round: median {statistics.median(paired):.2f}x "
+              f"({', '.join(f'{v:.2f}' for v in paired)})")
     results["methods"] = table
     results["cnn_batches_per_s"] = round(cnn_rate, 3)
     if args.json:

@@ -124,6 +124,91 @@ def test_single_modality_training_is_deterministic_for_a_seed(cohort, tmp_path):
     assert (tmp_path / "a" / "predictions_test.csv").read_text() == (tmp_path / "b" / "predictions_test.csv").read_text()
 
 
+def _served_train_epochs(monkeypatch):
+    """Record the epoch of every training batch the sequence serves."""
+    from medmulti.data.sequence import PatientSequence
+
+    served = []
+    original = PatientSequence.batch
+
+    def batch(self, epoch, index):
+        if self.split == "train":
+            served.append((int(epoch), int(index)))
+        return original(self, epoch, index)
+
+    monkeypatch.setattr(PatientSequence, "batch", batch)
+    return served
+
+
+def test_fit_stopped_mid_run_trains_as_a_shorter_run(cohort, tmp_path, monkeypatch):
+    """One tf.data pass serves every epoch (epoch k reads the sequence's epoch k + 1); a fit that
+    stops early leaves the rest unread and trains exactly as a run of that many epochs."""
+    from medmulti.training import fit as fit_module
+
+    c, cache = cohort
+    options = dict(TINY, modalities=["xray"], seed=2, cache_dir=cache)
+    served = _served_train_epochs(monkeypatch)
+    short = train(c.manifest, c.spec, tmp_path / "short", **{**options, "epochs": 2})
+    n = max(i for _, i in served) + 1
+    assert sorted(served) == [(e, i) for e in (1, 2) for i in range(n)]  # each batch once, nothing more
+
+    class StopAfterTwo(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = epoch == 1
+
+    monkeypatch.setattr(fit_module, "_lr_callback", lambda *args, **kwargs: StopAfterTwo())
+    served.clear()
+    stopped = train(c.manifest, c.spec, tmp_path / "stopped", **{**options, "epochs": 5})
+    assert {(e, i) for e, i in served if e <= 2} == {(e, i) for e in (1, 2) for i in range(n)}
+    assert stopped.history == short.history and stopped.metrics == short.metrics
+
+
+def _fail_in_training(monkeypatch):
+    """Make the first training patient tf.data reads fail from then on (its CT: a CorruptFileError)."""
+    import threading
+
+    from medmulti.data.sequence import PatientSequence
+    from medmulti.errors import CorruptFileError
+
+    original = PatientSequence._load_patient
+    victim: list[str] = []
+
+    def load(self, i, names, out):
+        key = self._rows[i].key
+        if self.split == "train" and threading.current_thread() is not threading.main_thread():  # tf.data's
+            victim[:] = victim or [key]
+            if key == victim[0] and "ct" in names:
+                raise CorruptFileError("the slice is truncated", patient_id=key, modality="ct",
+                                       path=self._rows[i].paths.get("ct"))
+        return original(self, i, names, out)
+
+    monkeypatch.setattr(PatientSequence, "_load_patient", load)
+    return victim
+
+
+def test_a_file_failing_inside_training_is_its_typed_error(cohort, tmp_path, monkeypatch):
+    from medmulti.errors import CorruptFileError
+
+    c, cache = cohort
+    victim = _fail_in_training(monkeypatch)
+    with pytest.raises(CorruptFileError) as info:  # not TensorFlow's UnknownError
+        train(c.manifest, c.spec, tmp_path / "run", seed=1, cache_dir=cache, **TINY)
+    assert info.value.patient_id == victim[0] and info.value.modality == "ct" and info.value.path
+    assert not (tmp_path / "run").exists()  # before the first epoch ended: nothing is left
+
+
+def test_a_file_failing_inside_training_is_left_out_under_skip(cohort, tmp_path, monkeypatch):
+    c, cache = cohort
+    victim = _fail_in_training(monkeypatch)
+    result = train(c.manifest, c.spec, tmp_path / "run", seed=1, cache_dir=cache, on_corrupt="skip",
+                   **{**TINY, "epochs": 2})
+    assert len(result.history["loss"]) == 2 and all(np.isfinite(result.history["loss"]))
+    skipped = result.excluded["train"]["skipped"]
+    assert [(s["patient_id"], s["modality"]) for s in skipped] == [(victim[0], "ct")]
+    card = json.loads((tmp_path / "run" / "run_card.json").read_text())
+    assert card["excluded"]["train"]["skipped"] == skipped
+
+
 def test_cli_train_evaluate_predict(cohort, tmp_path, capsys):
     c, cache = cohort
     out = tmp_path / "run"

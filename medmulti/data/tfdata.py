@@ -22,7 +22,7 @@ import itertools
 import os
 import re
 import threading
-from typing import Any, Iterator
+from typing import Any, Literal
 
 from ..errors import MedmultiError
 
@@ -75,8 +75,30 @@ def typed_error_of(exc: BaseException) -> MedmultiError | None:
     return None
 
 
-@contextlib.contextmanager
-def typed_errors() -> Iterator[None]:
+class _TypedErrors:
+    """The context manager :func:`typed_errors` returns."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
+        if exc is None or isinstance(exc, MedmultiError) or not isinstance(exc, Exception):
+            return False
+        typed = typed_error_of(exc)
+        if typed is None:
+            return False
+        with _ERRORS_LOCK:  # raised now: the registry need not keep it (nor what its traceback holds)
+            for token in [t for t, e in _ERRORS.items() if e is typed]:
+                del _ERRORS[token]
+        # TensorFlow's error stays the typed error's (suppressed) context, without its traceback:
+        # that holds the frames of the failed iteration (``model.fit``'s, with its dataset
+        # iterator and batches), which are freed now instead of living as long as the typed error.
+        exc.__traceback__ = exc.__context__ = exc.__cause__ = None
+        del exc, tb
+        raise typed from None
+
+
+def typed_errors() -> contextlib.AbstractContextManager[None]:
     """Re-raise typed medmulti errors that TensorFlow re-wrapped.
 
     Inside the block, an error from iterating an :func:`as_tf_dataset` dataset
@@ -84,6 +106,11 @@ def typed_errors() -> Iterator[None]:
     reading a batch is raised again as that error (``CorruptFileError`` naming
     patient, modality and file...) instead of ``tf.errors.UnknownError``. Other
     exceptions pass unchanged.
+
+    Returns
+    -------
+    contextlib.AbstractContextManager
+        The context manager (``with typed_errors(): ...``).
 
     Raises
     ------
@@ -95,15 +122,7 @@ def typed_errors() -> Iterator[None]:
     >>> with medmulti.typed_errors():  # doctest: +SKIP
     ...     model.fit(seq.as_tf_dataset(), epochs=10)
     """
-    try:
-        yield
-    except MedmultiError:
-        raise
-    except Exception as exc:
-        typed = typed_error_of(exc)
-        if typed is None:
-            raise
-        raise typed from None
+    return _TypedErrors()
 
 
 def element_spec(seq: Any) -> tuple:
@@ -132,7 +151,7 @@ def element_spec(seq: Any) -> tuple:
 
 
 def as_tf_dataset(seq: Any, *, num_parallel_calls: int | None = None, prefetch: int | None = None,
-                  deterministic: bool = True, epochs: int | None = None):
+                  deterministic: bool = True, epochs: int | None = None, first_epoch: int | None = None):
     """Wrap a sequence as a ``tf.data.Dataset`` with the same elements.
 
     Parameters
@@ -156,6 +175,13 @@ def as_tf_dataset(seq: Any, *, num_parallel_calls: int | None = None, prefetch: 
         epochs=epochs, steps_per_epoch=len(seq))``, which then reads ahead across
         epoch boundaries. A later pass serves the epochs after those. Default: one
         epoch per pass.
+    first_epoch : int, optional
+        Serve from this epoch of the sequence on every pass (epochs ``first_epoch``
+        to ``first_epoch + epochs - 1``), whatever number of passes came before.
+        ``model.fit`` may open more than one iterator over its dataset (under a
+        ``tf.distribute`` strategy it takes a first batch to build the model, then
+        starts again), so :func:`medmulti.train` fixes the epochs this way. Default:
+        the first pass serves from ``seq.epoch``, each later pass the epochs after.
 
     Returns
     -------
@@ -165,7 +191,7 @@ def as_tf_dataset(seq: Any, *, num_parallel_calls: int | None = None, prefetch: 
     Raises
     ------
     ValueError
-        ``epochs`` below 1.
+        ``epochs`` below 1, ``first_epoch`` below 0.
 
     Notes
     -----
@@ -182,11 +208,14 @@ def as_tf_dataset(seq: Any, *, num_parallel_calls: int | None = None, prefetch: 
 
     if epochs is not None and (not isinstance(epochs, (int, np.integer)) or epochs < 1):
         raise ValueError(f"epochs must be a positive integer or None, got {epochs!r}")
+    if first_epoch is not None and (not isinstance(first_epoch, (int, np.integer)) or first_epoch < 0):
+        raise ValueError(f"first_epoch must be a non-negative integer or None, got {first_epoch!r}")
     per_pass = 1 if epochs is None else int(epochs)
     spec = element_spec(seq)
     flat_spec = tf.nest.flatten(spec)
     n_batches = len(seq)
-    first_epochs = itertools.count(seq.epoch, per_pass)
+    first_epochs = (itertools.count(seq.epoch, per_pass) if first_epoch is None
+                    else itertools.repeat(int(first_epoch)))
     lock = threading.Lock()
 
     def indices():

@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..data.cache_fill import preprocess_manifest
+from ..data.tfdata import as_tf_dataset, typed_errors
 from ..errors import ManifestError, MedmultiError, RunFolderError, SpecError
 from ..manifest.schema import parse_fold_cell
 from ..manifest.split import assign_splits
@@ -27,7 +28,7 @@ from ..models import ModelOptions, build_fusion_model
 from ..models.metrics import classification_metrics, mean_and_sd
 from ..models.plots import plot_confusion_roc, plot_history
 from ..models.saving import load_fusion_model, save_model_atomic
-from ..spec import StudySpec
+from ..spec import StudySpec, present_input_name
 from .batches import (
     admit_splits,
     keys_for,
@@ -35,7 +36,6 @@ from .batches import (
     make_sequence,
     open_manifest,
     predict_sequence,
-    select_inputs,
     write_predictions,
 )
 from .devices import check_replica_batches, plan_devices, replica_devices, synchronize_batch_norm
@@ -198,24 +198,62 @@ def _fill_cache(man: Any, spec: StudySpec, seqs: Mapping[str, Any], progress: bo
         log.info("filled the cache before training: %s", summary.summary().splitlines()[0])
 
 
-def _fit_dataset(seq: Any, keys: Sequence[str]) -> Any:
-    """Wrap a PatientSequence so it yields only the model's inputs (a subset of modalities)."""
-    import keras
+def _fit_dataset(seq: Any, keys: Sequence[str], *, epochs: int | None = None,
+                 first_epoch: int | None = None) -> Any:
+    """The sequence as a ``tf.data`` dataset of the model's inputs only (as
+    :func:`~medmulti.training.batches.select_inputs`).
 
-    class _Inputs(keras.utils.PyDataset):
-        def __init__(self) -> None:
-            super().__init__()
+    Parameters
+    ----------
+    seq : PatientSequence
+        The split's sequence.
+    keys : sequence of str
+        The model's input names; a ``<name>_present`` input the sequence does not
+        serve is all ones.
+    epochs, first_epoch : int, optional
+        As :func:`~medmulti.data.as_tf_dataset`. For training, every epoch of the run in
+        one pass, from a fixed epoch: ``model.fit(..., steps_per_epoch=len(seq))`` then
+        keeps one iterator for the whole run, so reading goes on across epoch
+        boundaries instead of draining and restarting at each (``benchmarks/RESULTS.md``,
+        "Feeding"). Default: one epoch per pass (validation).
 
-        def __len__(self) -> int:
-            return len(seq)
+    Returns
+    -------
+    tf.data.Dataset
+        ``(inputs, labels)`` or ``(inputs, labels, weights)``, as the sequence's
+        batches; with ``epochs``, of unknown cardinality.
+    """
+    import tensorflow as tf
 
-        def __getitem__(self, index: int) -> tuple:
-            return select_inputs(seq[index], keys)
+    ds = as_tf_dataset(seq, epochs=epochs, first_epoch=first_epoch)
+    served = set(ds.element_spec[0])
+    ones = [k for k in keys if k not in served and k.endswith(present_input_name(""))]
+    if set(keys) != served:
+        def pick(inputs: dict[str, Any], *rest: Any) -> tuple[Any, ...]:
+            n = tf.shape(next(iter(inputs.values())))[0]
+            return ({k: tf.ones((n, 1), tf.float32) if k in ones else inputs[k] for k in keys}, *rest)
 
-        def on_epoch_end(self) -> None:
-            seq.on_epoch_end()
+        ds = ds.map(pick)
+    if epochs is not None:
+        # Unknown cardinality: with a known one, Keras opens a new iterator once the run has
+        # read every element, which would read batches of an epoch no one trains on.
+        ds = ds.filter(lambda *_: True)
+    return ds
 
-    return _Inputs()
+
+class _SequenceEpochs:
+    """Keras callback advancing the training sequence at each epoch's end (``seq.on_epoch_end()``),
+    as Keras does for a ``PyDataset``: after training, ``seq.epoch`` is where the ``PyDataset``
+    feed left it (one more than the epochs run, see ``_train_into``)."""
+
+    def __new__(cls, seq: Any):
+        import keras
+
+        class SequenceEpochs(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                seq.on_epoch_end()
+
+        return SequenceEpochs()
 
 
 def _counts(seq: Any, spec: StudySpec) -> dict[str, Any]:
@@ -720,7 +758,15 @@ def _train_into(run_dir: Path, manifest: Any, spec: StudySpec, *, t0: float, mod
         (run_dir / BACKUP_DIR).mkdir(exist_ok=True)
         write_json(run_dir / BACKUP_DIR / "options.json", record)
     prior = _history_from_csv(history_path).get(watch, []) if done else []
-    callbacks: list[Any] = []
+    # Training epoch k reads the sequence's epoch k + 1 (its shuffle and augmentation draws), as when
+    # medmulti fed Keras a PyDataset, which Keras advances once before the first epoch: a seed trains as
+    # it did. The dataset fixes its epochs: a second iterator (under a strategy Keras opens one to build
+    # the model) serves the same ones.
+    train_seq = seqs["train"]
+    train_seq.on_epoch_end()
+    train_data = _fit_dataset(train_seq, keys, epochs=max(1, fit_opts.epochs - (done or 0)),
+                              first_epoch=train_seq.epoch)
+    callbacks: list[Any] = [_SequenceEpochs(train_seq)]
     if has_val and watch == "val_auc":
         callbacks.append(_ValAUC(seqs["val"], keys, spec))
     schedule = _lr_callback(fit_opts, monitor=watch, mode=mode)
@@ -736,16 +782,18 @@ def _train_into(run_dir: Path, manifest: Any, spec: StudySpec, *, t0: float, mod
     callbacks.append(_Backup(run_dir))  # last: a backed-up epoch has its history row and checkpoint
 
     log.info("training %s on %s (%d train patients)", model.name, names, seqs["train"].num_patients)
-    fit = model.fit(
-        _fit_dataset(seqs["train"], keys),
-        validation_data=_fit_dataset(seqs["val"], keys) if has_val else None,
-        epochs=fit_opts.epochs,
-        callbacks=callbacks,
-        verbose=1 if progress else 0,
-        # the sequence shuffles patients per epoch from (seed, epoch); Keras's own batch-order shuffle
-        # draws from Python's global `random`, which a backup cannot restore at the right moment
-        shuffle=False,
-    )
+    with typed_errors():  # a batch's typed error, not the UnknownError TensorFlow wraps it in
+        fit = model.fit(
+            train_data,
+            steps_per_epoch=len(train_seq),
+            validation_data=_fit_dataset(seqs["val"], keys) if has_val else None,
+            epochs=fit_opts.epochs,
+            callbacks=callbacks,
+            verbose=1 if progress else 0,
+            # the sequence shuffles patients per epoch from (seed, epoch); Keras's own batch-order shuffle
+            # draws from Python's global `random`, which a backup cannot restore at the right moment
+            shuffle=False,
+        )
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     if done is not None:  # the interrupted run's epochs and these: history.csv holds them all
         history = _history_from_csv(history_path)

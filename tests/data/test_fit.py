@@ -106,6 +106,30 @@ def test_tf_dataset_errors_come_back_typed_inside_typed_errors(cohort_copy, spec
     assert info.value.patient_id == pid and info.value.modality == "ct"
 
 
+def test_typed_errors_lets_go_of_what_the_tensorflow_error_held():
+    """The typed error does not keep the failed iteration's frames (a fit's iterator, batches) alive."""
+    import gc
+    import weakref
+
+    import medmulti as mm
+    from medmulti.data.tfdata import _carry
+
+    class Held:
+        pass
+
+    refs = []
+
+    def failing_iteration():
+        held = Held()
+        refs.append(weakref.ref(held))
+        raise RuntimeError(str(_carry(CorruptFileError("truncated", patient_id="p1", modality="ct"))))
+
+    with pytest.raises(CorruptFileError) as info, mm.typed_errors():
+        failing_iteration()
+    gc.collect()
+    assert info.value.patient_id == "p1" and refs[0]() is None
+
+
 def test_typed_errors_lets_other_errors_through():
     import medmulti as mm
     from medmulti.data.tfdata import typed_error_of

@@ -41,6 +41,21 @@ def test_one_pass_serves_consecutive_epochs(clean_cohort, spec, warm_cache):
             np.testing.assert_array_equal(w.numpy(), ew)
 
 
+def test_first_epoch_fixes_the_epochs_of_every_pass(clean_cohort, spec, warm_cache):
+    """What ``medmulti.train`` relies on: ``model.fit`` may open a second iterator (under a
+    strategy it takes a first batch to build the model), which must serve the same epochs."""
+    seq = PatientSequence(clean_cohort.manifest, spec, "train", batch_size=4, cache_dir=warm_cache, progress=False,
+                          seed=4)
+    ds = seq.as_tf_dataset(epochs=2, first_epoch=3)
+    n = len(seq)
+    for _ in range(2):
+        got = [y.numpy() for _, y in ds]
+        assert len(got) == 2 * n
+        for k, y in enumerate(got):
+            np.testing.assert_array_equal(y, seq.batch(3 + k // n, k % n)[1])
+    assert seq.epoch == 0  # the sequence's own counter is left alone
+
+
 def test_fit_with_steps_per_epoch_runs_every_epoch_on_its_batches(clean_cohort, spec, warm_cache):
     seq = PatientSequence(clean_cohort.manifest, spec, "train", batch_size=4, cache_dir=warm_cache, progress=False)
     seen = []
@@ -63,3 +78,6 @@ def test_epochs_must_be_a_positive_integer(clean_cohort, spec, warm_cache, epoch
     seq = PatientSequence(clean_cohort.manifest, spec, "train", batch_size=4, cache_dir=warm_cache, progress=False)
     with pytest.raises(ValueError, match="epochs"):
         seq.as_tf_dataset(epochs=epochs)
+    if epochs != 0:
+        with pytest.raises(ValueError, match="first_epoch"):
+            seq.as_tf_dataset(epochs=2, first_epoch=epochs)
