@@ -50,6 +50,7 @@ __all__ = [
     "SeriesVolumes",
     "VOLUME_KEYS",
     "SERIES_KEYWORDS",
+    "full_header",
     "scan_folder",
     "plan_series",
     "read_dicom_series",
@@ -723,8 +724,28 @@ def plan_series(
 SINGLE_VOLUME_SERIES = "this series of single-frame files (no slice position repeats)"
 
 
-def _full_header(h: DicomHeader, limits: Limits) -> DicomHeader:
-    """``h``'s file parsed again in full (``h`` may hold only :data:`SERIES_KEYWORDS`), as :func:`scan_folder` does."""
+def full_header(h: DicomHeader, limits: Limits) -> DicomHeader:
+    """Parse ``h``'s file again in full, as :func:`scan_folder` does without ``only=``.
+
+    Parameters
+    ----------
+    h : DicomHeader
+        A header that may hold only some attributes (``read_header(only=...)``).
+    limits : Limits
+        Caps.
+
+    Returns
+    -------
+    DicomHeader
+        Every attribute of the file.
+
+    Raises
+    ------
+    MissingFileError
+        The file cannot be opened any more.
+    CorruptFileError, UnsupportedDataError, ResourceLimitError
+        As :func:`~medmulti.io.dicom_header.read_header`.
+    """
     try:
         f = open_regular(h.path, name=h.name, follow=False)
     except OSError:
@@ -795,7 +816,7 @@ def read_dicom_series(
         plan = plan_series(folder, series=series, volume=volume, limits=limits, display=where, root=root,
                            only=SERIES_KEYWORDS)
     if plan.single_file:
-        img = read_dicom_file(_full_header(plan.headers[0], limits), modality, limits, volume=volume)
+        img = read_dicom_file(full_header(plan.headers[0], limits), modality, limits, volume=volume)
         img.meta["n_files"] = 1
         return img
     if plan.volumes is None:
@@ -850,7 +871,7 @@ def read_dicom_series(
     meta["compressed"] = bool(compressed)
     first_r = rescales[0]
     meta["rescale"] = {"slope": first_r[0], "intercept": first_r[1]} if all(r == first_r for r in rescales) else {"per_slice": True}
-    meta.update(voi_meta(_full_header(first, limits).ds, inverted=False, low=0.0, high=0.0))
+    meta.update(voi_meta(full_header(first, limits).ds, inverted=False, low=0.0, high=0.0))
     if plan.volumes is not None:
         meta["volume"] = plan.volume
         meta["n_volumes"] = plan.volumes.n

@@ -31,7 +31,7 @@ from .detect import FileFormat
 from .dicom_enhanced import enhanced_geometry
 from .dicom_file import is_projection, single_slice_spacing
 from .dicom_header import UNKNOWN_SPACING_WARNING, DicomHeader, read_header
-from .dicom_series import SERIES_KEYWORDS, _full_header, plan_series, series_given_for_a_file
+from .dicom_series import SERIES_KEYWORDS, full_header, plan_series, series_given_for_a_file
 from .error_ladder import source_errors
 from .limits import DEFAULT_LIMITS, Limits
 from .nifti import NiftiStream, checked_affine, finish_nifti_stream, itk_geometry, read_nifti_header
@@ -414,7 +414,7 @@ def inspect_source(
             plan = plan_series(p, series=series, volume=volume, limits=limits, display=name, root=root,
                                only=INSPECT_KEYWORDS)
             if plan.single_file:  # checked as a single file is: from its whole header
-                full = _full_header(plan.headers[0], limits)
+                full = full_header(plan.headers[0], limits)
                 info = _inspect_dicom_file(full, full.name, limits, volume)
                 info.kind = "dicom-series"
                 info.warnings = list(plan.warnings) + list(info.warnings)
