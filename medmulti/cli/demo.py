@@ -263,7 +263,7 @@ def run_demo(out: str | Path = "medmulti_demo", *, patients: int = DEMO_PATIENTS
 #: shift, gain and noise per patient) instead of dropout keeps the fusion model from
 #: memorising the training set: dropout on a branch's max-pooled features drops the
 #: one channel that found the lesion, and the X-ray branch then never learned its
-#: finding (benchmarks/RESULTS.md); early stopping on the validation loss, patient
+#: finding (benchmarks/RESULTS.md); early stopping on the validation loss with a long patience
 #: (60 validation patients give a noisy loss; the X-ray branch often learns late)
 DEMO_MODEL = {"batch_size": DEMO_BATCH, "width": 8, "depth": 3, "embed_dim": 16, "dropout": 0.0, "augment": True,
               "patience": 15, "learning_rate": 5e-4, "norm": "group", "pooling": "max", "stem_stride": 2}
