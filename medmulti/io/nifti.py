@@ -415,10 +415,9 @@ def itk_geometry(path: Path, name: str, header: Any = None, *, gz: bool = False)
 
 
 def _is_nifti2(header: Any) -> bool:
-    try:
-        return int(np.asarray(header["sizeof_hdr"]).ravel()[0]) == 540
-    except (KeyError, TypeError, ValueError, IndexError):
-        return False
+    import nibabel as nib
+
+    return isinstance(header, nib.Nifti2Header)
 
 
 def _nibabel_geometry(header: Any, name: str):
